@@ -1,0 +1,38 @@
+"""Shared fixtures: small synthetic orgs whose right answers are known by construction."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # see ../shared/FIELD-NOTES.md
+
+from repfit.synth import write_org  # noqa: E402
+
+MAVEN = Path(__file__).resolve().parents[2] / "shared" / "data" / "crm_sales_opportunities"
+MAVEN_MAPPING = Path(__file__).resolve().parents[1] / "examples" / "maven_crm" / "repfit.toml"
+
+
+@pytest.fixture(scope="session")
+def small_org(tmp_path_factory) -> Path:
+    """12 reps x 150 accounts, seed 3. Treat as read-only; copy it (``org_copy``) to modify."""
+    out = tmp_path_factory.mktemp("small_org")
+    write_org(out, 12, 150, seed=3)
+    return out
+
+
+@pytest.fixture
+def org_copy(small_org, tmp_path) -> Path:
+    dst = tmp_path / "org"
+    shutil.copytree(small_org, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def maven_dir() -> Path:
+    if not (MAVEN / "sales_pipeline.csv").is_file():
+        pytest.skip("../shared/data/crm_sales_opportunities is absent")
+    return MAVEN
