@@ -20,12 +20,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/repfit synth --out $(DEMO)/org --reps 40 --accounts 2000 --seed 7
 	$(BIN)/repfit validate --data $(DEMO)/org
+	$(BIN)/repfit train --data $(DEMO)/org
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/winprob_quality.py
 
 clean:
 	rm -rf $(DEMO) $(VENV) build src/*.egg-info

@@ -12,6 +12,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # see ../shared/FIELD-NOTES
 
 from repfit.synth import write_org  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 MAVEN = Path(__file__).resolve().parents[2] / "shared" / "data" / "crm_sales_opportunities"
 MAVEN_MAPPING = Path(__file__).resolve().parents[1] / "examples" / "maven_crm" / "repfit.toml"
 
@@ -36,3 +37,29 @@ def maven_dir() -> Path:
     if not (MAVEN / "sales_pipeline.csv").is_file():
         pytest.skip("../shared/data/crm_sales_opportunities is absent")
     return MAVEN
+
+
+@pytest.fixture(scope="session")
+def _migrated_db(tmp_path_factory) -> Path:
+    """An MLflow SQLite store migrated once; each test gets a copy (migrating costs ~2 s)."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def tracking_uri(_migrated_db, tmp_path) -> str:
+    store = tmp_path / "mlruns"
+    store.mkdir()
+    shutil.copy(_migrated_db, store / "mlflow.db")
+    return f"sqlite:///{store / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="session")
+def demo_org(tmp_path_factory) -> Path:
+    """The demo's org: 40 reps x 2,000 accounts (~8,000 closed opportunities), seed 7."""
+    out = tmp_path_factory.mktemp("demo_org")
+    write_org(out, 40, 2000, seed=7)
+    return out

@@ -78,6 +78,77 @@ def validate(data_dir: Path, mapping: Path | None) -> None:
     click.echo(format_summary(ds.summary(), ds.warnings))
 
 
+def _tracking_option(f):
+    return click.option("--tracking-uri", default=None, envvar="MLFLOW_TRACKING_URI", show_envvar=True,
+                        help="MLflow tracking URI. Default: the embedded store sqlite:///<root>/mlruns/mlflow.db.")(f)
+
+
+@app.command()
+@_data_option
+@click.option("--features", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Feature spec (TOML). Default: built-in, as in features/default.toml.")
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Training config (TOML). Default: built-in, as in training/default.toml.")
+@_tracking_option
+@click.option("--promote", is_flag=True, help="Make the new model the champion even if it does not beat the current one.")
+@click.option("--models-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("models"), show_default=True,
+              help="Where to export the joblib bundle (for use without a tracking server).")
+def train(data_dir, mapping, features, config, tracking_uri, promote, models_dir) -> None:
+    """Train the win-probability model, evaluate it on the latest period against baselines, and register it.
+
+    The new version gets alias 'challenger' and becomes 'champion' only if its test log loss beats the
+    current champion's on the same test rows (or there is none, or --promote).
+
+    \b
+    Example:
+      repfit train --data demo/org
+      repfit train --data demo/org --config training/default.toml --promote
+      MLFLOW_TRACKING_URI=sqlite:///tmp/store.db repfit train --data demo/org
+    """
+    from repfit.jobs import train_job
+
+    out = train_job(data_dir, mapping, features, config, tracking_uri, promote, models_dir, Path.cwd(),
+                    progress=lambda step: click.echo(f"  .. {step}", err=True))
+    click.echo(format_training(out))
+
+
+def format_training(out) -> str:
+    r, m = out.result, out.result.metrics
+    sp = r.split
+    lines = [
+        f"split by created_at: train {sp['train_rows']} rows ({sp['train_from']} .. {sp['train_to']}), "
+        f"validation {sp['validation_rows']} ({sp['validation_from']} .. {sp['validation_to']}), "
+        f"test {sp['test_rows']} ({sp['test_from']} .. {sp['test_to']})",
+        f"calibration: {r.scorer.model.calibration_} (chosen on validation; ECE uncalibrated "
+        f"{m['repfit.validation.ece_uncalibrated']:.4f}); trees: {int(m['best_iteration'])}",
+        "",
+        "test period        AUC   log loss    Brier      ECE",
+    ]
+    for row in r.table.itertuples():
+        lines.append(f"{row.model:<14} {row.auc:>7.4f} {row.log_loss:>10.4f} {row.brier:>8.4f} {row.ece:>8.4f}")
+    if "truth_spearman_within_account" in m:
+        lines += ["", "against the planted truth, all rep x account pairs "
+                      f"({int(m['truth_pairs']):,}):",
+                  f"  mean within-account Spearman  {m['truth_spearman_within_account']:.3f}  "
+                  f"(rep overall rate alone: {m['rep_rate.truth_spearman_within_account']:.3f})",
+                  f"  mean absolute error of P(win) {m['truth_mae']:.3f}  "
+                  f"(rep overall rate alone: {m['rep_rate.truth_mae']:.3f})"]
+    gain = (f"log-loss gain of the actual rep's P(win) over the all-rep average {m['signal.log_loss_gain']:+.4f} "
+            f"(90% bootstrap {m['signal.gain_p05']:+.4f} .. {m['signal.gain_p95']:+.4f}; mean spread of P(win) "
+            f"across reps {m['signal.rep_spread']:.3f})")
+    if m["signal.detected"]:
+        lines += ["", f"rep strengths: borne out by the test period: {gain}."]
+    else:
+        lines += ["", "rep strengths: NOT borne out by the test period. The model finds no rep-account",
+                  f"  signal it can stand behind: {gain}.",
+                  "  Treat its rankings of reps, and any reassignment built on them, as noise."]
+    d = out.decision
+    lines += ["", f"registered {out.tracking_uri} model 'repfit-winprob' version {d.version}: {d.reason}",
+              f"aliases: challenger -> v{d.version}" + (f", champion -> v{d.version}" if d.promoted else f", champion stays v{d.champion_version}"),
+              f"run: {out.run_id}"]
+    return "\n".join(lines)
+
+
 def format_summary(s: dict, warnings) -> str:
     lines = [
         f"reps                  {s['reps']:>10,}",

@@ -45,8 +45,8 @@ class SynthParams:
     base_logit: float = -0.55
     skill_sd: float = 0.35
     industry_sd: float = 0.25
-    industry_strong: float = 1.1
-    industry_weak: float = -0.9
+    industry_strong: float = 1.3
+    industry_weak: float = -1.1
     size_sd: float = 0.45
     region_sd: float = 0.2
     product_sd: float = 0.45

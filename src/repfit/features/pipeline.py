@@ -1,0 +1,405 @@
+"""Rep-strength, account and pair features, point-in-time correct for training, snapshot for scoring.
+
+Both paths go through one formula (``_strength_features``): training rows get their history
+counts with ``merge_asof`` (opportunities closed strictly before the row's ``created_at``),
+scoring gathers them from count tables over all closed history. So a training row created after
+the last close has exactly the scoring features of its pair (tested).
+
+Features of a (rep, account) pair
+---------------------------------
+- account vector: categorical attributes (as codes), numeric attributes, log potential, and the
+  account's own history (prior deals, shrunk win rate);
+- rep vector: categorical and numeric rep attributes, prior deals, shrunk overall win rate;
+- per strength dimension ``d`` (industry, size band, product, region match...):
+  ``d_strength`` (rep's shrunk win rate on this account's value), ``d_lift`` (that minus the rep's
+  overall rate) and ``d_n`` (the rep's deals on that value). Opportunity attributes such as
+  product are weighted by the account's product mix;
+- pair history: prior deals with this very account and their shrunk win rate.
+
+Shrinkage (empirical Bayes, ``k = prior_deals``): ``g`` global rate; rep rate
+``p_r = (w_r + k g) / (n_r + k)``; value rate ``g_v = (w_v + k g) / (n_v + k)``; strength
+``s_rv = (w_rv + k prior) / (n_rv + k)`` with ``prior = p_r + g_v - g`` (the rep's rate, adjusted
+for how hard the value is for everyone).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from repfit import schema as S
+from repfit.config import AUTO, FeatureConfig
+from repfit.errors import ConfigError
+
+ACCOUNT, BAND, OPPORTUNITY, MATCH = "account", "band", "opportunity", "match"
+T = "_t"
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One axis of rep strength. ``levels``: values (account/opportunity/match) or band edges (band)."""
+
+    name: str
+    kind: str
+    column: str
+    levels: tuple
+
+
+def _pick(cfg_value, eligible: list[str], what: str, available: list[str]) -> list[str]:
+    if cfg_value == AUTO:
+        return eligible
+    chosen = list(cfg_value)
+    bad = [c for c in chosen if c not in eligible]
+    if bad:
+        raise ConfigError(
+            f"feature spec: {what} {', '.join(map(repr, bad))} not usable; eligible columns: "
+            f"{', '.join(map(repr, eligible)) or 'none'} (all: {', '.join(map(repr, available))}). "
+            "Fix: list eligible columns or use \"auto\"."
+        )
+    return chosen
+
+
+def resolve_dimensions(ds: S.Dataset, cfg: FeatureConfig) -> list[Dimension]:
+    """The strength dimensions of ``cfg`` on this data set (``auto`` expanded, ids/names skipped)."""
+
+    def low_card(df: pd.DataFrame, cols: list[str]) -> list[str]:
+        return [c for c in cols if c not in cfg.exclude and usable_category(df[c], cfg)]
+
+    dims: list[Dimension] = []
+    acc_cat = low_card(ds.accounts, ds.categorical("accounts"))
+    for c in _pick(cfg.account_attributes, acc_cat, "account_attributes", ds.attributes("accounts")):
+        dims.append(Dimension(c, ACCOUNT, c, tuple(sorted(ds.accounts[c].dropna().unique()))))
+    nums = [c for c in ds.numeric("accounts") if c not in cfg.exclude and ds.accounts[c].nunique() > cfg.n_bands]
+    for c in _pick(cfg.numeric_bands, nums, "numeric_bands", ds.attributes("accounts")):
+        qs = np.linspace(0, 1, cfg.n_bands + 1)[1:-1]
+        edges = tuple(np.unique(np.quantile(ds.accounts[c].dropna(), qs)))
+        dims.append(Dimension(f"{c}_band", BAND, c, edges))
+    opp_cat = low_card(ds.opportunities, ds.categorical("opportunities"))
+    for c in _pick(cfg.opportunity_attributes, opp_cat, "opportunity_attributes", ds.attributes("opportunities")):
+        dims.append(Dimension(c, OPPORTUNITY, c, tuple(sorted(ds.closed[c].dropna().unique()))))
+    shared = [c for c in ds.shared_attributes() if c in low_card(ds.accounts, [c]) and c not in cfg.exclude]
+    for c in _pick(cfg.shared_attributes, shared, "shared_attributes", ds.shared_attributes()):
+        dims.append(Dimension(f"{c}_match", MATCH, c, (0.0, 1.0)))
+    return dims
+
+
+def usable_category(s: pd.Series, cfg: FeatureConfig) -> bool:
+    """A categorical column is a feature if it has 2..max_levels values and is not an id (all distinct)."""
+    k = s.nunique()
+    return 1 < k <= cfg.max_levels and k < s.notna().sum()
+
+
+def _codes(values: pd.Series, levels) -> np.ndarray:
+    """Integer codes of ``values`` in ``levels``; -1 for missing or unseen."""
+    return pd.Categorical(values, categories=list(levels)).codes.astype(np.int64)
+
+
+@dataclass
+class FeatureSpace:
+    """Everything needed to turn (rep, account[, time]) into features: ids, coded attributes, dimensions.
+
+    Built once from a data set; picklable (numpy and plain Python only), carried by the model.
+    """
+
+    cfg: FeatureConfig
+    dims: list[Dimension]
+    rep_ids: np.ndarray
+    account_ids: np.ndarray
+    rep_static: pd.DataFrame  # one row per rep, model-ready columns
+    account_static: pd.DataFrame  # one row per account, model-ready columns
+    account_value: dict[str, np.ndarray]  # dim -> account's level code (account/band dims)
+    match_codes: dict[str, tuple[np.ndarray, np.ndarray]]  # dim -> (rep codes, account codes)
+    categorical: list[str] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, ds: S.Dataset, cfg: FeatureConfig) -> FeatureSpace:
+        dims = resolve_dimensions(ds, cfg)
+        reps, accs = ds.reps, ds.accounts
+        rep_static, acc_static, categorical = {}, {}, []
+        for c in ds.categorical("reps"):
+            if c not in cfg.exclude and usable_category(reps[c], cfg):
+                rep_static[f"rep_{c}"] = _codes(reps[c], sorted(reps[c].dropna().unique())).astype(float)
+                categorical.append(f"rep_{c}")
+        for c in ds.numeric("reps"):
+            if c not in cfg.exclude:
+                rep_static[f"rep_{c}"] = reps[c].to_numpy(float)
+        for c in ds.categorical("accounts"):
+            if c not in cfg.exclude and usable_category(accs[c], cfg):
+                acc_static[f"account_{c}"] = _codes(accs[c], sorted(accs[c].dropna().unique())).astype(float)
+                categorical.append(f"account_{c}")
+        for c in ds.numeric("accounts"):
+            if c not in cfg.exclude:
+                acc_static[f"account_{c}"] = accs[c].to_numpy(float)
+        acc_static["account_log_potential"] = np.log1p(accs[S.POTENTIAL].to_numpy(float))
+        account_value, match_codes = {}, {}
+        for d in dims:
+            if d.kind == ACCOUNT:
+                account_value[d.name] = _codes(accs[d.column], d.levels)
+            elif d.kind == BAND:
+                vals = accs[d.column].to_numpy(float)
+                account_value[d.name] = np.where(np.isnan(vals), -1, np.searchsorted(np.asarray(d.levels), vals, side="right"))
+            elif d.kind == MATCH:
+                levels = sorted(set(reps[d.column].dropna()) | set(accs[d.column].dropna()))
+                match_codes[d.name] = (_codes(reps[d.column], levels), _codes(accs[d.column], levels))
+        # categorical codes: missing/unseen -> NaN (LightGBM's missing)
+        for frame in (rep_static, acc_static):
+            for c in categorical:
+                if c in frame:
+                    frame[c] = np.where(frame[c] < 0, np.nan, frame[c])
+        return cls(
+            cfg=cfg, dims=dims,
+            rep_ids=reps[S.REP_ID].to_numpy(str), account_ids=accs[S.ACCOUNT_ID].to_numpy(str),
+            rep_static=pd.DataFrame(rep_static), account_static=pd.DataFrame(acc_static),
+            account_value=account_value, match_codes=match_codes, categorical=categorical,
+        )
+
+    # --- ids -> positions
+    def rep_index(self, ids) -> np.ndarray:
+        return _positions(self.rep_ids, ids, "rep_id", "reps")
+
+    def account_index(self, ids) -> np.ndarray:
+        return _positions(self.account_ids, ids, "account_id", "accounts")
+
+    def n_levels(self, d: Dimension) -> int:
+        return len(d.levels) + 1 if d.kind == BAND else len(d.levels)
+
+    def pair_value(self, d: Dimension, r: np.ndarray, a: np.ndarray) -> np.ndarray:
+        """The level code of a single-valued dimension for pairs (rep r, account a); -1 if unknown."""
+        if d.kind == MATCH:
+            rc, ac = self.match_codes[d.name]
+            ok = (rc[r] >= 0) & (ac[a] >= 0)
+            return np.where(ok, (rc[r] == ac[a]).astype(np.int64), -1)
+        return self.account_value[d.name][a]
+
+    def static(self, r: np.ndarray, a: np.ndarray) -> dict[str, np.ndarray]:
+        out = {c: self.rep_static[c].to_numpy()[r] for c in self.rep_static.columns}
+        out.update({c: self.account_static[c].to_numpy()[a] for c in self.account_static.columns})
+        return out
+
+
+def _positions(known: np.ndarray, ids, column: str, table: str) -> np.ndarray:
+    ids = np.asarray(ids, dtype=str)
+    order = np.argsort(known)
+    pos = np.searchsorted(known, ids, sorter=order)
+    pos = np.clip(pos, 0, len(known) - 1)
+    idx = order[pos]
+    bad = known[idx] != ids
+    if bad.any():
+        shown = ", ".join(repr(str(x)) for x in pd.unique(ids[bad])[:5])
+        from repfit.errors import SchemaError
+
+        raise SchemaError(
+            f"unknown {column} {shown} ({int(bad.sum())} in all): not in the {table} the model was trained with. "
+            f"Fix: score only known {table}, or retrain on data that includes them."
+        )
+    return idx
+
+
+# --- counts -> features (one formula for both paths) -------------------------------------------
+@dataclass
+class Counts:
+    """History counts for a batch of rows (n = deals, w = wins). 2-D arrays have one column per level."""
+
+    N: np.ndarray
+    W: np.ndarray
+    n_r: np.ndarray
+    w_r: np.ndarray
+    n_a: np.ndarray
+    w_a: np.ndarray
+    n_ra: np.ndarray
+    w_ra: np.ndarray
+    dims: dict[str, dict[str, np.ndarray]]  # name -> n_rv, w_rv, n_v, w_v, mix (rows x levels)
+
+
+def _strength_features(c: Counts, space: FeatureSpace) -> dict[str, np.ndarray]:
+    k = space.cfg.prior_deals
+    g = (c.W + 1.0) / (c.N + 2.0)
+    p_r = (c.w_r + k * g) / (c.n_r + k)
+    out = {
+        "rep_n": c.n_r.astype(float), "rep_rate": p_r,
+        "account_n": c.n_a.astype(float), "account_rate": (c.w_a + k * g) / (c.n_a + k),
+        "pair_n": c.n_ra.astype(float), "pair_rate": (c.w_ra + k * p_r) / (c.n_ra + k),
+    }
+    combined = _logit(p_r)
+    for d in space.dims:
+        x = c.dims[d.name]
+        gcol, pcol = g[:, None], p_r[:, None]
+        g_v = (x["w_v"] + k * gcol) / (x["n_v"] + k)
+        prior = np.clip(pcol + g_v - gcol, 0.01, 0.99)
+        s = (x["w_rv"] + k * prior) / (x["n_rv"] + k)
+        mix = x["mix"]
+        strength = (mix * s).sum(axis=1)
+        out[f"{d.name}_strength"] = strength
+        out[f"{d.name}_lift"] = strength - p_r
+        out[f"{d.name}_n"] = (mix * x["n_rv"]).sum(axis=1)
+        combined = combined + (_logit(strength) - _logit(p_r))
+    # naive-Bayes style sum of the per-dimension log-odds lifts: the truth of many orgs is additive
+    # in log-odds, which trees approximate poorly from separate features
+    out["combined_logit"] = combined
+    return out
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p))
+
+
+def _frame(space: FeatureSpace, r: np.ndarray, a: np.ndarray, counts: Counts) -> pd.DataFrame:
+    cols = space.static(r, a)
+    cols.update(_strength_features(counts, space))
+    return pd.DataFrame(cols).astype(np.float64)
+
+
+# --- the scoring path: count tables over all closed history --------------------------------------
+@dataclass
+class HistorySnapshot:
+    """Counts over every closed opportunity: the state a deployed model scores with."""
+
+    N: float
+    W: float
+    n_r: np.ndarray
+    w_r: np.ndarray
+    n_a: np.ndarray
+    w_a: np.ndarray
+    pair_codes: np.ndarray  # sorted r * n_accounts + a
+    pair_n: np.ndarray
+    pair_w: np.ndarray
+    tables: dict[str, dict[str, np.ndarray]]  # dim -> n_rv [R, V], w_rv, n_v [V], w_v, (opportunity dims) c_av [A, V]
+
+
+def _bincount2(i: np.ndarray, j: np.ndarray, weights, shape) -> np.ndarray:
+    ok = (i >= 0) & (j >= 0)
+    flat = np.bincount(i[ok] * shape[1] + j[ok], weights=None if weights is None else weights[ok], minlength=shape[0] * shape[1])
+    return flat.reshape(shape).astype(float)
+
+
+def snapshot(space: FeatureSpace, closed: pd.DataFrame) -> HistorySnapshot:
+    """Count tables over ``closed`` (validated closed opportunities)."""
+    r = space.rep_index(closed[S.REP_ID])
+    a = space.account_index(closed[S.ACCOUNT_ID])
+    won = closed[S.WON].to_numpy(float)
+    R, A = len(space.rep_ids), len(space.account_ids)
+    codes = r.astype(np.int64) * A + a
+    uniq, inv = np.unique(codes, return_inverse=True)
+    tables = {}
+    for d in space.dims:
+        V = space.n_levels(d)
+        if d.kind == OPPORTUNITY:
+            v = _codes(closed[d.column], d.levels)
+            c_av = _bincount2(a, v, None, (A, V))
+        else:
+            v = space.pair_value(d, r, a)
+            c_av = None
+        n_rv = _bincount2(r, v, None, (R, V))
+        w_rv = _bincount2(r, v, won, (R, V))
+        t = {"n_rv": n_rv, "w_rv": w_rv, "n_v": n_rv.sum(axis=0), "w_v": w_rv.sum(axis=0)}
+        if c_av is not None:
+            t["c_av"] = c_av
+        tables[d.name] = t
+    return HistorySnapshot(
+        N=float(len(won)), W=float(won.sum()),
+        n_r=np.bincount(r, minlength=R).astype(float), w_r=np.bincount(r, weights=won, minlength=R),
+        n_a=np.bincount(a, minlength=A).astype(float), w_a=np.bincount(a, weights=won, minlength=A),
+        pair_codes=uniq, pair_n=np.bincount(inv).astype(float), pair_w=np.bincount(inv, weights=won),
+        tables=tables,
+    )
+
+
+def _mix(c_av: np.ndarray, n_v: np.ndarray) -> np.ndarray:
+    """An account's share of deals per level, shrunk with one pseudo-deal toward the global shares."""
+    global_share = (n_v + 1e-9) / (n_v + 1e-9).sum(axis=1, keepdims=True)
+    return (c_av + global_share) / (c_av.sum(axis=1, keepdims=True) + 1.0)
+
+
+def pair_features(space: FeatureSpace, snap: HistorySnapshot, r: np.ndarray, a: np.ndarray) -> pd.DataFrame:
+    """Features of pairs (rep positions ``r``, account positions ``a``) from the snapshot. Vectorised."""
+    m = len(r)
+    A = len(space.account_ids)
+    codes = r.astype(np.int64) * A + a
+    pos = np.clip(np.searchsorted(snap.pair_codes, codes), 0, max(len(snap.pair_codes) - 1, 0))
+    hit = (snap.pair_codes[pos] == codes) if len(snap.pair_codes) else np.zeros(m, bool)
+    dims = {}
+    for d in space.dims:
+        t = snap.tables[d.name]
+        if d.kind == OPPORTUNITY:
+            n_v = np.broadcast_to(t["n_v"], (m, len(t["n_v"])))
+            dims[d.name] = {
+                "n_rv": t["n_rv"][r], "w_rv": t["w_rv"][r], "n_v": n_v,
+                "w_v": np.broadcast_to(t["w_v"], n_v.shape), "mix": _mix(t["c_av"][a], n_v),
+            }
+        else:
+            v = space.pair_value(d, r, a)
+            ok = v >= 0
+            vv = np.where(ok, v, 0)
+            dims[d.name] = {
+                "n_rv": np.where(ok, t["n_rv"][r, vv], 0.0)[:, None], "w_rv": np.where(ok, t["w_rv"][r, vv], 0.0)[:, None],
+                "n_v": np.where(ok, t["n_v"][vv], 0.0)[:, None], "w_v": np.where(ok, t["w_v"][vv], 0.0)[:, None],
+                "mix": np.ones((m, 1)),
+            }
+    counts = Counts(
+        N=np.full(m, snap.N), W=np.full(m, snap.W),
+        n_r=snap.n_r[r], w_r=snap.w_r[r], n_a=snap.n_a[a], w_a=snap.w_a[a],
+        n_ra=np.where(hit, snap.pair_n[pos], 0.0), w_ra=np.where(hit, snap.pair_w[pos], 0.0), dims=dims,
+    )
+    return _frame(space, r, a, counts)
+
+
+# --- the training path: point-in-time counts ------------------------------------------------------
+def _asof(events: pd.DataFrame, queries: pd.DataFrame, by: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """For each query row: deals and wins among ``events`` with equal ``by`` keys and time < query time."""
+    ev = events.sort_values([T]).assign(_n=1.0)
+    if by:
+        g = ev.groupby(by, sort=False)
+        ev = ev.assign(_n=g.cumcount() + 1.0, _w=g[S.WON].cumsum())
+    else:
+        ev = ev.assign(_n=np.arange(1, len(ev) + 1, dtype=float), _w=ev[S.WON].cumsum())
+    q = queries[[T] + by].assign(_row=np.arange(len(queries))).sort_values(T)
+    merged = pd.merge_asof(q, ev[[T] + by + ["_n", "_w"]], on=T, by=by or None, direction="backward",
+                           allow_exact_matches=False)
+    merged = merged.sort_values("_row")
+    return merged["_n"].fillna(0).to_numpy(float), merged["_w"].fillna(0).to_numpy(float)
+
+
+def point_in_time_features(space: FeatureSpace, closed: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """Features of ``rows`` (rep_id, account_id, created_at) from the ``closed`` deals closed strictly
+    before each row's ``created_at``. Vectorised: one ``merge_asof`` per count, none per row."""
+    r_e = space.rep_index(closed[S.REP_ID])
+    a_e = space.account_index(closed[S.ACCOUNT_ID])
+    r_q = space.rep_index(rows[S.REP_ID])
+    a_q = space.account_index(rows[S.ACCOUNT_ID])
+    ev = pd.DataFrame({T: closed[S.CLOSED_AT].to_numpy(), S.WON: closed[S.WON].to_numpy(float), "r": r_e, "a": a_e})
+    q = pd.DataFrame({T: rows[S.CREATED_AT].to_numpy(), "r": r_q, "a": a_q})
+    m = len(q)
+    N, W = _asof(ev, q, [])
+    n_r, w_r = _asof(ev, q, ["r"])
+    n_a, w_a = _asof(ev, q, ["a"])
+    n_ra, w_ra = _asof(ev, q, ["r", "a"])
+    dims = {}
+    for d in space.dims:
+        if d.kind == OPPORTUNITY:
+            v_e = _codes(closed[d.column], d.levels)
+            V = len(d.levels)
+            cols = {k: np.zeros((m, V)) for k in ("n_rv", "w_rv", "n_v", "w_v", "c_av")}
+            for j in range(V):
+                sub = ev[v_e == j]
+                cols["n_rv"][:, j], cols["w_rv"][:, j] = _asof(sub, q, ["r"])
+                cols["n_v"][:, j], cols["w_v"][:, j] = _asof(sub, q, [])
+                cols["c_av"][:, j], _ = _asof(sub, q, ["a"])
+            c_av = cols.pop("c_av")
+            own = _codes(rows[d.column], d.levels) if d.column in rows.columns else np.full(m, -1)
+            # a deal's own product is known when it is created: use it; rows without one use the account's mix
+            cols["mix"] = np.where((own >= 0)[:, None], np.eye(V)[np.maximum(own, 0)], _mix(c_av, cols["n_v"]))
+            dims[d.name] = cols
+        else:
+            ev_d = ev.assign(v=space.pair_value(d, r_e, a_e))
+            q_d = q.assign(v=space.pair_value(d, r_q, a_q))
+            ok = (q_d["v"] >= 0).to_numpy()
+            n_rv, w_rv = _asof(ev_d, q_d, ["r", "v"])
+            n_v, w_v = _asof(ev_d, q_d, ["v"])
+            dims[d.name] = {k: np.where(ok, x, 0.0)[:, None] for k, x in
+                            (("n_rv", n_rv), ("w_rv", w_rv), ("n_v", n_v), ("w_v", w_v))}
+            dims[d.name]["mix"] = np.ones((m, 1))
+    counts = Counts(N=N, W=W, n_r=n_r, w_r=w_r, n_a=n_a, w_a=w_a, n_ra=n_ra, w_ra=w_ra, dims=dims)
+    return _frame(space, r_q, a_q, counts)

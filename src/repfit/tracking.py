@@ -1,0 +1,241 @@
+"""MLflow tracking and model registry. The only module that imports mlflow.
+
+Embedded default store: ``sqlite:///<root>/mlruns/mlflow.db`` with artifacts in ``<root>/mlruns/artifacts``
+(no server; supports the registry). ``root`` is the nearest directory, from the working directory up,
+that already has an ``mlruns/`` folder, else the working directory (so running from a sub-folder of a
+project does not silently start a second store).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+from repfit import schema as S
+from repfit.errors import RepfitError
+
+MODEL_NAME = "repfit-winprob"
+EXPERIMENT = "repfit"
+CHAMPION, CHALLENGER = "champion", "challenger"
+SCORER_ARTIFACT = "bundle/scorer.joblib"
+
+
+def _quiet() -> None:
+    """MLflow's INFO logs, progress bars and advice about pickling are noise in a CLI's output."""
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*type hints.*")
+    warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
+
+
+def find_root(start: Path) -> Path:
+    for d in [start, *start.parents]:
+        if (d / "mlruns").is_dir():
+            return d
+    return start
+
+
+def default_uri(root: Path) -> str:
+    return f"sqlite:///{(root / 'mlruns' / 'mlflow.db').resolve()}"
+
+
+def pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    pkgs = ("mlflow", "lightgbm", "pandas", "numpy", "scikit-learn", "scipy", "joblib", "pyarrow")
+    return [f"{p}=={version(p)}" for p in pkgs]
+
+
+class WinProbPyfunc(mlflow.pyfunc.PythonModel):
+    """pyfunc model: input DataFrame with ``rep_id``, ``account_id``; output adds ``p_win``.
+
+    Scores with the features built from the training history the bundle carries.
+    """
+
+    def load_context(self, context):
+        from repfit.winprob import PairScorer
+
+        self.scorer = PairScorer.load(context.artifacts["scorer"])
+
+    def predict(self, context, model_input, params=None):
+        df = pd.DataFrame(model_input)
+        p = self.scorer.score(df[S.REP_ID].astype(str).to_numpy(), df[S.ACCOUNT_ID].astype(str).to_numpy())
+        return pd.DataFrame({S.REP_ID: df[S.REP_ID].astype(str), S.ACCOUNT_ID: df[S.ACCOUNT_ID].astype(str), "p_win": p})
+
+
+@dataclass
+class Decision:
+    version: str
+    promoted: bool
+    reason: str
+    challenger_log_loss: float
+    champion_log_loss: float | None
+    champion_version: str | None
+    compared_rows: int
+
+
+class Tracker:
+    """A connection to one tracking store and experiment."""
+
+    def __init__(self, uri: str, experiment: str = EXPERIMENT, artifact_root: Path | None = None):
+        _quiet()
+        self.uri = uri
+        mlflow.set_tracking_uri(uri)
+        self.client = MlflowClient(uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        if exp is None:
+            location = None
+            if artifact_root is None and uri.startswith("sqlite:///"):
+                artifact_root = Path(uri[len("sqlite:///"):]).parent / "artifacts"
+            if artifact_root is not None:
+                location = Path(artifact_root).resolve().as_uri()
+            exp_id = self.client.create_experiment(experiment, artifact_location=location)
+        else:
+            exp_id = exp.experiment_id
+        self.experiment_id = exp_id
+        mlflow.set_experiment(experiment_id=exp_id)
+
+    # --- training ---------------------------------------------------------------------------
+    def log_training(self, result, data_dir: str, configs: dict[str, str], promote: bool,
+                     models_dir: Path | None, score_champion) -> tuple[str, Decision]:
+        """Log one training run, register its model, and decide champion vs challenger.
+
+        ``score_champion(scorer) -> np.ndarray`` scores the current champion on this run's test rows.
+        """
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from repfit.training.plots import calibration_figure, importance_figure
+
+        with mlflow.start_run(run_name="train") as run:
+            run_id = run.info.run_id
+            mlflow.set_tags({"repfit.kind": "train", "repfit.data_dir": str(data_dir), **result.fingerprint,
+                             **{f"split.{k}": v for k, v in result.split.items()},
+                             "repfit.calibration": result.scorer.model.calibration_,
+                             "repfit.signal": "detected" if result.metrics.get("signal.detected") else "not detected"})
+            mlflow.log_params({k: (",".join(map(str, v)) if isinstance(v, (tuple, list)) else v) for k, v in result.params.items()})
+            mlflow.log_metrics({k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float)) and np.isfinite(v)})
+            for name, text in configs.items():
+                mlflow.log_text(text, f"config/{name}")
+            mlflow.log_text(result.table.to_csv(index=False), "evaluation/test_metrics.csv")
+            mlflow.log_text(result.calibration.to_csv(index=False), "evaluation/calibration.csv")
+            mlflow.log_text(result.importance.to_csv(index=False), "evaluation/feature_importance.csv")
+            mlflow.log_figure(calibration_figure(result.calibration), "plots/calibration.png")
+            mlflow.log_figure(importance_figure(result.importance), "plots/feature_importance.png")
+
+            scorer = result.scorer
+            with tempfile.TemporaryDirectory() as tmp:
+                bundle = scorer.save(Path(tmp) / "scorer.joblib")
+                mlflow.log_artifact(str(bundle), "bundle")
+                pairs = pd.DataFrame({S.REP_ID: scorer.space.rep_ids[:5].astype(str),
+                                      S.ACCOUNT_ID: scorer.space.account_ids[:5].astype(str)})
+                X = scorer.features(pairs[S.REP_ID], pairs[S.ACCOUNT_ID])
+                booster = scorer.model.booster_
+                mlflow.lightgbm.log_model(
+                    booster, name="booster", signature=infer_signature(X, booster.predict(X)),
+                    input_example=X, pip_requirements=pip_requirements(),
+                )
+                out = pairs.assign(p_win=scorer.score(pairs[S.REP_ID], pairs[S.ACCOUNT_ID]))
+                info = mlflow.pyfunc.log_model(
+                    name="winprob", python_model=WinProbPyfunc(), artifacts={"scorer": str(bundle)},
+                    code_paths=[str(Path(__file__).parent)], signature=infer_signature(pairs, out),
+                    input_example=pairs, pip_requirements=pip_requirements(), registered_model_name=MODEL_NAME,
+                )
+            version = str(info.registered_model_version)
+            decision = self._decide(result, version, promote, score_champion)
+            mlflow.set_tags({"repfit.model_version": version, "repfit.promoted": str(decision.promoted),
+                             "repfit.decision": decision.reason})
+            if decision.champion_log_loss is not None:
+                mlflow.log_metrics({"champion.test.log_loss": decision.champion_log_loss,
+                                    "challenger.test.log_loss_same_rows": decision.challenger_log_loss})
+            if models_dir is not None:
+                scorer.save(Path(models_dir) / f"{MODEL_NAME}-v{version}.joblib")
+                if decision.promoted:
+                    scorer.save(Path(models_dir) / f"{MODEL_NAME}-champion.joblib")
+        return run_id, decision
+
+    def _decide(self, result, version: str, promote: bool, score_champion) -> Decision:
+        from sklearn.metrics import log_loss
+
+        c = self.client
+        c.set_registered_model_alias(MODEL_NAME, CHALLENGER, version)
+        try:
+            champ = c.get_model_version_by_alias(MODEL_NAME, CHAMPION)
+        except Exception:  # no champion yet
+            champ = None
+        rows = result.test_rows
+        y = rows[S.WON].to_numpy(float)
+        mine = result.scorer.model.predict_win(result.test_features)
+        ours = float(log_loss(y, np.clip(mine, 1e-6, 1 - 1e-6), labels=[0, 1]))
+        if champ is None:
+            c.set_registered_model_alias(MODEL_NAME, CHAMPION, version)
+            return Decision(version, True, "no champion yet", ours, None, None, len(rows))
+        theirs_p = score_champion(self.load_scorer(champ.run_id))
+        ok = ~np.isnan(theirs_p)
+        if ok.sum() == 0:
+            reason = "champion cannot score this test period (no common reps/accounts)"
+            theirs = None
+        else:
+            ours = float(log_loss(y[ok], np.clip(mine[ok], 1e-6, 1 - 1e-6), labels=[0, 1]))
+            theirs = float(log_loss(y[ok], np.clip(theirs_p[ok], 1e-6, 1 - 1e-6), labels=[0, 1]))
+            reason = (f"test log loss {ours:.5f} vs champion v{champ.version} {theirs:.5f} "
+                      f"on the same {int(ok.sum())} test rows")
+        better = theirs is None or ours < theirs
+        promoted = better or promote
+        if promoted:
+            c.set_registered_model_alias(MODEL_NAME, CHAMPION, version)
+        verdict = ("promoted: beats the champion" if better else
+                   "promoted by --promote although it does not beat the champion" if promote else
+                   "kept as challenger: does not beat the champion")
+        return Decision(version, promoted, f"{verdict} ({reason})", ours, theirs, champ.version, int(ok.sum()))
+
+    def load_scorer(self, run_id: str):
+        from repfit.winprob import PairScorer
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=SCORER_ARTIFACT, dst_path=tmp,
+                                                       tracking_uri=self.uri)
+            return PairScorer.load(path)
+
+    def scorer_for(self, model_uri: str):
+        """A ``PairScorer`` for ``models:/NAME@alias`` / ``models:/NAME/VERSION`` (via its run) or a joblib path."""
+        from repfit.winprob import PairScorer
+
+        if not model_uri.startswith("models:/"):
+            path = Path(model_uri)
+            if not path.is_file():
+                raise RepfitError(f"{model_uri}: model not found. Fix: pass models:/{MODEL_NAME}@champion or a .joblib bundle.")
+            return PairScorer.load(path), model_uri, None
+        ref = model_uri[len("models:/"):]
+        try:
+            if "@" in ref:
+                name, alias = ref.split("@", 1)
+                mv = self.client.get_model_version_by_alias(name, alias)
+            else:
+                name, version = ref.split("/", 1)
+                mv = self.client.get_model_version(name, version)
+        except Exception:
+            raise RepfitError(
+                f"{model_uri}: no such registered model version in {self.uri}. "
+                "Fix: run `repfit train` first, or pass --tracking-uri of the store that holds it."
+            ) from None
+        return self.load_scorer(mv.run_id), model_uri, mv.version
+
+
+def open_tracker(uri: str | None, cwd: Path) -> Tracker:
+    root = find_root(cwd)
+    if uri is None:
+        (root / "mlruns").mkdir(parents=True, exist_ok=True)
+        uri = default_uri(root)
+    return Tracker(uri)

@@ -1,0 +1,1 @@
+"""Training: time split, LightGBM fit, calibration, evaluation against baselines."""

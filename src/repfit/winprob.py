@@ -1,0 +1,181 @@
+"""The win-probability model: a LightGBM booster on pair features, optionally calibrated.
+
+``WinProbModel`` follows the scikit-learn estimator contract on feature frames.
+``PairScorer`` bundles it with the feature space and the history snapshot, so that it scores
+(rep_id, account_id) pairs directly; it is what ``models/`` and the MLflow pyfunc carry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import joblib
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
+
+from repfit.config import AUTO, TrainConfig
+from repfit.errors import NotFittedError
+from repfit.features import FeatureSpace, HistorySnapshot, pair_features
+
+EPS = 1e-6
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, EPS, 1 - EPS)
+    return np.log(p / (1 - p))
+
+
+class Calibrator:
+    """Maps raw booster probabilities to calibrated ones: ``isotonic`` or ``platt`` (logistic on logit)."""
+
+    def __init__(self, method: str):
+        self.method = method
+
+    def fit(self, p: np.ndarray, y: np.ndarray) -> Calibrator:
+        if self.method == "isotonic":
+            self.model_ = IsotonicRegression(out_of_bounds="clip", y_min=EPS, y_max=1 - EPS).fit(p, y)
+        else:
+            self.model_ = LogisticRegression(C=1e6).fit(_logit(p)[:, None], y)
+        return self
+
+    def transform(self, p: np.ndarray) -> np.ndarray:
+        if self.method == "isotonic":
+            return np.clip(self.model_.predict(p), EPS, 1 - EPS)
+        return self.model_.predict_proba(_logit(p)[:, None])[:, 1]
+
+
+def choose_calibration(p: np.ndarray, y: np.ndarray, requested: str, seed: int) -> tuple[str, dict[str, float]]:
+    """Pick a calibration by two-fold cross-fitting on validation (fit on one half, score the other).
+
+    Returns the method ('none', 'isotonic' or 'platt') and each method's cross-fitted log loss.
+    """
+    if requested != AUTO:
+        return requested, {}
+    rng = np.random.default_rng(seed)
+    half = rng.permutation(len(y)) < len(y) // 2
+    scores = {"none": log_loss(y, np.clip(p, EPS, 1 - EPS), labels=[0, 1])}
+    for method in ("isotonic", "platt"):
+        out = np.empty_like(p)
+        ok = True
+        for fit_m in (half, ~half):
+            if len(np.unique(y[fit_m])) < 2:
+                ok = False
+                break
+            out[~fit_m] = Calibrator(method).fit(p[fit_m], y[fit_m]).transform(p[~fit_m])
+        if ok:
+            scores[method] = log_loss(y, out, labels=[0, 1])
+    best = min(scores, key=scores.get)
+    return best, scores
+
+
+class WinProbModel:
+    """LightGBM binary classifier of P(win) with early stopping and optional calibration.
+
+    Parameters
+    ----------
+    config : TrainConfig
+        LightGBM parameters, seed, thread count and calibration choice.
+    """
+
+    def __init__(self, config: TrainConfig | None = None):
+        self.config = config or TrainConfig()
+
+    def _params(self) -> dict:
+        c = self.config
+        return {
+            "objective": "binary", "learning_rate": c.learning_rate, "num_leaves": c.num_leaves,
+            "min_data_in_leaf": c.min_child_samples, "feature_fraction": c.feature_fraction,
+            "bagging_fraction": c.bagging_fraction, "bagging_freq": c.bagging_freq, "lambda_l2": c.lambda_l2,
+            "num_threads": c.n_jobs, "seed": c.seed, "deterministic": True, "force_row_wise": True,
+            "verbosity": -1, "max_cat_to_onehot": 8,
+        }
+
+    def _monotone(self, columns) -> list[int]:
+        """Win rates of the rep (overall, per dimension, with this account) can only raise P(win)."""
+        inc = ("_strength", "rep_rate", "pair_rate", "combined_logit")
+        return [1 if self.config.monotone and c.endswith(inc) else 0 for c in columns]
+
+    def fit(self, X: pd.DataFrame, y, X_val: pd.DataFrame, y_val, categorical: list[str] = ()) -> WinProbModel:
+        """Fit on (X, y) with early stopping on (X_val, y_val); choose and fit calibration on validation."""
+        y, y_val = np.asarray(y, float), np.asarray(y_val, float)
+        cats = [c for c in categorical if c in X.columns]
+        self.monotone_ = self._monotone(X.columns)
+        train = lgb.Dataset(X, y, categorical_feature=cats, free_raw_data=False)
+        val = lgb.Dataset(X_val, y_val, reference=train, categorical_feature=cats)
+        self.booster_ = lgb.train(
+            {**self._params(), "monotone_constraints": self.monotone_}, train, num_boost_round=self.config.max_rounds, valid_sets=[val],
+            callbacks=[lgb.early_stopping(self.config.early_stopping_rounds, verbose=False)],
+        )
+        self.best_iteration_ = int(self.booster_.best_iteration or self.booster_.current_iteration())
+        self.feature_names_in_ = np.asarray(X.columns)
+        self.n_train_ = len(X)
+        self.categorical_ = cats
+        raw_val = self._raw(X_val)
+        self.calibration_, self.calibration_scores_ = choose_calibration(raw_val, y_val, self.config.calibration, self.config.seed)
+        self.calibrator_ = None if self.calibration_ == "none" else Calibrator(self.calibration_).fit(raw_val, y_val)
+        return self
+
+    def refit(self, X: pd.DataFrame, y) -> WinProbModel:
+        """Refit the booster on more rows (train + validation) for the early-stopped number of rounds,
+        scaled by the growth in rows. The test period stays unseen, so its evaluation stays honest."""
+        self._check()
+        rounds = max(1, int(round(self.best_iteration_ * len(X) / self.n_train_)))
+        data = lgb.Dataset(X[self.feature_names_in_], np.asarray(y, float), categorical_feature=self.categorical_)
+        self.booster_ = lgb.train({**self._params(), "monotone_constraints": self.monotone_}, data, num_boost_round=rounds)
+        self.best_iteration_ = rounds
+        return self
+
+    def _check(self) -> None:
+        if not hasattr(self, "booster_"):
+            raise NotFittedError("WinProbModel is not fitted: call fit() first.")
+
+    def _raw(self, X: pd.DataFrame) -> np.ndarray:
+        return self.booster_.predict(X[self.feature_names_in_], num_iteration=self.best_iteration_)
+
+    def predict_win(self, X: pd.DataFrame) -> np.ndarray:
+        """P(win) for each row of the feature frame ``X`` (1-D)."""
+        self._check()
+        p = self._raw(X)
+        return p if self.calibrator_ is None else self.calibrator_.transform(p)
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        """scikit-learn style: columns P(lost), P(won)."""
+        p = self.predict_win(X)
+        return np.column_stack([1 - p, p])
+
+    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Per-feature contributions to the raw log-odds (LightGBM ``pred_contrib``); last column: bias."""
+        self._check()
+        c = self.booster_.predict(X[self.feature_names_in_], num_iteration=self.best_iteration_, pred_contrib=True)
+        return pd.DataFrame(c, columns=list(self.feature_names_in_) + ["bias"], index=X.index)
+
+
+@dataclass
+class PairScorer:
+    """A fitted model with the feature space and history it scores pairs with. Saved with joblib."""
+
+    model: WinProbModel
+    space: FeatureSpace
+    history: HistorySnapshot
+    info: dict
+
+    def features(self, rep_ids, account_ids) -> pd.DataFrame:
+        return pair_features(self.space, self.history, self.space.rep_index(rep_ids), self.space.account_index(account_ids))
+
+    def score(self, rep_ids, account_ids) -> np.ndarray:
+        """P(win) of each (rep_id, account_id) pair, using all closed history the bundle carries."""
+        return self.model.predict_win(self.features(rep_ids, account_ids))
+
+    def save(self, path: str | Path) -> Path:
+        from repfit.io import atomic_write
+
+        return atomic_write(path, lambda p: joblib.dump(self, p, compress=3))
+
+    @staticmethod
+    def load(path: str | Path) -> PairScorer:
+        return joblib.load(path)

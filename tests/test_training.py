@@ -1,0 +1,140 @@
+"""Training, honest evaluation against baselines and the planted truth, MLflow registry and champion logic.
+
+Real LightGBM, a real MLflow SQLite store and registry: nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from repfit.cli import app
+from repfit.config import FeatureConfig, TrainConfig
+from repfit.schema import load_dataset
+from repfit.training.evaluate import truth_recovery
+from repfit.training.train import train
+
+from conftest import MAVEN_MAPPING
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_demo_org_recovers_planted_strengths_and_beats_every_baseline(demo_org):
+    """Acceptance (issue 3): ~40 x 2,000, ~8,000 closed deals. Figures also in benchmarks/winprob_quality.md."""
+    ds = load_dataset(demo_org)
+    assert 7500 < len(ds.closed) < 8500
+    r = train(ds, FeatureConfig(), TrainConfig(), demo_org / "truth")
+    m = r.metrics
+    assert m["truth_pairs"] == 40 * 2000
+    assert m["truth_spearman_within_account"] >= 0.70
+    assert m["truth_spearman_within_account"] > m["rep_rate.truth_spearman_within_account"] + 0.1
+    assert m["truth_mae"] < m["rep_rate.truth_mae"]
+    for base in ("global_rate", "rep_rate", "logistic"):
+        assert m["repfit.test.auc"] > m[f"{base}.test.auc"], base
+    assert m["signal.detected"] == 1.0
+
+
+def test_truth_recovery_metric_against_known_answers():
+    pairs = pd.DataFrame({"rep_id": ["a", "b", "c"] * 2, "account_id": ["x"] * 3 + ["y"] * 3})
+    truth = pairs.assign(p_true=[0.1, 0.2, 0.3, 0.3, 0.2, 0.1])
+    same = truth_recovery(pairs.assign(p_win=[0.2, 0.3, 0.4, 0.5, 0.4, 0.3]), truth)
+    assert same["truth_spearman_within_account"] == pytest.approx(1.0)
+    assert same["truth_mae"] == pytest.approx(0.15)  # errors 0.1 on account x, 0.2 on y
+    rev = truth_recovery(pairs.assign(p_win=[0.3, 0.2, 0.1, 0.1, 0.2, 0.3]), truth)
+    assert rev["truth_spearman_within_account"] == pytest.approx(-1.0)
+
+
+def _train(org, uri, tmp_path, *extra):
+    return run("train", "--data", org, "--tracking-uri", uri, "--models-dir", tmp_path / "models", *extra)
+
+
+def test_champion_only_changes_for_a_better_model_and_runs_read_back(small_org, tracking_uri, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    weak = tmp_path / "base_rate.toml"  # one tiny boosting round: about the base rate
+    weak.write_text("[lightgbm]\nmax_rounds = 1\nlearning_rate = 0.01\nrefit = false\n")
+    worse = tmp_path / "overfit.toml"  # no regularisation, no early stopping: memorises the training period
+    worse.write_text("[lightgbm]\nmax_rounds = 300\nearly_stopping_rounds = 1000\nlearning_rate = 0.5\nnum_leaves = 63\n"
+                     "min_child_samples = 2\nlambda_l2 = 0.0\nmonotone = false\nrefit = false\ncalibration = \"none\"\n")
+
+    first = _train(small_org, tracking_uri, tmp_path, "--config", weak)
+    assert first.exit_code == 0, first.output
+    assert "version 1: no champion yet" in first.output and "champion -> v1" in first.output
+
+    second = _train(small_org, tracking_uri, tmp_path, "--config", worse)
+    assert second.exit_code == 0, second.output
+    assert "version 2: kept as challenger: does not beat the champion" in second.output
+    assert "champion stays v1" in second.output
+
+    third = _train(small_org, tracking_uri, tmp_path)  # default config: better
+    assert third.exit_code == 0, third.output
+    assert "version 3: promoted: beats the champion" in third.output
+
+    client = MlflowClient(tracking_uri)
+    assert str(client.get_model_version_by_alias("repfit-winprob", "champion").version) == "3"
+    assert str(client.get_model_version_by_alias("repfit-winprob", "challenger").version) == "3"
+    forced = _train(small_org, tracking_uri, tmp_path, "--config", worse, "--promote")
+    assert "promoted by --promote although it does not beat the champion" in forced.output
+    assert str(client.get_model_version_by_alias("repfit-winprob", "champion").version) == "4"
+
+    runs = client.search_runs([client.get_experiment_by_name("repfit").experiment_id], order_by=["attributes.start_time ASC"])
+    assert len(runs) == 4
+    r3 = runs[2]
+    for key in ("repfit.test.auc", "repfit.test.log_loss", "repfit.test.brier", "repfit.test.ece",
+                "logistic.test.auc", "global_rate.test.log_loss", "rep_rate.test.auc",
+                "truth_spearman_within_account", "truth_mae", "champion.test.log_loss", "signal.log_loss_gain"):
+        assert key in r3.data.metrics, key
+    assert r3.data.metrics["champion.test.log_loss"] > r3.data.metrics["challenger.test.log_loss_same_rows"]
+    assert r3.data.tags["data_rows_closed"] == str(len(load_dataset(small_org).closed))
+    assert len(r3.data.tags["data_sha256"]) == 64
+    assert r3.data.params["seed"] == "42"
+    artifacts = {a.path for a in client.list_artifacts(r3.info.run_id)} | {
+        a.path for d in ("plots", "evaluation", "bundle") for a in client.list_artifacts(r3.info.run_id, d)}
+    assert {"plots/calibration.png", "plots/feature_importance.png", "evaluation/test_metrics.csv",
+            "bundle/scorer.joblib"} <= artifacts
+    assert (tmp_path / "models" / "repfit-winprob-v3.joblib").is_file()
+    assert (tmp_path / "models" / "repfit-winprob-champion.joblib").is_file()
+
+
+def test_champion_loads_in_a_fresh_process_and_scores_pairs(small_org, tracking_uri, tmp_path):
+    from repfit.winprob import PairScorer
+
+    res = _train(small_org, tracking_uri, tmp_path)
+    assert res.exit_code == 0, res.output
+    pairs = pd.DataFrame({"rep_id": ["R001", "R002", "R012"], "account_id": ["A00001", "A00150", "A00042"]})
+    code = (
+        "import json, sys, pandas as pd, mlflow\n"
+        "m = mlflow.pyfunc.load_model('models:/repfit-winprob@champion')\n"
+        "out = m.predict(pd.DataFrame(json.loads(sys.argv[1])))\n"
+        "print(json.dumps(out['p_win'].tolist()))\n"
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+    proc = subprocess.run([sys.executable, "-c", code, pairs.to_json(orient="records")], env=env,
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fresh = json.loads(proc.stdout.strip().splitlines()[-1])
+    local = PairScorer.load(tmp_path / "models" / "repfit-winprob-champion.joblib").score(pairs.rep_id, pairs.account_id)
+    np.testing.assert_allclose(fresh, local, rtol=1e-9)
+    assert all(0 < p < 1 for p in fresh)
+
+
+def test_train_on_bad_data_fails_cleanly(org_copy, tracking_uri, tmp_path):
+    (org_copy / "reps.csv").write_text("rep_id\nR001\nR001\n")
+    res = CliRunner().invoke(app, ["train", "--data", str(org_copy), "--tracking-uri", tracking_uri])
+    assert res.exit_code == 2 and "duplicate values 'R001'" in res.output and "Traceback" not in res.output
+
+
+def test_maven_crm_trains_through_the_mapping_and_claims_no_strengths(maven_dir, tracking_uri, tmp_path):
+    res = _train(maven_dir, tracking_uri, tmp_path, "--mapping", MAVEN_MAPPING)
+    assert res.exit_code == 0, res.output
+    assert "rep strengths: NOT borne out by the test period" in res.output
+    assert "against the planted truth" not in res.output
