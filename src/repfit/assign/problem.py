@@ -1,0 +1,196 @@
+"""The assignment problem: values, capacities and side constraints; feasibility stated before solving.
+
+Every solver works on the same integer values (``Problem.int_values``), so their optimal totals can be
+compared exactly; the float objective is reported from the original values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from repfit.errors import InfeasibleAssignment
+
+INT_SCALE_MAX = 10_000_000  # the largest |value| maps to this integer: relative precision 1e-7
+
+
+@dataclass
+class Problem:
+    """Assign each of A accounts to one of R reps.
+
+    Parameters
+    ----------
+    values : (A, R) float, the objective weight of each pair (expected value or P(win)), before continuity.
+    capacity : (R,) int, most accounts per rep.
+    current : (A,) int, index of the current rep or -1.
+    locked : (A,) bool, must keep the current rep.
+    allowed : (A, R) bool or None, pairs permitted by --require-match (None: all).
+    tiers : (A,) int tier codes, or None when tiers are not balanced.
+    continuity : W, bonus of W x value for keeping the current rep.
+    max_moves : at most this many accounts with a current rep change rep (None: no limit).
+    """
+
+    values: np.ndarray
+    capacity: np.ndarray
+    current: np.ndarray
+    locked: np.ndarray
+    allowed: np.ndarray | None = None
+    tiers: np.ndarray | None = None
+    continuity: float = 0.0
+    max_moves: int | None = None
+    rep_names: np.ndarray | None = None
+    account_names: np.ndarray | None = None
+    tier_names: np.ndarray | None = None
+    _int: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.values.shape
+
+    def objective_values(self) -> np.ndarray:
+        """Values with the continuity bonus applied (float)."""
+        v = np.asarray(self.values, dtype=float)
+        if self.continuity:
+            v = v.copy()
+            a = np.flatnonzero(self.current >= 0)
+            v[a, self.current[a]] *= 1.0 + self.continuity
+        return v
+
+    @property
+    def scale(self) -> float:
+        vmax = float(np.abs(self.objective_values()).max()) if self.values.size else 0.0
+        return INT_SCALE_MAX / vmax if vmax > 0 else 1.0
+
+    @property
+    def int_values(self) -> np.ndarray:
+        """(A, R) int64: objective values scaled and rounded; forbidden pairs are not marked here (see ``mask``)."""
+        if self._int is None:
+            self._int = np.rint(self.objective_values() * self.scale).astype(np.int64)
+        return self._int
+
+    def mask(self) -> np.ndarray:
+        """(A, R) bool: pairs a solution may use (require-match and locks applied)."""
+        A, R = self.shape
+        m = np.ones((A, R), bool) if self.allowed is None else self.allowed.copy()
+        lk = np.flatnonzero(self.locked)
+        if len(lk):
+            m[lk] = False
+            m[lk, self.current[lk]] = True
+        return m
+
+    def moves(self, assignment: np.ndarray) -> int:
+        has = self.current >= 0
+        return int((assignment[has] != self.current[has]).sum())
+
+    def int_objective(self, assignment: np.ndarray) -> int:
+        return int(self.int_values[np.arange(len(assignment)), assignment].sum())
+
+    def tier_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(R, T) lower and upper counts per rep and tier: within one of the fair share
+        ``n_t * capacity_r / sum(capacity)``."""
+        T = int(self.tiers.max()) + 1
+        n_t = np.bincount(self.tiers, minlength=T).astype(float)
+        share = np.outer(self.capacity / self.capacity.sum(), n_t)
+        lower = np.maximum(0, np.ceil(share - 1 - 1e-9)).astype(np.int64)
+        upper = np.floor(share + 1 + 1e-9).astype(np.int64)
+        return lower, upper
+
+    def name_rep(self, r: int) -> str:
+        return str(self.rep_names[r]) if self.rep_names is not None else f"rep #{r}"
+
+    def name_tier(self, t: int) -> str:
+        return str(self.tier_names[t]) if self.tier_names is not None else str(t)
+
+
+def _show(items, n: int = 5) -> str:
+    items = list(items)
+    return ", ".join(map(str, items[:n])) + (f" (and {len(items) - n} more)" if len(items) > n else "")
+
+
+def check_feasible(p: Problem, match_column: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+    """Raise ``InfeasibleAssignment`` with the shortfall and the fix if the constraints cannot all hold.
+
+    ``match_column``: attribute -> (rep values, account values), for the --require-match messages.
+    """
+    A, R = p.shape
+    cap = p.capacity.astype(np.int64)
+    total = int(cap.sum())
+    if total < A:
+        short = A - total
+        typical = max(1, int(np.median(cap)))
+        add = math.ceil(short / typical)
+        raise InfeasibleAssignment(
+            f"capacity {total:,} < {A:,} accounts: raise capacity by {short:,} or add {add} rep"
+            f"{'s' if add > 1 else ''} of capacity {typical}."
+        )
+    lk = np.flatnonzero(p.locked)
+    if len(lk):
+        n_locked = np.bincount(p.current[lk], minlength=R)
+        over = np.flatnonzero(n_locked > cap)
+        if len(over):
+            parts = [f"{p.name_rep(r)} has {n_locked[r]} locked accounts but capacity {cap[r]}" for r in over]
+            raise InfeasibleAssignment(
+                f"locked accounts exceed capacity: {_show(parts)}. Fix: raise those reps' capacity to their "
+                f"locked count, or unlock {int((n_locked - cap)[over].sum())} account(s)."
+            )
+    if p.allowed is not None:
+        for attr, (rep_vals, acc_vals) in (match_column or {}).items():
+            have = set(rep_vals[~_isna(rep_vals)])
+            orphan = [v for v in dict.fromkeys(acc_vals) if not _isna_scalar(v) and v not in have]
+            if orphan:
+                counts = {v: int((acc_vals == v).sum()) for v in orphan}
+                raise InfeasibleAssignment(
+                    f"--require-match {attr}: no rep has {attr} {_show(repr(v) for v in orphan)} "
+                    f"({_show(f'{k!r}: {c} accounts' for k, c in counts.items())}). Fix: add a rep with that {attr}, "
+                    f"or drop --require-match {attr}."
+                )
+            for v in dict.fromkeys(acc_vals):
+                need = int((acc_vals == v).sum())
+                can = int(cap[rep_vals == v].sum())
+                if can < need:
+                    raise InfeasibleAssignment(
+                        f"--require-match {attr}: {attr} {v!r} has {need:,} accounts but its reps' capacity is {can:,}: "
+                        f"raise their capacity by {need - can:,} or add reps with {attr} {v!r}."
+                    )
+        if len(lk):
+            bad = lk[~p.allowed[lk, p.current[lk]]]
+            if len(bad):
+                names = [str(p.account_names[a]) if p.account_names is not None else str(a) for a in bad]
+                raise InfeasibleAssignment(
+                    f"locked accounts {_show(names)} are owned by reps that --require-match forbids. Fix: unlock them "
+                    "or correct the attribute."
+                )
+        empty = np.flatnonzero(~p.allowed.any(axis=1))
+        if len(empty):
+            raise InfeasibleAssignment(f"{len(empty)} account(s) have no allowed rep under --require-match.")
+    if p.tiers is not None:
+        lower, upper = p.tier_bounds()
+        if len(lk):
+            T = lower.shape[1]
+            locked_rt = np.zeros((R, T), np.int64)
+            np.add.at(locked_rt, (p.current[lk], p.tiers[lk]), 1)
+            over = np.argwhere(locked_rt > upper)
+            if len(over):
+                parts = [f"{p.name_rep(r)} has {locked_rt[r, t]} locked tier-{p.name_tier(t)} accounts, fair share allows "
+                         f"at most {upper[r, t]}" for r, t in over]
+                raise InfeasibleAssignment(
+                    f"tiers cannot be balanced: {_show(parts)}. Fix: unlock some of them, or drop --balance-tiers."
+                )
+        over_r = np.flatnonzero(lower.sum(axis=1) > cap)
+        if len(over_r):
+            raise InfeasibleAssignment(
+                f"tiers cannot be balanced: reps {_show(p.name_rep(r) for r in over_r)} need more accounts for their "
+                "tier shares than their capacity. Fix: even out capacities, or drop --balance-tiers."
+            )
+    if p.max_moves is not None and p.max_moves < 0:
+        raise InfeasibleAssignment(f"--max-moves must be 0 or more (got {p.max_moves}).")
+
+
+def _isna(a: np.ndarray) -> np.ndarray:
+    return np.array([_isna_scalar(x) for x in a], dtype=bool)
+
+
+def _isna_scalar(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x)) or str(x) in ("<NA>", "nan")

@@ -1,0 +1,361 @@
+"""Exact solvers for ``Problem``: the same optimum by different routes.
+
+- ``hungarian``: ``scipy.optimize.linear_sum_assignment`` over rep capacity slots (dense; small problems).
+- ``flow``: min-cost flow (OR-tools) source -> account -> [rep, tier] -> rep -> sink, no slot expansion.
+  Supports tier balance (lower bounds via a large bonus on the mandatory part of each (rep, tier) arc).
+- ``pruned``: min-cost flow on each account's top-k reps by value minus rep price, plus a certificate:
+  rep prices (LP duals) are recomputed from the solution and every pair outside the graph is checked for
+  positive reduced cost; violators are added and the flow re-solved until none remain, which proves the
+  solution optimal over *all* pairs.
+- ``max_moves``: Lagrangian search over an integer keep-bonus; exact when the move budget binds at the
+  bonus found, otherwise settled by ``milp`` (HiGHS), the independent exact reference also used in tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from repfit.assign.problem import Problem
+from repfit.errors import InfeasibleAssignment
+
+HUNGARIAN_MAX_CELLS = 6_000_000  # accounts x slots
+FLOW_MAX_ARCS = 25_000_000
+MILP_MAX_ARCS = 400_000
+
+
+@dataclass
+class Solution:
+    assignment: np.ndarray  # (A,) rep index per account
+    solver: str
+    int_objective: int  # sum of Problem.int_values over the assignment (comparable across solvers)
+    certified: bool = True  # proven optimal
+    notes: list[str] = field(default_factory=list)
+
+
+def _keep_matrix_bonus(p: Problem, bonus: int) -> np.ndarray:
+    """int_values plus ``bonus`` on each account's current-rep pair (Lagrangian keep bonus)."""
+    V = p.int_values
+    if not bonus:
+        return V
+    V = V.copy()
+    a = np.flatnonzero(p.current >= 0)
+    V[a, p.current[a]] += bonus
+    return V
+
+
+# --- Hungarian over slots -----------------------------------------------------------------------
+def solve_hungarian(p: Problem, bonus: int = 0) -> Solution:
+    if p.tiers is not None:
+        raise ValueError("hungarian does not model tier balance; use flow")
+    A, R = p.shape
+    V = _keep_matrix_bonus(p, bonus)
+    mask = p.mask()
+    cap = np.minimum(p.capacity, A)
+    slot_rep = np.repeat(np.arange(R), cap)
+    big = float(np.abs(V).max() + 1) * (A + 1)
+    M = np.where(mask[:, slot_rep], V[:, slot_rep].astype(float), -big)
+    rows, cols = linear_sum_assignment(M, maximize=True)
+    assignment = np.empty(A, np.int64)
+    assignment[rows] = slot_rep[cols]
+    if not mask[np.arange(A), assignment].all():
+        raise InfeasibleAssignment("no assignment satisfies every constraint (require-match / locks / capacity).")
+    return Solution(assignment, "hungarian", p.int_objective(assignment))
+
+
+# --- min-cost flow --------------------------------------------------------------------------------
+def _flow_on_arcs(p: Problem, acc: np.ndarray, rep: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """Max-gain assignment restricted to the arcs (acc, rep) with integer ``gain``; -1 = unassigned."""
+    from ortools.graph.python import min_cost_flow
+
+    A, R = p.shape
+    src, sink = 0, A + R + 1
+    acc_node = 1 + np.arange(A)
+    rep_node = 1 + A + np.arange(R)
+    vmax = int(np.abs(gain).max()) + 1 if len(gain) else 1
+    if p.tiers is not None:
+        lower, upper = p.tier_bounds()
+        T = lower.shape[1]
+        tier_node = sink + 1 + np.arange(R * T).reshape(R, T)
+        bonus_m = vmax * (A + 1)  # filling a mandatory tier slot outweighs any value difference
+        unassigned = 3 * bonus_m
+    else:
+        unassigned = vmax * (A + 1)
+    g = min_cost_flow.SimpleMinCostFlow()
+    tails = [np.full(A, src), acc_node]
+    heads = [acc_node, np.full(A, sink)]
+    caps = [np.ones(A, np.int64), np.ones(A, np.int64)]
+    costs = [np.zeros(A, np.int64), np.full(A, unassigned, np.int64)]
+    first_pair_arc = 2 * A
+    tails.append(acc_node[acc])
+    heads.append(tier_node[rep, p.tiers[acc]] if p.tiers is not None else rep_node[rep])
+    caps.append(np.ones(len(acc), np.int64))
+    costs.append(-gain.astype(np.int64))
+    if p.tiers is not None:
+        rr, tt = np.meshgrid(np.arange(R), np.arange(T), indexing="ij")
+        rr, tt = rr.ravel(), tt.ravel()
+        lo, hi = lower.ravel(), upper.ravel()
+        tails += [tier_node[rr, tt], tier_node[rr, tt]]
+        heads += [rep_node[rr], rep_node[rr]]
+        caps += [lo, np.maximum(hi - lo, 0)]
+        costs += [np.full(len(rr), -bonus_m, np.int64), np.zeros(len(rr), np.int64)]
+    tails.append(rep_node)
+    heads.append(np.full(R, sink))
+    caps.append(p.capacity.astype(np.int64))
+    costs.append(np.zeros(R, np.int64))
+    g.add_arcs_with_capacity_and_unit_cost(
+        np.concatenate(tails).astype(np.int32), np.concatenate(heads).astype(np.int32),
+        np.concatenate(caps).astype(np.int64), np.concatenate(costs).astype(np.int64),
+    )
+    supplies = np.zeros(sink + 1 + (R * T if p.tiers is not None else 0), np.int64)
+    supplies[src], supplies[sink] = A, -A
+    g.set_nodes_supplies(np.arange(len(supplies), dtype=np.int32), supplies)
+    status = g.solve()
+    if status != g.OPTIMAL:
+        raise InfeasibleAssignment(f"min-cost flow failed with status {status}.")
+    flows = g.flows(np.arange(first_pair_arc, first_pair_arc + len(acc), dtype=np.int32))
+    assignment = np.full(A, -1, np.int64)
+    used = flows > 0
+    assignment[acc[used]] = rep[used]
+    if p.tiers is not None:
+        lo_flow = g.flows(np.arange(first_pair_arc + len(acc), first_pair_arc + len(acc) + R * T, dtype=np.int32))
+        if (lo_flow < lower.ravel()).any():
+            short = np.flatnonzero(lo_flow < lower.ravel())
+            raise InfeasibleAssignment(
+                f"tiers cannot be balanced: {len(short)} (rep, tier) pairs cannot reach their fair share within one "
+                "under the other constraints (require-match, locks, capacity). Fix: drop --balance-tiers or relax those."
+            )
+    return assignment
+
+
+def solve_flow(p: Problem, bonus: int = 0) -> Solution:
+    V = _keep_matrix_bonus(p, bonus)
+    acc, rep = np.nonzero(p.mask())
+    assignment = _flow_on_arcs(p, acc, rep, V[acc, rep])
+    _check_complete(p, assignment)
+    return Solution(assignment, "flow", p.int_objective(assignment))
+
+
+def _check_complete(p: Problem, assignment: np.ndarray) -> None:
+    missing = np.flatnonzero(assignment < 0)
+    if len(missing):
+        raise InfeasibleAssignment(
+            f"{len(missing)} account(s) cannot be assigned under the constraints (require-match, locks, capacity, tiers)."
+        )
+
+
+# --- pruned min-cost flow with a dual certificate ---------------------------------------------------
+def rep_prices(p: Problem, V: np.ndarray, assignment: np.ndarray, acc: np.ndarray, rep: np.ndarray) -> np.ndarray:
+    """LP dual prices of rep capacity for an assignment optimal on the arcs (acc, rep).
+
+    Complementary slackness: reps with spare capacity have price 0; for an account a held by rep r and a
+    candidate rep s, ``price_r <= price_s + V[a, r] - V[a, s]``. The largest prices meeting these difference
+    constraints are shortest-path distances from the reps with spare capacity (Bellman-Ford, vectorised).
+    """
+    A, R = p.shape
+    load = np.bincount(assignment[assignment >= 0], minlength=R)
+    held = assignment[acc]
+    ok = (held >= 0) & (held != rep)
+    w = V[acc[ok], held[ok]] - V[acc[ok], rep[ok]]
+    W = np.full((R, R), np.inf)  # W[s, r]: edge s -> r
+    np.minimum.at(W, (rep[ok], held[ok]), w.astype(float))
+    d = np.where(load < p.capacity, 0.0, np.inf)
+    for _ in range(R + 1):
+        new = np.minimum(d, (d[:, None] + W).min(axis=0))
+        if np.array_equal(new, d):
+            break
+        d = new
+    finite = np.isfinite(d)
+    if not finite.all():
+        # reps no chain reaches: any high price satisfies their constraints; the certificate adds arcs
+        d[~finite] = (d[finite].max() if finite.any() else 0.0) + float(V.max() - V.min()) + 1.0
+    return np.maximum(d, 0.0)
+
+
+def _top_k(V: np.ndarray, mask: np.ndarray, prices: np.ndarray, k: int, block: int = 4096) -> np.ndarray:
+    """(A, R) bool: each account's k best allowed reps by value - price."""
+    A, R = V.shape
+    k = min(k, R)
+    cand = np.zeros((A, R), bool)
+    for lo in range(0, A, block):
+        hi = min(A, lo + block)
+        red = np.where(mask[lo:hi], V[lo:hi] - prices[None, :], -np.inf)
+        idx = np.argpartition(-red, k - 1, axis=1)[:, :k]
+        rows = np.repeat(np.arange(lo, hi), k)
+        cols = idx.ravel()
+        keep = np.isfinite(red[rows - lo, cols])
+        cand[rows[keep], cols[keep]] = True
+    return cand
+
+
+def solve_pruned(p: Problem, bonus: int = 0, k: int = 15, sample_share: float = 0.1, max_rounds: int = 30,
+                 seed: int = 0) -> Solution:
+    if p.tiers is not None:
+        raise ValueError("pruned does not model tier balance; use flow")
+    A, R = p.shape
+    V = _keep_matrix_bonus(p, bonus)
+    mask = p.mask()
+    prices = np.zeros(R)
+    if A > 20 * R:  # estimate prices on a sample of accounts with capacities scaled alike
+        rng = np.random.default_rng(seed)
+        n = max(R * 5, int(A * sample_share))
+        s = np.sort(rng.choice(A, size=n, replace=False))
+        sub = Problem(values=p.values[s], capacity=np.maximum(1, np.ceil(p.capacity * n / A)).astype(np.int64),
+                      current=p.current[s], locked=np.zeros(n, bool),
+                      allowed=None if p.allowed is None else p.allowed[s])
+        sub._int = V[s]
+        sc = _top_k(sub._int, sub.mask(), prices, 3 * k)
+        sa, sr = np.nonzero(sc)
+        x = _flow_on_arcs(sub, sa, sr, sub._int[sa, sr])
+        prices = rep_prices(sub, sub._int, x, sa, sr)
+    cand = _top_k(V, mask, prices, k)
+    has = np.flatnonzero(p.current >= 0)
+    cand[has, p.current[has]] = mask[has, p.current[has]]  # continuity needs the current rep in the graph
+    notes = []
+    for rnd in range(1, max_rounds + 1):
+        acc, rep = np.nonzero(cand)
+        assignment = _flow_on_arcs(p, acc, rep, V[acc, rep])
+        prices = rep_prices(p, V, assignment, acc, rep)
+        if (assignment < 0).any():  # unassigned on the pruned graph: widen those accounts to every allowed rep
+            miss = np.flatnonzero(assignment < 0)
+            if cand[miss].sum() == mask[miss].sum():
+                _check_complete(p, assignment)
+            cand[miss] = mask[miss]
+            continue
+        u = V[np.arange(A), assignment] - prices[assignment]
+        added = 0
+        for lo in range(0, A, 4096):
+            hi = min(A, lo + 4096)
+            viol = mask[lo:hi] & ~cand[lo:hi] & ((V[lo:hi] - prices[None, :]) > u[lo:hi, None] + 1e-9)
+            if viol.any():
+                cand[lo:hi] |= viol
+                added += int(viol.sum())
+        if added == 0:
+            notes.append(f"certified optimal over all {int(mask.sum()):,} allowed pairs after {rnd} round(s) "
+                         f"on {int(cand.sum()):,} candidate pairs")
+            return Solution(assignment, "pruned-flow", p.int_objective(assignment), True, notes)
+        notes.append(f"round {rnd}: added {added:,} pairs with positive reduced cost")
+    # could not certify within the rounds: solve on every allowed pair
+    sol = solve_flow(p, bonus)
+    sol.notes = notes + ["certificate did not converge; solved on all pairs"]
+    return sol
+
+
+# --- exact MILP (reference and max-moves fallback) --------------------------------------------------
+def solve_milp(p: Problem, time_limit: float | None = None) -> Solution:
+    """Exact 0/1 program with HiGHS (``scipy.optimize.milp``) over the allowed pairs, every constraint included."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import csr_matrix
+
+    A, R = p.shape
+    acc, rep = np.nonzero(p.mask())
+    n = len(acc)
+    c = -p.int_values[acc, rep].astype(float)
+    cons = [
+        LinearConstraint(csr_matrix((np.ones(n), (acc, np.arange(n))), shape=(A, n)), 1, 1),
+        LinearConstraint(csr_matrix((np.ones(n), (rep, np.arange(n))), shape=(R, n)), 0, p.capacity.astype(float)),
+    ]
+    if p.tiers is not None:
+        lower, upper = p.tier_bounds()
+        T = lower.shape[1]
+        row = rep * T + p.tiers[acc]
+        cons.append(LinearConstraint(csr_matrix((np.ones(n), (row, np.arange(n))), shape=(R * T, n)),
+                                     lower.ravel().astype(float), upper.ravel().astype(float)))
+    if p.max_moves is not None:
+        has = p.current[acc] >= 0
+        keep = has & (p.current[acc] == rep)
+        n_has = int((p.current >= 0).sum())
+        # moves = n_has - kept <= K  <=>  kept >= n_has - K
+        cons.append(LinearConstraint(csr_matrix((np.ones(int(keep.sum())), (np.zeros(int(keep.sum()), int), np.flatnonzero(keep))),
+                                                shape=(1, n)), n_has - p.max_moves, np.inf))
+    options = {"disp": False}
+    if time_limit:
+        options["time_limit"] = time_limit
+    res = milp(c, constraints=cons, integrality=np.ones(n), bounds=Bounds(0, 1), options=options)
+    if res.x is None or res.status not in (0,):
+        if res.status == 2 or res.x is None:
+            raise InfeasibleAssignment(f"no assignment satisfies every constraint ({res.message}).")
+    x = res.x > 0.5
+    assignment = np.full(A, -1, np.int64)
+    assignment[acc[x]] = rep[x]
+    return Solution(assignment, "milp", p.int_objective(assignment), res.status == 0)
+
+
+# --- the move budget ------------------------------------------------------------------------------
+def solve_max_moves(p: Problem, base) -> Solution:
+    """Best assignment with at most ``p.max_moves`` moves.
+
+    Lagrangian: maximise value + lam * kept over integer lam. The smallest lam whose solution x has
+    moves(x) <= K is optimal for the budget if moves(x) == K or lam == 0 (for any y with moves(y) <= K:
+    v(y) <= v(y) + lam (K - moves(y)) <= v(x) + lam (K - moves(x)) = v(x)). Otherwise the budget falls
+    between two Lagrangian solutions and the exact MILP settles it.
+    """
+    K = p.max_moves
+    free = base(p, 0)
+    if p.moves(free.assignment) <= K:
+        free.notes.append(f"move budget {K} not binding ({p.moves(free.assignment)} moves)")
+        return free
+    V = p.int_values
+    hi = int(V.max() - V.min()) * 2 + 2  # with this keep bonus, keeping always wins where feasible
+    top = base(p, hi)
+    if p.moves(top.assignment) > K:
+        raise InfeasibleAssignment(
+            f"--max-moves {K}: even keeping every account that can stay needs {p.moves(top.assignment)} moves "
+            "(capacity, locks or require-match force them). Fix: raise --max-moves or relax the constraints."
+        )
+    lo = 0  # moves(lo) > K, moves(hi) <= K
+    best = top
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        s = base(p, mid)
+        if p.moves(s.assignment) <= K:
+            hi, best = mid, s
+        else:
+            lo = mid
+    m = p.moves(best.assignment)
+    if m == K:
+        best.int_objective = p.int_objective(best.assignment)
+        best.notes.append(f"move budget {K} binds at keep bonus {hi}: optimal by Lagrangian duality")
+        best.solver += "+lagrangian"
+        return best
+    n_arcs = int(p.mask().sum())
+    if n_arcs <= MILP_MAX_ARCS:
+        sol = solve_milp(p)
+        sol.notes.append(f"Lagrangian gap (bonus {hi} gives {m} < {K} moves): settled by exact MILP on {n_arcs:,} pairs")
+        return sol
+    best.int_objective = p.int_objective(best.assignment)
+    best.certified = False
+    gap = hi * (K - m) / p.scale
+    best.notes.append(f"not certified: Lagrangian solution with {m} moves (< {K}); at most {gap:,.4g} below the optimum")
+    best.solver += "+lagrangian"
+    return best
+
+
+SOLVERS = {"hungarian": solve_hungarian, "flow": solve_flow, "pruned": solve_pruned}
+
+
+def choose_solver(p: Problem) -> str:
+    A, R = p.shape
+    if p.tiers is not None:
+        return "flow"
+    slots = int(np.minimum(p.capacity, A).sum())
+    if A * slots <= HUNGARIAN_MAX_CELLS:
+        return "hungarian"
+    if A * R <= FLOW_MAX_ARCS // 5:
+        return "flow"
+    return "pruned"
+
+
+def solve(p: Problem, solver: str = "auto") -> Solution:
+    """Solve ``p`` exactly with ``solver`` (``auto`` picks by size and constraints)."""
+    name = choose_solver(p) if solver == "auto" else solver
+    if name not in SOLVERS:
+        raise ValueError(f"unknown solver {name!r}; choose from auto, {', '.join(SOLVERS)}")
+    if p.tiers is not None and name in ("hungarian", "pruned"):
+        name = "flow"
+    base = SOLVERS[name]
+    if p.max_moves is not None:
+        return solve_max_moves(p, base)
+    return base(p)

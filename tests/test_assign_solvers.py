@@ -1,0 +1,192 @@
+"""Every solver against an independent exact reference (brute force, MILP) on random small instances.
+
+One contract suite for all solvers: every account assigned once, capacities held, locks kept, require-match
+respected, tiers within one of their fair share, the move budget held, and the optimal objective.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from repfit.assign import Problem, check_feasible, solve, solve_milp
+from repfit.assign.solvers import solve_flow, solve_hungarian, solve_max_moves, solve_pruned
+from repfit.errors import InfeasibleAssignment
+
+
+def brute_force(p: Problem):
+    """Best int objective over all R^A assignments meeting every constraint (None if none)."""
+    A, R = p.shape
+    mask = p.mask()
+    best = None
+    lower = upper = None
+    if p.tiers is not None:
+        lower, upper = p.tier_bounds()
+    for combo in itertools.product(range(R), repeat=A):
+        x = np.array(combo)
+        if not mask[np.arange(A), x].all():
+            continue
+        if (np.bincount(x, minlength=R) > p.capacity).any():
+            continue
+        if p.tiers is not None:
+            cnt = np.zeros_like(lower)
+            np.add.at(cnt, (x, p.tiers), 1)
+            if (cnt < lower).any() or (cnt > upper).any():
+                continue
+        if p.max_moves is not None and p.moves(x) > p.max_moves:
+            continue
+        v = p.int_objective(x)
+        best = v if best is None else max(best, v)
+    return best
+
+
+def check_contract(p: Problem, x: np.ndarray):
+    A, R = p.shape
+    assert x.shape == (A,) and (x >= 0).all() and (x < R).all()  # every account exactly once
+    assert (np.bincount(x, minlength=R) <= p.capacity).all()
+    lk = np.flatnonzero(p.locked)
+    assert (x[lk] == p.current[lk]).all()
+    if p.allowed is not None:
+        assert p.allowed[np.arange(A), x].all()
+    if p.tiers is not None:
+        lower, upper = p.tier_bounds()
+        cnt = np.zeros_like(lower)
+        np.add.at(cnt, (x, p.tiers), 1)
+        assert (cnt >= lower).all() and (cnt <= upper).all()
+    if p.max_moves is not None:
+        assert p.moves(x) <= p.max_moves
+
+
+@st.composite
+def problems(draw, max_a=6, max_r=3, tiers=False, moves=False, match=False):
+    A = draw(st.integers(1, max_a))
+    R = draw(st.integers(1, max_r))
+    # few distinct values: ties are common
+    values = np.array(draw(st.lists(st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.5, 0.9, 1.0]), min_size=A * R, max_size=A * R))).reshape(A, R)
+    capacity = np.array(draw(st.lists(st.integers(1, A), min_size=R, max_size=R)))
+    current = np.array(draw(st.lists(st.integers(-1, R - 1), min_size=A, max_size=A)))
+    locked = np.array(draw(st.lists(st.booleans(), min_size=A, max_size=A))) & (current >= 0)
+    locked &= np.array(draw(st.lists(st.sampled_from([False, False, True]), min_size=A, max_size=A)))
+    allowed = None
+    if match:
+        rep_reg = np.array(draw(st.lists(st.integers(0, 1), min_size=R, max_size=R)))
+        acc_reg = np.array(draw(st.lists(st.integers(0, 1), min_size=A, max_size=A)))
+        allowed = acc_reg[:, None] == rep_reg[None, :]
+    t = np.array(draw(st.lists(st.integers(0, 1), min_size=A, max_size=A))) if tiers else None
+    if t is not None:
+        t = np.unique(t, return_inverse=True)[1]
+    continuity = draw(st.sampled_from([0.0, 0.0, 0.3]))
+    k = draw(st.integers(0, A)) if moves else None
+    return Problem(values=values, capacity=capacity, current=current, locked=locked, allowed=allowed,
+                   tiers=t, continuity=continuity, max_moves=k)
+
+
+def _feasible_or_skip(p):
+    try:
+        check_feasible(p)
+    except InfeasibleAssignment:
+        return False
+    return True
+
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+
+
+@SETTINGS
+@given(problems(match=True))
+def test_every_solver_matches_brute_force(p):
+    best = brute_force(p)
+    if not _feasible_or_skip(p) or best is None:
+        for solver in (solve_hungarian, solve_flow, solve_pruned, solve_milp):
+            if best is None and _feasible_or_skip(p):
+                with pytest.raises(InfeasibleAssignment):
+                    solver(p)
+        return
+    for solver in (solve_hungarian, solve_flow, solve_pruned, solve_milp):
+        sol = solver(p)
+        check_contract(p, sol.assignment)
+        assert sol.int_objective == best, (solver.__name__, sol.int_objective, best)
+
+
+@SETTINGS
+@given(problems(tiers=True, match=True))
+def test_tier_balance_matches_brute_force(p):
+    best = brute_force(p)
+    if not _feasible_or_skip(p):
+        return
+    if best is None:
+        with pytest.raises(InfeasibleAssignment):
+            solve(p)
+        return
+    for sol in (solve(p), solve_milp(p)):
+        check_contract(p, sol.assignment)
+        assert sol.int_objective == best
+
+
+@SETTINGS
+@given(problems(moves=True, max_a=6, max_r=3))
+def test_move_budget_is_the_best_with_at_most_k_moves(p):
+    best = brute_force(p)
+    if not _feasible_or_skip(p):
+        return
+    for base in (solve_flow, solve_hungarian, solve_pruned):
+        if best is None:
+            with pytest.raises(InfeasibleAssignment):
+                solve_max_moves(p, base)
+            continue
+        sol = solve_max_moves(p, base)
+        check_contract(p, sol.assignment)
+        assert sol.certified and sol.int_objective == best, (base.__name__, sol.notes)
+
+
+def _random_instance(rng, A, R, slack=1.1):
+    values = rng.gamma(2.0, 1.0, (A, 1)) * rng.beta(2, 3, (A, R))  # potential x P(win)
+    cap = np.full(R, int(np.ceil(slack * A / R)))
+    current = rng.permutation(np.resize(np.arange(R), A))  # today's owners, within capacity
+    return Problem(values=values, capacity=cap, current=current, locked=rng.random(A) < 0.02)
+
+
+@pytest.mark.parametrize("A,R", [(300, 12), (600, 25), (1500, 30)])
+def test_solvers_agree_on_larger_random_instances(A, R):
+    rng = np.random.default_rng(A)
+    p = _random_instance(rng, A, R)
+    results = {f.__name__: f(p) for f in (solve_hungarian, solve_flow, solve_pruned)}
+    objs = {k: s.int_objective for k, s in results.items()}
+    assert len(set(objs.values())) == 1, objs
+    for s in results.values():
+        check_contract(p, s.assignment)
+    assert "certified optimal" in results["solve_pruned"].notes[-1]
+
+
+def test_pruned_certificate_adds_pairs_when_popular_reps_fill_up():
+    # every account prefers rep 0 by far: its top-k graph alone cannot hold the optimum
+    rng = np.random.default_rng(0)
+    A, R = 400, 20
+    values = rng.random((A, R))
+    values[:, 0] += 5.0
+    p = Problem(values=values, capacity=np.full(R, 22), current=np.full(A, -1), locked=np.zeros(A, bool))
+    pr = solve_pruned(p, k=2)
+    assert pr.int_objective == solve_flow(p).int_objective
+    assert any("positive reduced cost" in n for n in pr.notes) or "certified" in pr.notes[-1]
+
+
+def test_move_budget_below_forced_moves_is_infeasible_with_the_count():
+    p = Problem(values=np.ones((3, 2)), capacity=np.array([1, 2]), current=np.array([0, 0, 0]), locked=np.zeros(3, bool),
+                max_moves=1)
+    with pytest.raises(InfeasibleAssignment, match="--max-moves 1: even keeping every account that can stay needs 2 moves"):
+        solve(p)
+
+
+def test_move_budget_on_a_medium_instance_matches_milp():
+    rng = np.random.default_rng(3)
+    p = _random_instance(rng, 120, 8)
+    p.continuity = 0.05
+    for k in (0, 5, 17, 40):
+        p.max_moves = k
+        a, b = solve(p), solve_milp(p)
+        check_contract(p, a.assignment)
+        assert a.int_objective == b.int_objective, (k, a.notes)
