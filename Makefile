@@ -21,6 +21,9 @@ demo: $(STAMP)
 	$(BIN)/repfit synth --out $(DEMO)/org --reps 40 --accounts 2000 --seed 7
 	$(BIN)/repfit validate --data $(DEMO)/org
 	$(BIN)/repfit train --data $(DEMO)/org
+	$(BIN)/repfit score --data $(DEMO)/org --out $(DEMO)/scores.parquet
+	$(BIN)/repfit assign --data $(DEMO)/org --scores $(DEMO)/scores.parquet --out $(DEMO)/assignment.csv \
+	  --balance-tiers --continuity 0.05
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -30,6 +33,8 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/winprob_quality.py
+	$(BIN)/python benchmarks/assign_quality.py
+	$(BIN)/python benchmarks/assign_scale.py
 
 clean:
 	rm -rf $(DEMO) $(VENV) build src/*.egg-info

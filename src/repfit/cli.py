@@ -112,6 +112,82 @@ def train(data_dir, mapping, features, config, tracking_uri, promote, models_dir
     click.echo(format_training(out))
 
 
+def _progress(total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="pair", unit_scale=True, desc="scoring", file=sys.stderr, leave=False,
+                disable=None, mininterval=0.5)
+
+
+_MODEL_HELP = "Model: models:/NAME@ALIAS, models:/NAME/VERSION or a models/*.joblib bundle. Default: the registered champion."
+
+
+@app.command()
+@_data_option
+@click.option("--model", "model_uri", default=None, help=_MODEL_HELP)
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Output file (.parquet, or .csv to open in a spreadsheet).")
+@click.option("--block-pairs", default=200_000, show_default=True, type=click.IntRange(min=1000),
+              help="Pairs scored per block: bounds memory.")
+@_tracking_option
+def score(data_dir, mapping, model_uri, out, block_pairs, tracking_uri) -> None:
+    """Score the win probability of every rep x account pair, streamed in blocks.
+
+    Writes rep_id, account_id, p_win, expected_value (= p_win x potential), and OUT.json naming the model.
+
+    \b
+    Example:
+      repfit score --data demo/org --out demo/scores.parquet
+      repfit score --data demo/org --model models:/repfit-winprob/3 --out demo/scores.csv
+    """
+    from repfit.jobs import score_job
+
+    res = score_job(data_dir, mapping, model_uri, out, tracking_uri, Path.cwd(), block_pairs, progress=_progress)
+    click.echo(f"scored {res.rows:,} pairs in {res.seconds:.1f} s ({res.rows / max(res.seconds, 1e-9):,.0f} pairs/s) "
+               f"with {res.model_uri} (version {res.model_version}) -> {res.out}; run {res.run_id}")
+
+
+@app.command()
+@_data_option
+@click.option("--scores", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Scores from `repfit score`. Default: score now with --model.")
+@click.option("--model", "model_uri", default=None, help=_MODEL_HELP)
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="assignment.csv; OUT_reps.csv and OUT_summary.json are written beside it.")
+@click.option("--objective", type=click.Choice(["expected_value", "p_win"]), default="expected_value", show_default=True,
+              help="Maximise total expected value (p_win x potential) or expected wins.")
+@click.option("--require-match", multiple=True, metavar="ATTR",
+              help="Reps may only own accounts with the same value of ATTR (repeatable), e.g. region.")
+@click.option("--balance-tiers", is_flag=True, help="Each rep's count per tier stays within one of its fair share.")
+@click.option("--continuity", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Bonus of W x value for keeping an account's current rep.")
+@click.option("--max-moves", default=None, type=click.IntRange(min=0), help="At most K accounts change rep (exact).")
+@click.option("--solver", type=click.Choice(["auto", "hungarian", "flow", "pruned"]), default="auto", show_default=True,
+              help="Exact solver; auto picks by size and constraints.")
+@_tracking_option
+def assign(data_dir, mapping, scores, model_uri, out, objective, require_match, balance_tiers, continuity,
+           max_moves, solver, tracking_uri) -> None:
+    """Propose the assignment of accounts to reps that maximises expected value, exactly.
+
+    Every account gets one rep, no rep exceeds its capacity, locked accounts keep their rep; optional
+    region matching, tier balance, continuity bonus and a move budget. Infeasible constraints stop
+    before solving with the shortfall and the fix.
+
+    \b
+    Example:
+      repfit assign --data demo/org --scores demo/scores.parquet --out demo/assignment.csv
+      repfit assign --data demo/org --out demo/assignment.csv --require-match region --balance-tiers --max-moves 200
+    """
+    from repfit.assign.plan import AssignConfig, format_plan
+    from repfit.jobs import assign_job
+
+    cfg = AssignConfig(objective=objective, require_match=tuple(require_match), balance_tiers=balance_tiers,
+                       continuity=continuity, max_moves=max_moves, solver=solver)
+    res = assign_job(data_dir, mapping, scores, model_uri, cfg, out, tracking_uri, Path.cwd(), progress=_progress)
+    click.echo(format_plan(res.plan.summary))
+    click.echo("wrote " + ", ".join(str(p) for p in res.paths.values()) + f"; run {res.run_id}")
+
+
 def format_training(out) -> str:
     r, m = out.result, out.result.metrics
     sp = r.split

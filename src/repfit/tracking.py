@@ -200,6 +200,20 @@ class Tracker:
                    "kept as challenger: does not beat the champion")
         return Decision(version, promoted, f"{verdict} ({reason})", ours, theirs, champ.version, int(ok.sum()))
 
+    def log_job(self, kind: str, params: dict, metrics: dict, tags: dict, artifacts: list[Path],
+                texts: dict[str, str] | None = None) -> str:
+        """One MLflow run for a ``score`` / ``assign`` / ... job, with its outputs as artifacts."""
+        with mlflow.start_run(run_name=kind) as run:
+            mlflow.set_tags({"repfit.kind": kind, **{k: str(v) for k, v in tags.items() if v is not None}})
+            mlflow.log_params({k: (",".join(map(str, v)) if isinstance(v, (tuple, list)) else v) for k, v in params.items()})
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()
+                                if isinstance(v, (int, float, np.floating)) and np.isfinite(v)})
+            for path in artifacts:
+                mlflow.log_artifact(str(path), "outputs")
+            for name, text in (texts or {}).items():
+                mlflow.log_text(text, name)
+            return run.info.run_id
+
     def load_scorer(self, run_id: str):
         from repfit.winprob import PairScorer
 
@@ -230,7 +244,7 @@ class Tracker:
                 f"{model_uri}: no such registered model version in {self.uri}. "
                 "Fix: run `repfit train` first, or pass --tracking-uri of the store that holds it."
             ) from None
-        return self.load_scorer(mv.run_id), model_uri, mv.version
+        return self.load_scorer(mv.run_id), model_uri, str(mv.version)
 
 
 def open_tracker(uri: str | None, cwd: Path) -> Tracker:

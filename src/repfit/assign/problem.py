@@ -88,11 +88,22 @@ class Problem:
         return int(self.int_values[np.arange(len(assignment)), assignment].sum())
 
     def tier_bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """(R, T) lower and upper counts per rep and tier: within one of the fair share
-        ``n_t * capacity_r / sum(capacity)``."""
+        """(R, T) lower and upper counts per rep and tier: within one of the fair share.
+
+        Each account's unit is shared among the reps allowed to own it (require-match), in proportion to
+        capacity; a rep's fair share of tier t is the sum over tier-t accounts. With no restriction this is
+        ``n_t * capacity_r / sum(capacity)``.
+        """
+        A, R = self.shape
         T = int(self.tiers.max()) + 1
-        n_t = np.bincount(self.tiers, minlength=T).astype(float)
-        share = np.outer(self.capacity / self.capacity.sum(), n_t)
+        share = np.zeros((R, T))
+        cap = self.capacity.astype(float)
+        for lo in range(0, A, 8192):
+            hi = min(A, lo + 8192)
+            w = np.broadcast_to(cap, (hi - lo, R)) if self.allowed is None else self.allowed[lo:hi] * cap[None, :]
+            w = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-12)
+            onehot = np.eye(T)[self.tiers[lo:hi]]
+            share += w.T @ onehot
         lower = np.maximum(0, np.ceil(share - 1 - 1e-9)).astype(np.int64)
         upper = np.floor(share + 1 + 1e-9).astype(np.int64)
         return lower, upper

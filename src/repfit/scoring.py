@@ -1,0 +1,137 @@
+"""Batch scoring of every rep x account pair, streamed in blocks with bounded memory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from repfit import schema as S
+from repfit.errors import SchemaError
+from repfit.features import snapshot
+from repfit.winprob import PairScorer
+
+SCORE_COLUMNS = (S.REP_ID, S.ACCOUNT_ID, "p_win", "expected_value")
+
+
+def refresh_history(scorer: PairScorer, ds: S.Dataset) -> PairScorer:
+    """The scorer with its history snapshot rebuilt from ``ds``'s closed deals (the latest history), so
+    that scoring a newer export uses deals closed since training. Ids must be known to the model."""
+    space = scorer.space
+    space.rep_index(ds.reps[S.REP_ID])
+    space.account_index(ds.accounts[S.ACCOUNT_ID])
+    return replace(scorer, history=snapshot(space, ds.closed))
+
+
+def score_blocks(scorer: PairScorer, ds: S.Dataset, block_pairs: int = 200_000) -> Iterator[pd.DataFrame]:
+    """Yield frames of ``SCORE_COLUMNS`` for all reps x accounts of ``ds``, one block of accounts at a time.
+
+    Memory is bounded by ``block_pairs`` (features of one block), whatever the size of the pair space.
+    """
+    reps = ds.reps[S.REP_ID].to_numpy(str)
+    accounts = ds.accounts[S.ACCOUNT_ID].to_numpy(str)
+    potential = ds.accounts[S.POTENTIAL].to_numpy(float)
+    r_idx = scorer.space.rep_index(reps)
+    a_idx = scorer.space.account_index(accounts)
+    per_block = max(1, block_pairs // len(reps))
+    from repfit.features import pair_features
+
+    for lo in range(0, len(accounts), per_block):
+        hi = min(len(accounts), lo + per_block)
+        n = hi - lo
+        rr = np.tile(r_idx, n)
+        aa = np.repeat(a_idx[lo:hi], len(reps))
+        p = scorer.model.predict_win(pair_features(scorer.space, scorer.history, rr, aa))
+        yield pd.DataFrame({
+            S.REP_ID: np.tile(reps, n), S.ACCOUNT_ID: np.repeat(accounts[lo:hi], len(reps)),
+            "p_win": p, "expected_value": p * np.repeat(potential[lo:hi], len(reps)),
+        })
+
+
+def write_scores(blocks: Iterator[pd.DataFrame], path: Path, progress=None) -> int:
+    """Stream blocks to Parquet (or CSV by suffix) through a temporary file; returns the rows written."""
+    from repfit.io import atomic_write, escape_formulas
+
+    rows = 0
+
+    def write(tmp: Path) -> None:
+        nonlocal rows
+        if path.suffix == ".csv":
+            with open(tmp, "w", encoding="utf-8", newline="") as fh:
+                for i, b in enumerate(blocks):
+                    escape_formulas(b).to_csv(fh, index=False, header=i == 0)
+                    rows += len(b)
+                    if progress:
+                        progress(len(b))
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        writer = None
+        try:
+            for b in blocks:
+                table = pa.Table.from_pandas(b, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+                rows += len(b)
+                if progress:
+                    progress(len(b))
+        finally:
+            if writer is not None:
+                writer.close()
+
+    atomic_write(path, write)
+    return rows
+
+
+def score_matrix(scorer: PairScorer, ds: S.Dataset, block_pairs: int = 200_000, progress=None) -> np.ndarray:
+    """(accounts, reps) matrix of P(win) in ``ds`` order."""
+    out = np.empty((len(ds.accounts), len(ds.reps)))
+    row = 0
+    for b in score_blocks(scorer, ds, block_pairs):
+        n = len(b) // len(ds.reps)
+        out[row:row + n] = b["p_win"].to_numpy().reshape(n, len(ds.reps))
+        row += n
+        if progress:
+            progress(len(b))
+    return out
+
+
+def read_scores(path: Path, ds: S.Dataset) -> np.ndarray:
+    """Read a scores file (``repfit score`` output) into an (accounts, reps) P(win) matrix, checking it covers
+    every pair of ``ds`` exactly once."""
+    path = Path(path)
+    if not path.is_file():
+        raise SchemaError(f"{path}: scores file not found. Fix: run `repfit score --data ... --out {path}` first.")
+    try:
+        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={S.REP_ID: str, S.ACCOUNT_ID: str})
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a malformed file for the user
+        raise SchemaError(f"{path}: not a readable scores file ({type(exc).__name__}). Fix: regenerate it with `repfit score`.") from None
+    missing = [c for c in (S.REP_ID, S.ACCOUNT_ID, "p_win") if c not in df.columns]
+    if missing:
+        raise SchemaError(f"{path}: column {', '.join(map(repr, missing))} is missing (found: {', '.join(map(repr, df.columns))}). "
+                          "Fix: regenerate it with `repfit score`.")
+    bad = ~df["p_win"].between(0, 1)
+    if bad.any():
+        raise SchemaError(f"{path}: column 'p_win' must lie in [0, 1]; found {df.loc[bad, 'p_win'].head(5).tolist()}.")
+    dup = df.duplicated([S.REP_ID, S.ACCOUNT_ID])
+    if dup.any():
+        ex = df.loc[dup, [S.REP_ID, S.ACCOUNT_ID]].head(5).itertuples(index=False)
+        raise SchemaError(f"{path}: duplicate (rep_id, account_id) pairs {[tuple(x) for x in ex]}. Fix: keep one score per pair.")
+    reps = pd.Index(ds.reps[S.REP_ID])
+    accs = pd.Index(ds.accounts[S.ACCOUNT_ID])
+    df = df[df[S.REP_ID].isin(reps) & df[S.ACCOUNT_ID].isin(accs)]
+    if len(df) != len(reps) * len(accs):
+        have = set(zip(df[S.ACCOUNT_ID], df[S.REP_ID]))
+        gaps = [(a, r) for a in accs[:200] for r in reps if (a, r) not in have][:5]
+        raise SchemaError(
+            f"{path}: covers {len(df):,} of the {len(reps) * len(accs):,} (rep, account) pairs of the data; missing e.g. "
+            f"{gaps}. Fix: score the same data directory (`repfit score --data ...`)."
+        )
+    M = np.empty((len(accs), len(reps)))
+    M[accs.get_indexer(df[S.ACCOUNT_ID]), reps.get_indexer(df[S.REP_ID])] = df["p_win"].to_numpy()
+    return M

@@ -1,0 +1,149 @@
+"""repfit score / assign end to end (real LightGBM, real MLflow store, real solvers), infeasible cases,
+and the assignment's value against the planted truth."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from repfit.cli import app
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def trained(small_org, tracking_uri, tmp_path):
+    res = run("train", "--data", small_org, "--tracking-uri", tracking_uri, "--models-dir", tmp_path / "models")
+    assert res.exit_code == 0, res.output
+    return small_org, tracking_uri, tmp_path
+
+
+def test_score_then_assign_with_every_constraint(trained):
+    org, uri, tmp = trained
+    res = run("score", "--data", org, "--tracking-uri", uri, "--out", tmp / "scores.parquet", "--block-pairs", "1000")
+    assert res.exit_code == 0, res.output
+    scores = pd.read_parquet(tmp / "scores.parquet")
+    assert list(scores.columns) == ["rep_id", "account_id", "p_win", "expected_value"]
+    assert len(scores) == 12 * 150 and not scores.duplicated(["rep_id", "account_id"]).any()
+    acc = pd.read_csv(org / "accounts.csv", dtype={"account_id": str})
+    m = scores.merge(acc[["account_id", "potential"]])
+    np.testing.assert_allclose(m.expected_value, m.p_win * m.potential)
+    assert json.loads((tmp / "scores.parquet.json").read_text())["model_version"] == "1"
+
+    out = tmp / "assignment.csv"
+    res = run("assign", "--data", org, "--tracking-uri", uri, "--scores", tmp / "scores.parquet", "--out", out,
+              "--require-match", "region", "--balance-tiers", "--continuity", "0.1", "--max-moves", "20")
+    assert res.exit_code == 0, res.output
+    a = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert list(a.columns) == ["account_id", "rep_id", "previous_rep_id", "p_win", "expected_value",
+                               "previous_p_win", "previous_expected_value", "moved", "tier"]
+    assert len(a) == 150 and a.account_id.is_unique
+    reps = pd.read_csv(org / "reps.csv", dtype=str)
+    acc = acc.set_index("account_id")
+    load = a.rep_id.value_counts()
+    assert (load <= reps.set_index("rep_id").capacity.astype(int).loc[load.index]).all()
+    assert (a.set_index("account_id").rep_id.map(reps.set_index("rep_id").region) == acc.region.loc[a.account_id].to_numpy()).all()
+    locked = acc.index[acc.locked.astype(str).str.lower() == "true"]
+    assert (a.set_index("account_id").loc[locked, "rep_id"] == acc.loc[locked, "current_rep_id"]).all()
+    assert (a.moved == "True").sum() <= 20
+    summary = json.loads((tmp / "assignment_summary.json").read_text())
+    assert summary["moves"] == (a.moved == "True").sum() and summary["certified_optimal"]
+    assert summary["expected_value_proposed"] >= summary["expected_value_current"]  # keeping everyone is feasible
+    assert re.search(r"uplift \+", res.output) and "per-rep spread" in res.output
+    assert (tmp / "assignment_reps.csv").is_file()
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("repfit").experiment_id])
+    kinds = {r.data.tags["repfit.kind"]: r for r in runs}
+    assert {"train", "score", "assign"} <= set(kinds)
+    assert kinds["assign"].data.tags["repfit.model_version"] == "1"
+    assert kinds["score"].data.tags["repfit.model_version"] == "1"
+    arts = {f.path for f in client.list_artifacts(kinds["assign"].info.run_id, "outputs")}
+    assert {"outputs/assignment.csv", "outputs/assignment_summary.json"} <= arts
+
+
+def test_assign_scores_with_the_champion_when_no_scores_file(trained):
+    org, uri, tmp = trained
+    res = run("assign", "--data", org, "--tracking-uri", uri, "--out", tmp / "a.csv", "--solver", "flow")
+    assert res.exit_code == 0, res.output
+    assert "solver: flow (certified optimal" in res.output
+
+
+INFEASIBLE = {
+    "capacity below accounts": (lambda d: d["reps"].assign(capacity=5), [],
+                                r"capacity 60 < 150 accounts: raise capacity by 90 or add 18 reps of capacity 5"),
+    "locked above capacity": (lambda d: d["reps"].assign(capacity=[1] + [20] * 11), [],
+                              r"R001 has \d+ locked accounts but capacity 1.*Fix: raise those reps' capacity"),
+    "require-match value no rep has": (lambda d: d["reps"].assign(region="north"), ["--require-match", "region"],
+                                       r"--require-match region: no rep has region '(south|east|west|central)'"),
+    "require-match missing column": (lambda d: d["reps"], ["--require-match", "language"],
+                                     r"--require-match language: .*reps.csv has no column 'language'"),
+    "tiers cannot be balanced": (lambda d: d["reps"], ["--balance-tiers", "--require-match", "region"], None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INFEASIBLE))
+def test_infeasible_problems_fail_before_solving_with_the_shortfall(trained, case, tmp_path):
+    import shutil
+
+    org, uri, tmp = trained
+    data = tmp_path / "org"
+    shutil.copytree(org, data)
+    edit, flags, pattern = INFEASIBLE[case]
+    tables = {"reps": pd.read_csv(data / "reps.csv"), "accounts": pd.read_csv(data / "accounts.csv")}
+    if case == "locked above capacity":
+        acc = tables["accounts"]
+        acc.loc[acc.current_rep_id == "R001", "locked"] = True
+        acc.to_csv(data / "accounts.csv", index=False)
+    if case == "tiers cannot be balanced":
+        # one north rep owns many locked tier-A accounts: more than its fair share of tier A
+        acc = tables["accounts"]
+        north_rep = tables["reps"].query("region == 'north'").rep_id.iloc[0]
+        ten = acc.index[acc.region == "north"][:10]  # ten tier-A accounts locked to one rep (capacity 15, fair share ~3)
+        acc.loc[ten, ["potential", "current_rep_id", "locked"]] = [1e6, north_rep, True]
+        acc.to_csv(data / "accounts.csv", index=False)
+        pattern = rf"tiers cannot be balanced: .*{north_rep} has \d+ locked tier-A accounts"
+        flags = ["--balance-tiers"]
+    edit(tables).to_csv(data / "reps.csv", index=False)
+    res = run("assign", "--data", data, "--tracking-uri", uri, "--model", tmp / "models" / "repfit-winprob-champion.joblib",
+              "--out", tmp_path / "a.csv", *flags)
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output and res.output.startswith("error: ")
+    assert re.search(pattern, res.output), res.output
+    assert not (tmp_path / "a.csv").exists()  # nothing half-written
+
+
+def test_bad_scores_file_is_named(trained, tmp_path):
+    org, uri, tmp = trained
+    pd.DataFrame({"rep_id": ["R001"], "account_id": ["A00001"], "p_win": [0.5]}).to_csv(tmp_path / "s.csv", index=False)
+    res = run("assign", "--data", org, "--tracking-uri", uri, "--scores", tmp_path / "s.csv", "--out", tmp_path / "a.csv")
+    assert res.exit_code == 2 and "covers 1 of the 1,800 (rep, account) pairs" in res.output
+
+
+def test_unknown_model_is_named(small_org, tracking_uri, tmp_path):
+    res = run("score", "--data", small_org, "--tracking-uri", tracking_uri, "--out", tmp_path / "s.parquet")
+    assert res.exit_code == 2 and "models:/repfit-winprob@champion: no such registered model version" in res.output
+
+
+def test_assignment_captures_most_of_the_truth_optimal_uplift(demo_org):
+    """Issue 4 acceptance asks for >= 70% of the truth-optimal uplift on the demo-sized org. Measured: 69% on
+    this org (seed 7) and 60-75% across seeds (benchmarks/results/assign_quality.md), so the 70% target is NOT
+    met; this test guards what is achieved (well over half, and a real gain over the current assignment)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from assign_quality import captured_share
+
+    r = captured_share(demo_org)
+    assert r["true_ev_model"] > r["true_ev_current"] * 1.2
+    assert r["captured"] >= 0.6, r
