@@ -60,7 +60,8 @@ def pip_requirements() -> list[str]:
 class WinProbPyfunc(mlflow.pyfunc.PythonModel):
     """pyfunc model: input DataFrame with ``rep_id``, ``account_id``; output adds ``p_win``.
 
-    Scores with the features built from the training history the bundle carries.
+    Scores with the features built from the training history the bundle carries. The ``pd.DataFrame`` type hint
+    keeps MLflow from advising one at import (the signature is logged explicitly).
     """
 
     def load_context(self, context):
@@ -68,7 +69,7 @@ class WinProbPyfunc(mlflow.pyfunc.PythonModel):
 
         self.scorer = PairScorer.load(context.artifacts["scorer"])
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         df = pd.DataFrame(model_input)
         p = self.scorer.score(df[S.REP_ID].astype(str).to_numpy(), df[S.ACCOUNT_ID].astype(str).to_numpy())
         return pd.DataFrame({S.REP_ID: df[S.REP_ID].astype(str), S.ACCOUNT_ID: df[S.ACCOUNT_ID].astype(str), "p_win": p})
@@ -147,11 +148,7 @@ class Tracker:
                     input_example=X, pip_requirements=pip_requirements(),
                 )
                 out = pairs.assign(p_win=scorer.score(pairs[S.REP_ID], pairs[S.ACCOUNT_ID]))
-                info = mlflow.pyfunc.log_model(
-                    name="winprob", python_model=WinProbPyfunc(), artifacts={"scorer": str(bundle)},
-                    code_paths=[str(Path(__file__).parent)], signature=infer_signature(pairs, out),
-                    input_example=pairs, pip_requirements=pip_requirements(), registered_model_name=MODEL_NAME,
-                )
+                info = self._log_pyfunc(bundle, pairs, out)
             version = str(info.registered_model_version)
             decision = self._decide(result, version, promote, score_champion)
             mlflow.set_tags({"repfit.model_version": version, "repfit.promoted": str(decision.promoted),
@@ -164,6 +161,13 @@ class Tracker:
                 if decision.promoted:
                     scorer.save(Path(models_dir) / f"{MODEL_NAME}-champion.joblib")
         return run_id, decision
+
+    def _log_pyfunc(self, bundle: Path, pairs: pd.DataFrame, out: pd.DataFrame):
+        return mlflow.pyfunc.log_model(
+            name="winprob", python_model=WinProbPyfunc(), artifacts={"scorer": str(bundle)},
+            code_paths=[str(Path(__file__).parent)], signature=infer_signature(pairs, out),
+            input_example=pairs, pip_requirements=pip_requirements(), registered_model_name=MODEL_NAME,
+        )
 
     def _decide(self, result, version: str, promote: bool, score_champion) -> Decision:
         from sklearn.metrics import log_loss

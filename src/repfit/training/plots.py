@@ -6,9 +6,10 @@ import pandas as pd
 
 
 def calibration_figure(cal: pd.DataFrame):
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: no global registry of open figures to leak into
 
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="perfect")
     for split, t in cal.groupby("split"):
         ax.plot(t.predicted, t.observed, marker="o", label=split)
@@ -20,10 +21,11 @@ def calibration_figure(cal: pd.DataFrame):
 
 
 def importance_figure(imp: pd.DataFrame, top: int = 20):
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     t = imp.head(top).iloc[::-1]
-    fig, ax = plt.subplots(figsize=(6, 0.3 * len(t) + 1))
+    fig = Figure(figsize=(6, 0.3 * len(t) + 1))
+    ax = fig.subplots()
     ax.barh(t.feature, t.gain)
     ax.set(xlabel="total gain", title="LightGBM feature importance")
     fig.tight_layout()
