@@ -8,7 +8,7 @@ DEMO   := demo
 # LightGBM's OpenMP threads busy-wait on a loaded 2-core box (see ../shared/FIELD-NOTES.md).
 export OMP_WAIT_POLICY := passive
 
-.PHONY: demo test test-slow bench clean
+.PHONY: demo test test-slow bench clean browser
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "repfit needs Python >= 3.11; set PYTHON=python3.11")'
@@ -24,8 +24,22 @@ demo: $(STAMP)
 	$(BIN)/repfit score --data $(DEMO)/org --out $(DEMO)/scores.parquet
 	$(BIN)/repfit assign --data $(DEMO)/org --scores $(DEMO)/scores.parquet --out $(DEMO)/assignment.csv \
 	  --balance-tiers --continuity 0.05
+	$(BIN)/repfit suggest --data $(DEMO)/org --scores $(DEMO)/scores.parquet --all --max-moves 200 \
+	  --balance-tiers --out $(DEMO)/suggestions.csv
+	$(BIN)/repfit capacity --data $(DEMO)/org --scores $(DEMO)/scores.parquet --out $(DEMO)/capacity.csv
+	$(BIN)/repfit report --data $(DEMO)/org --scores $(DEMO)/scores.parquet --balance-tiers --continuity 0.05 \
+	  --out $(DEMO)/report.html
+	@echo "open $(DEMO)/report.html in a browser; runs and models: $(BIN)/mlflow ui --backend-store-uri sqlite:///$$PWD/mlruns/mlflow.db"
 
-test: $(STAMP)
+# The report's test renders it in Debian's Chromium: install it when missing (needs root or passwordless sudo).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+	  echo "installing Debian's chromium for the report's browser test"; \
+	  ( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium ) >/dev/null \
+	  || echo "could not install chromium: the browser test will be skipped"; }
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
 
 test-slow: $(STAMP)
@@ -34,6 +48,7 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/winprob_quality.py
 	$(BIN)/python benchmarks/assign_quality.py
+	$(BIN)/python benchmarks/suggest_quality.py
 	$(BIN)/python benchmarks/assign_scale.py
 
 clean:

@@ -25,9 +25,11 @@ from repfit.synth import true_win_probability, write_org
 from repfit.training.train import train
 
 
-def captured_share(data_dir: Path, cfg: AssignConfig = AssignConfig(), tcfg: TrainConfig = TrainConfig()) -> dict:
+def captured_share(data_dir: Path, cfg: AssignConfig = AssignConfig(), tcfg: TrainConfig = TrainConfig(),
+                   scorer=None) -> dict:
+    """Train on ``data_dir`` (unless a ``scorer`` trained on it is given), assign, and value against the truth."""
     ds = load_dataset(data_dir)
-    scorer = train(ds, FeatureConfig(), tcfg).scorer
+    scorer = scorer or train(ds, FeatureConfig(), tcfg).scorer
     P = score_matrix(scorer, ds)
     plan = plan_assignment(ds, P, cfg)
     truth = (true_win_probability(data_dir).pivot(index="account_id", columns="rep_id", values="p_true")

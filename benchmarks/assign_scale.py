@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -61,7 +60,6 @@ def child_assign(method: str, R: int, A: int) -> dict:
 
 
 def child_score(method: str, R: int, A: int, workdir: str) -> dict:
-    import numpy as np
     import pandas as pd
 
     from repfit.features import pair_features

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from repfit.config import FeatureConfig, TrainConfig
 from repfit.schema import load_dataset
-from repfit.synth import SynthParams, generate, write_org
+from repfit.synth import SynthParams, write_org
 from repfit.training.train import train
 import repfit.synth as synth
 

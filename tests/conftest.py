@@ -63,3 +63,30 @@ def demo_org(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo_org")
     write_org(out, 40, 2000, seed=7)
     return out
+
+
+@pytest.fixture(scope="session")
+def demo_trained(demo_org):
+    """The demo org's model, trained once per session with the truth metrics (a TrainResult)."""
+    from repfit.config import FeatureConfig, TrainConfig
+    from repfit.schema import load_dataset
+    from repfit.training.train import train
+
+    return train(load_dataset(demo_org), FeatureConfig(), TrainConfig(), demo_org / "truth")
+
+
+def run(*args):
+    """Invoke the CLI in-process (as a user would: errors become messages and exit codes)."""
+    from click.testing import CliRunner
+
+    from repfit.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def trained(small_org, tracking_uri, tmp_path):
+    """``small_org`` with a model trained through the CLI into a fresh store: (org, tracking_uri, tmp_path)."""
+    res = run("train", "--data", small_org, "--tracking-uri", tracking_uri, "--models-dir", tmp_path / "models")
+    assert res.exit_code == 0, res.output
+    return small_org, tracking_uri, tmp_path

@@ -9,20 +9,9 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from click.testing import CliRunner
-
-from repfit.cli import app
 
 
-def run(*args):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-@pytest.fixture
-def trained(small_org, tracking_uri, tmp_path):
-    res = run("train", "--data", small_org, "--tracking-uri", tracking_uri, "--models-dir", tmp_path / "models")
-    assert res.exit_code == 0, res.output
-    return small_org, tracking_uri, tmp_path
+from conftest import run
 
 
 def test_score_then_assign_with_every_constraint(trained):
@@ -134,7 +123,7 @@ def test_unknown_model_is_named(small_org, tracking_uri, tmp_path):
     assert res.exit_code == 2 and "models:/repfit-winprob@champion: no such registered model version" in res.output
 
 
-def test_assignment_captures_most_of_the_truth_optimal_uplift(demo_org):
+def test_assignment_captures_most_of_the_truth_optimal_uplift(demo_org, demo_trained):
     """Issue 4 acceptance asks for >= 70% of the truth-optimal uplift on the demo-sized org. Measured: 69% on
     this org (seed 7) and 60-75% across seeds (benchmarks/results/assign_quality.md), so the 70% target is NOT
     met; this test guards what is achieved (well over half, and a real gain over the current assignment)."""
@@ -144,6 +133,6 @@ def test_assignment_captures_most_of_the_truth_optimal_uplift(demo_org):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from assign_quality import captured_share
 
-    r = captured_share(demo_org)
+    r = captured_share(demo_org, scorer=demo_trained.scorer)
     assert r["true_ev_model"] > r["true_ev_current"] * 1.2
     assert r["captured"] >= 0.6, r

@@ -64,7 +64,6 @@ def test_first_deal_has_no_history(ds, space):
 
 
 def test_rep_strength_finds_the_planted_best_and_worst_industry():
-    from repfit.synth import generate
     import tempfile
     from pathlib import Path
     from repfit.synth import write_org

@@ -16,10 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from repfit.cli import app
-from repfit.config import FeatureConfig, TrainConfig
 from repfit.schema import load_dataset
 from repfit.training.evaluate import truth_recovery
-from repfit.training.train import train
 
 from conftest import MAVEN_MAPPING
 
@@ -28,11 +26,11 @@ def run(*args):
     return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
-def test_demo_org_recovers_planted_strengths_and_beats_every_baseline(demo_org):
+def test_demo_org_recovers_planted_strengths_and_beats_every_baseline(demo_org, demo_trained):
     """Acceptance (issue 3): ~40 x 2,000, ~8,000 closed deals. Figures also in benchmarks/winprob_quality.md."""
     ds = load_dataset(demo_org)
     assert 7500 < len(ds.closed) < 8500
-    r = train(ds, FeatureConfig(), TrainConfig(), demo_org / "truth")
+    r = demo_trained
     m = r.metrics
     assert m["truth_pairs"] == 40 * 2000
     assert m["truth_spearman_within_account"] >= 0.70

@@ -6,7 +6,6 @@ a non-zero exit code (no traceback).
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
 
@@ -112,10 +111,10 @@ def train(data_dir, mapping, features, config, tracking_uri, promote, models_dir
     click.echo(format_training(out))
 
 
-def _progress(total: int):
+def _progress(total: int, unit: str = "pair", desc: str = "scoring"):
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="pair", unit_scale=True, desc="scoring", file=sys.stderr, leave=False,
+    return tqdm(total=total, unit=unit, unit_scale=unit == "pair", desc=desc, file=sys.stderr, leave=False,
                 disable=None, mininterval=0.5)
 
 
@@ -186,6 +185,169 @@ def assign(data_dir, mapping, scores, model_uri, out, objective, require_match, 
     res = assign_job(data_dir, mapping, scores, model_uri, cfg, out, tracking_uri, Path.cwd(), progress=_progress)
     click.echo(format_plan(res.plan.summary))
     click.echo("wrote " + ", ".join(str(p) for p in res.paths.values()) + f"; run {res.run_id}")
+
+
+@app.command()
+@_data_option
+@click.option("--account", default=None, help="Suggest reps for this account_id.")
+@click.option("--rep", default=None, help="Suggest accounts for this rep_id to take on and hand over.")
+@click.option("--all", "all_", is_flag=True, help="The moves of the optimal assignment, grouped and ranked by gain.")
+@click.option("--top", default=5, show_default=True, type=click.IntRange(min=1), help="Suggestions per account / rep.")
+@click.option("--max-moves", default=None, type=click.IntRange(min=0), help="With --all: budget of moves (exact).")
+@click.option("--require-match", multiple=True, metavar="ATTR", help="With --all: as in `repfit assign`.")
+@click.option("--balance-tiers", is_flag=True, help="With --all: as in `repfit assign`.")
+@click.option("--continuity", default=0.0, show_default=True, type=click.FloatRange(min=0), help="With --all: as in `repfit assign`.")
+@click.option("--scores", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Scores from `repfit score`.")
+@click.option("--model", "model_uri", default=None, help=_MODEL_HELP)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the table (.csv opens safely in a spreadsheet, or .parquet).")
+@_tracking_option
+def suggest(data_dir, mapping, account, rep, all_, top, max_moves, require_match, balance_tiers, continuity, scores,
+            model_uri, out, tracking_uri) -> None:
+    """Ranked reassignment suggestions with the expected gain and the reasons in plain words.
+
+    Each suggestion is marked 'confident' only if the model's rep strengths were borne out on its test
+    period and the gain in P(win) exceeds twice its standard error; otherwise 'within the model's uncertainty'.
+
+    \b
+    Example:
+      repfit suggest --data demo/org --account A00042
+      repfit suggest --data demo/org --rep R007 --top 10
+      repfit suggest --data demo/org --all --max-moves 50 --out demo/suggestions.csv
+    """
+    from repfit.assign.plan import AssignConfig
+    from repfit.jobs import suggest_job
+
+    if sum([account is not None, rep is not None, all_]) != 1:
+        raise click.UsageError("give exactly one of --account ID, --rep ID or --all.")
+    cfg = AssignConfig(require_match=tuple(require_match), balance_tiers=balance_tiers, continuity=continuity,
+                       max_moves=max_moves)
+    res = suggest_job(data_dir, mapping, account, rep, all_, top, cfg, scores, model_uri, out, tracking_uri,
+                      Path.cwd(), progress=_progress)
+    click.echo(format_suggestions(res))
+
+
+def _assign_options(f):
+    """--require-match / --balance-tiers / --continuity / --max-moves, as in `repfit assign`."""
+    f = click.option("--max-moves", default=None, type=click.IntRange(min=0), help="At most K accounts change rep (exact).")(f)
+    f = click.option("--continuity", default=0.0, show_default=True, type=click.FloatRange(min=0),
+                     help="Bonus of W x value for keeping an account's current rep.")(f)
+    f = click.option("--balance-tiers", is_flag=True, help="Each rep's count per tier stays within one of its fair share.")(f)
+    return click.option("--require-match", multiple=True, metavar="ATTR",
+                        help="Reps may only own accounts with the same value of ATTR (repeatable).")(f)
+
+
+@app.command()
+@_data_option
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The HTML file to write.")
+@click.option("--top", default=20, show_default=True, type=click.IntRange(min=1), help="Suggestions (groups of moves) to list.")
+@click.option("--title", default="repfit: who should own which account", show_default=True, help="Report title.")
+@_assign_options
+@click.option("--scores", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Scores from `repfit score`.")
+@click.option("--model", "model_uri", default=None, help=_MODEL_HELP)
+@_tracking_option
+def report(data_dir, mapping, out, top, title, require_match, balance_tiers, continuity, max_moves, scores, model_uri,
+           tracking_uri) -> None:
+    """Write one self-contained HTML report (opens offline): model quality, per-rep value and tier mix before
+    and after, the uplift as a function of the move budget, and the top suggestions with their reasons.
+
+    \b
+    Example:
+      repfit report --data demo/org --out demo/report.html
+      repfit report --data demo/org --out demo/report.html --balance-tiers --max-moves 200
+    """
+    from repfit.assign.plan import AssignConfig
+    from repfit.jobs import report_job
+
+    cfg = AssignConfig(require_match=tuple(require_match), balance_tiers=balance_tiers, continuity=continuity,
+                       max_moves=max_moves)
+    res = report_job(data_dir, mapping, scores, model_uri, cfg, top, out, title, tracking_uri, Path.cwd(),
+                     progress=_progress, step=lambda name: click.echo(f"  .. {name}", err=True))
+    s = res.summary
+    click.echo(f"wrote {res.out}: uplift {s['uplift']:+,.0f} ({s['uplift_pct']:+.2f}%) with {s['moves']:,} moves; "
+               f"trade-off curve of {len(res.curve)} optimal points; run {res.run_id}")
+    if not res.signal:
+        click.echo("note: the model's rep strengths were NOT borne out on its test period; the report says so.")
+
+
+@app.command()
+@_data_option
+@click.option("--add", default=3, show_default=True, type=click.IntRange(min=1, max=50),
+              help="Evaluate adding 1..N reps (beyond any needed to cover a shortfall).")
+@click.option("--like", default=None, metavar="REP_ID",
+              help="Profile of the added reps: a copy of this rep (its win rates, capacity, region). Default: the median rep.")
+@click.option("--require-match", multiple=True, metavar="ATTR", help="As in `repfit assign`.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("capacity.csv"), show_default=True,
+              help="Rep values (CSV); OUT_added.csv, OUT_added.svg and OUT_summary.json are written beside it.")
+@click.option("--scores", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Scores from `repfit score`.")
+@click.option("--model", "model_uri", default=None, help=_MODEL_HELP)
+@_tracking_option
+def capacity(data_dir, mapping, add, like, require_match, out, scores, model_uri, tracking_uri) -> None:
+    """Headcount check: can the reps cover the accounts (shortfall), the expected value lost if each rep left
+    (ranked), and the expected value of 1..N more reps (diminishing returns). Every figure is an exact optimum.
+
+    \b
+    Example:
+      repfit capacity --data demo/org --out demo/capacity.csv
+      repfit capacity --data demo/org --add 5 --like R007 --out demo/capacity.csv
+    """
+    from repfit.assign.plan import AssignConfig
+    from repfit.capacity import format_headcount
+    from repfit.jobs import capacity_job
+
+    cfg = AssignConfig(require_match=tuple(require_match))
+    res = capacity_job(data_dir, mapping, scores, model_uri, cfg, add, like, out, tracking_uri, Path.cwd(), progress=_progress)
+    click.echo(format_headcount(res.result))
+    click.echo("wrote " + ", ".join(str(p) for p in res.paths.values()) + f"; run {res.run_id}")
+
+
+def _gain(x: float, sign: bool = True) -> str:
+    """Money-like values as whole numbers; small ones (expected wins, potential 1) with three significant digits."""
+    s = "+" if sign else ""
+    return format(x, f"{s},.0f") if abs(x) >= 100 else format(x, f"{s}.3g")
+
+
+SHOW_GROUPS = 20  # groups of moves printed by `suggest --all`; --out gets them all
+
+
+def format_suggestions(res) -> str:
+    t = res.table
+    lines = [f"suggestions for {res.mode}: {len(t)}"]
+    if not res.signal:
+        lines.append("note: the model's rep strengths were NOT borne out on its test period; every suggestion below is "
+                     "within the model's uncertainty.")
+    if t.empty:
+        lines.append("no reassignment would raise expected value.")
+        return "\n".join(lines)
+    if "rank" in t.columns and "group" in t.columns:
+        n_groups = t["rank"].nunique()
+        for rank, g in t[t["rank"] <= SHOW_GROUPS].groupby("rank", sort=True):
+            head = g.iloc[0]
+            lines.append(f"{rank:>3}. {head['group']} gain {_gain(head['group_gain'])}")
+            for r in g.itertuples():
+                before = f"{r.p_win_from:.2f}" if r.from_rep_id else "-"
+                lines.append(f"      {r.account_id}: {r.from_rep_id or '(none)'} -> {r.to_rep_id}  P(win) {before} -> "
+                             f"{r.p_win_to:.2f}  {_gain(r.gain)}  [{r.confidence}]  {r.reasons}")
+        if n_groups > SHOW_GROUPS:
+            lines.append(f"  ... {n_groups - SHOW_GROUPS:,} more groups" + (f" in {res.out}" if res.out else " (write them all with --out FILE)"))
+        if res.summary:
+            s = res.summary
+            first = s["accounts"] - s["accounts_with_current_rep"]
+            pct = f" ({s['uplift_pct']:+.2f}%)" if s["expected_value_current"] else ""
+            lines.append(f"total: {s['moves']:,} moves" + (f" and {first:,} first owners for accounts without a rep" if first else "")
+                         + f"; expected value {_gain(s['expected_value_current'], sign=False)} -> "
+                         f"{_gain(s['expected_value_proposed'], sign=False)}{pct}")
+    elif "rank" in t.columns:
+        for r in t.itertuples():
+            room = "has room" if r.has_room else f"full; exchange: {r.exchange}"
+            now = f"current {r.current_rep_id} {r.current_p_win:.2f}" if r.current_rep_id else "no current rep"
+            lines.append(f"{r.rank:>3}. {r.rep_id}  P(win) {r.p_win:.2f} ({now})  "
+                         f"gain {_gain(r.gain)}, net {_gain(r.net_gain)}  {room}  [{r.confidence}]  {r.reasons}")
+    else:
+        for r in t.itertuples():
+            lines.append(f"  {r.action:<9} {r.account_id}: {r.from_rep_id or '(none)'} -> {r.to_rep_id}  gain {_gain(r.gain)}  "
+                         f"[{r.confidence}]  {r.reasons}")
+    return "\n".join(lines)
 
 
 def format_training(out) -> str:

@@ -61,3 +61,14 @@ def escape_formulas(df: pd.DataFrame) -> pd.DataFrame:
             if mask.any():
                 out[col] = s.where(~mask, "'" + s.astype(str))
     return out
+
+
+def unescape_ids(values: pd.Series, known: pd.Index) -> pd.Series:
+    """Undo ``escape_formulas`` on an id column read back from CSV: a value that is not a known id but is one
+    once its leading quote is dropped gets that quote dropped."""
+    s = values.astype(str)
+    quoted = s.str.startswith("'") & ~s.isin(known)
+    if quoted.any():
+        bare = s[quoted].str[1:]
+        s = s.where(~quoted | ~s.index.isin(bare[bare.isin(known)].index), s.str[1:])
+    return s

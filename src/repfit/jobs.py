@@ -144,3 +144,131 @@ def assign_job(data_dir: Path, mapping: Path | None, scores: Path | None, model_
         artifacts=list(paths.values()),
     )
     return AssignOutcome(plan, paths, run_id, uri)
+
+
+def _context(data_dir, mapping, scores, model_uri, tracker, progress):
+    """Data, model (history refreshed from the data), P(win) matrix and the model's rep-strength verdict."""
+    from repfit.scoring import read_scores, refresh_history, score_matrix
+    from repfit.suggest import Context
+
+    ds = load_dataset(data_dir, mapping)
+    scorer, uri, version = tracker.scorer_for(model_uri or DEFAULT_MODEL)
+    scorer = refresh_history(scorer, ds)
+    if scores is not None:
+        P = read_scores(Path(scores), ds)
+    else:
+        bar = progress(len(ds.reps) * len(ds.accounts)) if progress else None
+        P = score_matrix(scorer, ds, progress=bar.update if bar else None)
+        if bar:
+            bar.close()
+    signal = bool(scorer.info.get("signal", {}).get("signal.detected", 0.0))
+    return Context(ds, scorer, P, signal), uri, version
+
+
+@dataclass
+class SuggestOutcome:
+    table: object  # DataFrame
+    mode: str
+    signal: bool
+    summary: dict | None
+    out: Path | None
+    run_id: str
+
+
+def suggest_job(data_dir: Path, mapping: Path | None, account: str | None, rep: str | None, all_: bool, top: int,
+                cfg, scores: Path | None, model_uri: str | None, out: Path | None, tracking_uri: str | None,
+                cwd: Path, progress=None) -> SuggestOutcome:
+    """Ranked suggestions for one account, one rep, or the whole book; logged as an MLflow run."""
+    from repfit import suggest, tracking
+    from repfit.io import write_table
+
+    tracker = tracking.open_tracker(tracking_uri, cwd)
+    ctx, uri, version = _context(data_dir, mapping, scores, model_uri, tracker, progress)
+    summary = None
+    if account is not None:
+        table, mode = suggest.for_account(ctx, account, top), f"account {account}"
+    elif rep is not None:
+        table, mode = suggest.for_rep(ctx, rep, top), f"rep {rep}"
+    else:
+        table, summary = suggest.for_all(ctx, cfg)
+        mode = "all"
+    paths = [write_table(table, out)] if out is not None else []
+    run_id = tracker.log_job(
+        "suggest", params={"mode": mode, "top": top, "max_moves": cfg.max_moves, "data_dir": str(data_dir)},
+        metrics={"suggestions": len(table), "confident": int((table.get("confidence") == "confident").sum()) if len(table) else 0},
+        tags={"repfit.model_uri": uri, "repfit.model_version": version, "repfit.signal": str(ctx.signal)},
+        artifacts=paths, texts={"suggestions.csv": table.to_csv(index=False)} if not paths else None,
+    )
+    return SuggestOutcome(table, mode, ctx.signal, summary, out, run_id)
+
+
+@dataclass
+class ReportOutcome:
+    out: Path
+    summary: dict
+    curve: object  # DataFrame
+    signal: bool
+    run_id: str
+
+
+def report_job(data_dir: Path, mapping: Path | None, scores: Path | None, model_uri: str | None, cfg, top: int,
+               out: Path, title: str, tracking_uri: str | None, cwd: Path, progress=None, step=None) -> ReportOutcome:
+    """Write the self-contained HTML report and log it as an MLflow run."""
+    from repfit import report, tracking
+    from repfit.io import write_text
+
+    tracker = tracking.open_tracker(tracking_uri, cwd)
+    ctx, uri, version = _context(data_dir, mapping, scores, model_uri, tracker, progress)
+    page, plan, curve = report.build(ctx, cfg, top, uri, version, title, progress=step)
+    path = write_text(page, out)
+    s = plan.summary
+    run_id = tracker.log_job(
+        "report", params={"top": top, "max_moves": cfg.max_moves, "balance_tiers": cfg.balance_tiers,
+                          "require_match": cfg.require_match, "continuity": cfg.continuity, "data_dir": str(data_dir)},
+        metrics={"uplift": s["uplift"], "moves": s["moves"], "curve_points": len(curve)},
+        tags={"repfit.model_uri": uri, "repfit.model_version": version, "repfit.signal": str(ctx.signal)},
+        artifacts=[path],
+    )
+    return ReportOutcome(path, s, curve, ctx.signal, run_id)
+
+
+@dataclass
+class CapacityOutcome:
+    result: dict
+    paths: dict
+    run_id: str
+
+
+def capacity_job(data_dir: Path, mapping: Path | None, scores: Path | None, model_uri: str | None, cfg, add: int,
+                 like: str | None, out: Path, tracking_uri: str | None, cwd: Path, progress=None) -> CapacityOutcome:
+    """Headcount check: coverage, each rep's value, the value of more reps; outputs and an MLflow run."""
+    import json
+
+    from repfit import tracking
+    from repfit.capacity import headcount
+    from repfit.io import write_table, write_text
+    from repfit.report import headcount_svg
+
+    tracker = tracking.open_tracker(tracking_uri, cwd)
+    ctx, uri, version = _context(data_dir, mapping, scores, model_uri, tracker, progress)
+    bar = progress(len(ctx.ds.reps) + add + 1, unit="solve", desc="solving") if progress else None
+    h = headcount(ctx.ds, ctx.p_win, cfg, add=add, like=like, progress=bar.update if bar else None)
+    if bar:
+        bar.close()
+    out = Path(out)
+    c = h["coverage"]
+    summary = {**c, "base_value": h["base_value"], "model_uri": uri, "model_version": version}
+    paths = {
+        "rep_value": write_table(h["rep_value"], out),
+        "added": write_table(h["added"], out.with_name(out.stem + "_added.csv")),
+        "plot": write_text(headcount_svg(h["added"], h["base_value"], c["like"]), out.with_name(out.stem + "_added.svg")),
+        "summary": write_text(json.dumps(summary, indent=2, default=str), out.with_name(out.stem + "_summary.json")),
+    }
+    run_id = tracker.log_job(
+        "capacity", params={"add": add, "like": c["like"], "require_match": cfg.require_match, "data_dir": str(data_dir)},
+        metrics={"shortfall": c["shortfall"], "reps_needed": c["reps_needed"], "base_value": h["base_value"],
+                 **{f"value_with_{int(r.reps_added)}_added": r.total_value for r in h["added"].itertuples()}},
+        tags={"repfit.model_uri": uri, "repfit.model_version": version},
+        artifacts=list(paths.values()),
+    )
+    return CapacityOutcome(h, paths, run_id)

@@ -124,6 +124,10 @@ def read_scores(path: Path, ds: S.Dataset) -> np.ndarray:
         raise SchemaError(f"{path}: duplicate (rep_id, account_id) pairs {[tuple(x) for x in ex]}. Fix: keep one score per pair.")
     reps = pd.Index(ds.reps[S.REP_ID])
     accs = pd.Index(ds.accounts[S.ACCOUNT_ID])
+    if path.suffix != ".parquet":  # ids that looked like formulas were quoted for spreadsheets
+        from repfit.io import unescape_ids
+
+        df[S.REP_ID], df[S.ACCOUNT_ID] = unescape_ids(df[S.REP_ID], reps), unescape_ids(df[S.ACCOUNT_ID], accs)
     df = df[df[S.REP_ID].isin(reps) & df[S.ACCOUNT_ID].isin(accs)]
     if len(df) != len(reps) * len(accs):
         have = set(zip(df[S.ACCOUNT_ID], df[S.REP_ID]))

@@ -158,6 +158,7 @@ def train(ds: S.Dataset, fcfg: FeatureConfig, tcfg: TrainConfig, truth_dir: str 
     metrics.update(rep_signal_check(scorer, closed, closed.loc[m["test"]], tcfg.seed))
     scorer.info["signal"] = {k: metrics[k] for k in metrics if k.startswith("signal.")}
     scorer.info["test_metrics"] = {k: v for k, v in metrics.items() if ".test." in k}
+    scorer.info["calibration_table"] = cal.to_dict("list")  # for `repfit report`
     if truth_dir is not None and Path(truth_dir).is_dir():
         step("truth")
         from repfit.synth import true_win_probability

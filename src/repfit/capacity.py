@@ -1,0 +1,119 @@
+"""Headcount check for planners: can the reps cover the accounts, what each rep is worth, and what more
+reps would add (with diminishing returns). Every figure is an exact optimum of the assignment problem
+(free re-assignment: no continuity bonus, no move budget; locks and --require-match hold)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from repfit import schema as S
+from repfit.assign.plan import AssignConfig, build_problem
+from repfit.assign.problem import Problem, check_feasible
+from repfit.assign.solvers import solve
+from repfit.errors import InfeasibleAssignment
+from repfit.suggest import id_position
+
+
+def _optimum(prob: Problem) -> float:
+    """Best total expected value (float units) of ``prob``, or NaN if infeasible."""
+    try:
+        check_feasible(prob)
+        x = solve(prob, "flow").assignment
+    except InfeasibleAssignment:
+        return float("nan")
+    return float(prob.values[np.arange(len(x)), x].sum())
+
+
+def _without(prob: Problem, r: int) -> Problem:
+    """The problem with rep ``r`` gone: its accounts become unassigned (and unlocked)."""
+    keep = np.arange(prob.shape[1]) != r
+    cur = np.where(prob.current == r, -1, np.where(prob.current > r, prob.current - 1, prob.current))
+    return replace(prob, values=prob.values[:, keep], capacity=prob.capacity[keep], current=cur,
+                   locked=prob.locked & (prob.current != r),
+                   allowed=None if prob.allowed is None else prob.allowed[:, keep],
+                   rep_names=None if prob.rep_names is None else prob.rep_names[keep], _int=None)
+
+
+def _with_copies(prob: Problem, like: int, n: int) -> Problem:
+    """The problem with ``n`` more reps, each a copy of rep ``like`` (its P(win) column, capacity, attributes)."""
+    if n == 0:
+        return prob
+    extra = np.repeat(prob.values[:, [like]], n, axis=1)
+    allowed = None if prob.allowed is None else np.hstack([prob.allowed, np.repeat(prob.allowed[:, [like]], n, axis=1)])
+    names = None if prob.rep_names is None else np.concatenate([prob.rep_names, [f"new{i + 1}" for i in range(n)]])
+    return replace(prob, values=np.hstack([prob.values, extra]),
+                   capacity=np.concatenate([prob.capacity, np.full(n, prob.capacity[like])]),
+                   allowed=allowed, rep_names=names, _int=None)
+
+
+def median_rep(p_win: np.ndarray) -> int:
+    """The rep whose mean P(win) over all accounts is the median one."""
+    return int(np.argsort(p_win.mean(axis=0), kind="stable")[p_win.shape[1] // 2])
+
+
+def headcount(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig | None = None, add: int = 3,
+              like: str | None = None, progress=None) -> dict:
+    """Coverage, the value of each rep (expected value lost if it left), and the value of adding 1..``add`` reps
+    with the profile of rep ``like`` (default: the median rep), beyond the number needed to cover a shortfall.
+
+    Returns a dict with ``coverage`` (accounts, reps, capacity, shortfall, reps_needed, like), ``base_value``
+    (NaN under a shortfall), ``rep_value`` (DataFrame ranked by value lost; empty under a shortfall) and
+    ``added`` (DataFrame: reps_added, total_value, marginal_gain, gain_vs_today).
+    """
+    prob, _ = build_problem(ds, p_win, replace(cfg or AssignConfig(), max_moves=None, continuity=0.0))
+    A, R = prob.shape
+    rep_ids = ds.reps[S.REP_ID].astype(str).to_numpy()
+    lk = median_rep(p_win) if like is None else id_position(ds, "reps", like, "--like")
+    cap = prob.capacity
+    shortfall = max(0, A - int(cap.sum()))
+    needed = math.ceil(shortfall / max(1, int(cap[lk])))
+    coverage = {"accounts": A, "reps": R, "capacity": int(cap.sum()), "shortfall": shortfall,
+                "reps_needed": needed, "like": rep_ids[lk], "like_capacity": int(cap[lk])}
+    base = _optimum(prob)
+    rows = []
+    if np.isfinite(base):
+        for r in range(R):
+            v = _optimum(_without(prob, r))
+            rows.append({S.REP_ID: rep_ids[r], "value_lost_if_gone": base - v if np.isfinite(v) else np.inf,
+                         "share_of_total": (base - v) / base if np.isfinite(v) and base else np.nan,
+                         "covered_without": bool(np.isfinite(v))})
+            if progress:
+                progress(1)
+    rep_value = pd.DataFrame(rows, columns=[S.REP_ID, "value_lost_if_gone", "share_of_total", "covered_without"])
+    rep_value = rep_value.sort_values("value_lost_if_gone", ascending=False, ignore_index=True)
+    added, prev = [], base
+    for n in range(needed, needed + add + 1):
+        v = base if n == 0 else _optimum(_with_copies(prob, lk, n))
+        if n > 0:
+            added.append({"reps_added": n, "total_value": v, "marginal_gain": v - prev if np.isfinite(prev) else np.nan,
+                          "gain_vs_today": v - base if np.isfinite(base) else np.nan})
+        prev = v
+        if progress and n > 0:
+            progress(1)
+    added = pd.DataFrame(added, columns=["reps_added", "total_value", "marginal_gain", "gain_vs_today"])
+    return {"coverage": coverage, "base_value": base, "rep_value": rep_value, "added": added}
+
+
+def format_headcount(h: dict, top: int = 10) -> str:
+    c = h["coverage"]
+    head = f"coverage: {c['accounts']:,} accounts, {c['reps']} reps, total capacity {c['capacity']:,} -> "
+    if c["shortfall"]:
+        lines = [head + f"SHORTFALL of {c['shortfall']:,} accounts: {c['reps_needed']} more rep"
+                 f"{'s' if c['reps_needed'] > 1 else ''} like {c['like']} (capacity {c['like_capacity']}) needed to cover them"]
+    else:
+        lines = [head + f"covered ({c['capacity'] - c['accounts']:,} spare slots)",
+                 f"best total expected value with today's reps: {h['base_value']:,.0f}",
+                 f"expected value lost if a rep left (top {top} of {len(h['rep_value'])}):"]
+        for r in h["rep_value"].head(top).itertuples():
+            v = ("the others cannot cover its accounts" if not r.covered_without
+                 else f"{r.value_lost_if_gone:>14,.0f}  ({100 * r.share_of_total:.1f}%)")
+            lines.append(f"  {r.rep_id:<12} {v}")
+    lines.append(f"adding reps like {c['like']} (capacity {c['like_capacity']}):")
+    for r in h["added"].itertuples():
+        marg = "" if not np.isfinite(r.marginal_gain) else f"  marginal {r.marginal_gain:+,.0f}"
+        lines.append(f"  +{r.reps_added}: total {r.total_value:,.0f}{marg}")
+    return "\n".join(lines)

@@ -1,0 +1,386 @@
+"""Ranked reassignment suggestions with reasons in plain words and a confidence mark.
+
+Reasons come from the model's own per-feature contributions (LightGBM ``pred_contrib``): the features
+that push the suggested rep's log-odds above the current rep's the most, each turned into a sentence
+from the rep's history (e.g. "wins 48% of healthcare deals vs 31% overall (23 deals)").
+
+A suggestion is *confident* only if the model's rep strengths were borne out on its test period (the
+signal check at training) and the gain in P(win) exceeds twice its standard error, estimated from how
+much history stands behind each of the two pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from repfit import schema as S
+from repfit.assign.plan import AssignConfig, plan_assignment
+from repfit.errors import RepfitError
+from repfit.features.pipeline import ACCOUNT, BAND, MATCH, OPPORTUNITY
+from repfit.winprob import PairScorer
+
+N_REASONS = 2
+
+
+@dataclass
+class Context:
+    """Everything suggestions are computed from."""
+
+    ds: S.Dataset
+    scorer: PairScorer
+    p_win: np.ndarray  # (A, R) in ds order
+    signal: bool  # rep strengths borne out at training
+
+    @property
+    def potential(self) -> np.ndarray:
+        return self.ds.accounts[S.POTENTIAL].to_numpy(float)
+
+    @property
+    def current(self) -> np.ndarray:
+        return pd.Index(self.ds.reps[S.REP_ID]).get_indexer(self.ds.accounts[S.CURRENT_REP_ID].fillna("\0"))
+
+    def ev(self) -> np.ndarray:
+        return self.p_win * self.potential[:, None]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def reasons(ctx: Context, acc_idx: np.ndarray, new_rep: np.ndarray, old_rep: np.ndarray) -> list[str]:
+    """Plain-word reasons why ``new_rep`` beats ``old_rep`` on each account (one string per suggestion)."""
+    sp, snap = ctx.scorer.space, ctx.scorer.history
+    r_ids, a_ids = ctx.ds.reps[S.REP_ID].to_numpy(str), ctx.ds.accounts[S.ACCOUNT_ID].to_numpy(str)
+    rn = sp.rep_index(r_ids[new_rep])
+    ro = np.where(old_rep >= 0, sp.rep_index(r_ids[np.maximum(old_rep, 0)]), -1)
+    a = sp.account_index(a_ids[acc_idx])
+    X_new = ctx.scorer.features(r_ids[new_rep], a_ids[acc_idx])
+    c_new = ctx.scorer.model.contributions(X_new)
+    has_old = old_rep >= 0
+    c_old = pd.DataFrame(0.0, index=c_new.index, columns=c_new.columns)
+    if has_old.any():
+        c_old.loc[has_old] = ctx.scorer.model.contributions(
+            ctx.scorer.features(r_ids[old_rep[has_old]], a_ids[acc_idx[has_old]])).to_numpy()
+    diff = (c_new - c_old).drop(columns=["bias"])
+    # group features by the dimension they describe, so "industry_strength" and "industry_lift" count once
+    groups: dict[str, list[str]] = {}
+    for col in diff.columns:
+        key = next((d.name for d in sp.dims if col.startswith(d.name + "_")), col)
+        groups.setdefault(key, []).append(col)
+    g = pd.DataFrame({key: diff[cols].sum(axis=1) for key, cols in groups.items()})
+    g_rate = float((snap.W + 1) / (snap.N + 2))
+    out = []
+    for i in range(len(acc_idx)):
+        row = g.iloc[i].sort_values(ascending=False)
+        words = []
+        for key, val in row.items():
+            if val <= 0 or len(words) >= N_REASONS:
+                break
+            text = _sentence(ctx, key, int(rn[i]), int(a[i]), g_rate, int(ro[i]))
+            if text:
+                words.append(text)
+        out.append("; ".join(words) if words else "small differences across many features")
+    return out
+
+
+def _sentence(ctx: Context, key: str, r: int, a: int, g_rate: float, old: int = -1) -> str | None:
+    """One sentence on why rep ``r`` (model index) suits account ``a`` on feature group ``key``: its rate there
+    against its own overall rate, or, when it is below its own average, against the current rep ``old``'s rate.
+    None when no such plain fact supports the model's contribution (the caller moves on to the next feature)."""
+    sp, snap = ctx.scorer.space, ctx.scorer.history
+    rep_rate = snap.w_r[r] / snap.n_r[r] if snap.n_r[r] else float("nan")
+    dim = next((d for d in sp.dims if d.name == key), None)
+    if dim is not None:
+        t = snap.tables[dim.name]
+        if dim.kind == OPPORTUNITY:
+            mix = t["c_av"][a]
+            if mix.sum() == 0:
+                return None
+            v = int(np.argmax(mix))
+            label = f"{dim.levels[v]} deals"
+        else:
+            v = int(sp.pair_value(dim, np.array([r]), np.array([a]))[0])
+            if v < 0:
+                return None
+            if dim.kind == ACCOUNT:
+                label = f"{dim.levels[v]} deals" if dim.column in ("industry", "sector") else f"deals with {dim.column} = {dim.levels[v]}"
+            elif dim.kind == BAND:
+                edges = dim.levels
+                lo = f"{edges[v - 1]:,.0f}" if v > 0 else None
+                hi = f"{edges[v]:,.0f}" if v < len(edges) else None
+                rng = f"{lo}-{hi}" if lo and hi else (f"under {hi}" if hi else f"over {lo}")
+                label = f"deals with accounts of {rng} {dim.column}"
+            elif dim.kind == MATCH:
+                label = f"deals in its own {dim.column}" if v == 1 else f"deals outside its own {dim.column}"
+        n, w = t["n_rv"][r, v], t["w_rv"][r, v]
+        if n == 0:
+            return f"no {label} on record yet (estimate falls back to its overall rate)"
+        if w / n <= rep_rate:  # below its own average here: a reason only if it still beats the current rep
+            v_old = v if dim.kind != MATCH else int(sp.pair_value(dim, np.array([old]), np.array([a]))[0]) if old >= 0 else -1
+            n_o = t["n_rv"][old, v_old] if old >= 0 and v_old == v else 0
+            if n_o == 0 or w / n <= t["w_rv"][old, v_old] / n_o:
+                return None  # the model's contribution rests on relative rates that do not read as a plain fact
+            return (f"wins {_pct(w / n)} of {label} vs {_pct(t['w_rv'][old, v_old] / n_o)} for the current rep "
+                    f"({int(n)} vs {int(n_o)} deals)")
+        return f"wins {_pct(w / n)} of {label} vs {_pct(rep_rate)} overall ({int(n)} deals)"
+    if key in ("rep_rate", "rep_n"):
+        if rep_rate > g_rate:
+            return f"wins {_pct(rep_rate)} of all its deals vs {_pct(g_rate)} for the team ({int(snap.n_r[r])} deals)"
+        old_rate = snap.w_r[old] / snap.n_r[old] if old >= 0 and snap.n_r[old] else float("nan")
+        if rep_rate > old_rate:
+            return (f"wins {_pct(rep_rate)} of all its deals vs {_pct(old_rate)} for the current rep "
+                    f"({int(snap.n_r[r])} vs {int(snap.n_r[old])} deals)")
+        return None
+    if key in ("pair_rate", "pair_n"):
+        code = r * len(sp.account_ids) + a
+        pos = np.searchsorted(snap.pair_codes, code)
+        if pos < len(snap.pair_codes) and snap.pair_codes[pos] == code:
+            return f"has won {int(snap.pair_w[pos])} of {int(snap.pair_n[pos])} deals with this account"
+        return None
+    if key == "combined_logit":
+        return "strong across the account's industry, size and products combined"
+    if key.startswith("rep_"):
+        return f"its {key[4:].replace('_', ' ')} suits the account"
+    return None
+
+
+def pair_uncertainty(ctx: Context, acc_idx: np.ndarray, rep_idx: np.ndarray) -> np.ndarray:
+    """Standard error of P(win) for pairs: binomial, with the history behind the rep's strengths on this
+    account's values (the mean deal count over the strength dimensions, plus the shrinkage pseudo-deals)."""
+    sp = ctx.scorer.space
+    r_ids, a_ids = ctx.ds.reps[S.REP_ID].to_numpy(str), ctx.ds.accounts[S.ACCOUNT_ID].to_numpy(str)
+    X = ctx.scorer.features(r_ids[rep_idx], a_ids[acc_idx])
+    ns = [X[f"{d.name}_n"].to_numpy() for d in sp.dims] or [X["rep_n"].to_numpy()]
+    n_eff = np.mean(ns, axis=0) + sp.cfg.prior_deals
+    p = ctx.p_win[acc_idx, rep_idx]
+    return np.sqrt(p * (1 - p) / n_eff)
+
+
+def _confidence(ctx: Context, acc_idx, new_rep, old_rep) -> tuple[np.ndarray, np.ndarray]:
+    se_new = pair_uncertainty(ctx, acc_idx, new_rep)
+    has = old_rep >= 0
+    se_old = np.zeros(len(acc_idx))
+    if has.any():
+        se_old[has] = pair_uncertainty(ctx, acc_idx[has], old_rep[has])
+    # an account without a rep: the gain that needs support is over an average rep, not over nobody
+    baseline = np.where(has, ctx.p_win[acc_idx, np.maximum(old_rep, 0)], ctx.p_win[acc_idx].mean(axis=1))
+    dp = ctx.p_win[acc_idx, new_rep] - baseline
+    se = np.sqrt(se_new**2 + se_old**2)
+    confident = ctx.signal & (dp > 2 * se)
+    return confident, se
+
+
+def _label(confident: np.ndarray) -> list[str]:
+    return ["confident" if c else "within the model's uncertainty" for c in confident]
+
+
+def id_position(ds: S.Dataset, table: str, value: str, flag: str) -> int:
+    """Row of id ``value`` in ``table`` ("reps" or "accounts"), or a clear error naming ``flag`` and the file."""
+    column = S.REP_ID if table == "reps" else S.ACCOUNT_ID
+    pos = pd.Index(getattr(ds, table)[column].astype(str)).get_indexer([value])[0]
+    if pos < 0:
+        raise RepfitError(f"{flag} {value!r} is not in {ds.paths[table]}. Fix: use a {column} from that file.")
+    return int(pos)
+
+
+def for_account(ctx: Context, account_id: str, top: int = 5) -> pd.DataFrame:
+    """Top reps for one account by expected value, with gain over the current rep, room, and an exchange
+    that makes room when the rep is full."""
+    accs = pd.Index(ctx.ds.accounts[S.ACCOUNT_ID])
+    a = id_position(ctx.ds, "accounts", account_id, "--account")
+    ev, cur = ctx.ev(), ctx.current
+    R = ev.shape[1]
+    order = [r for r in np.argsort(-ev[a], kind="stable") if r != cur[a]][:top]
+    order = np.array(order, dtype=int)
+    load = np.bincount(cur[cur >= 0], minlength=R)
+    cap = ctx.ds.reps[S.CAPACITY].to_numpy()
+    rep_ids = ctx.ds.reps[S.REP_ID].to_numpy(str)
+    acc_ids = accs.to_numpy(str)
+    old = np.full(len(order), cur[a])
+    aa = np.full(len(order), a)
+    confident, se = _confidence(ctx, aa, order, old)
+    base = ev[a, cur[a]] if cur[a] >= 0 else 0.0
+    rows = []
+    why = reasons(ctx, aa, order, old)
+    for i, r in enumerate(order):
+        room = load[r] < cap[r]
+        exchange, net = "", ev[a, r] - base
+        if not room:
+            exchange, loss = _best_exchange(ctx, r, a, load, cap)
+            net -= loss
+        rows.append({
+            "rank": i + 1, S.ACCOUNT_ID: acc_ids[a], S.REP_ID: rep_ids[r],
+            "current_rep_id": rep_ids[cur[a]] if cur[a] >= 0 else "", "p_win": ctx.p_win[a, r],
+            "current_p_win": ctx.p_win[a, cur[a]] if cur[a] >= 0 else np.nan, "expected_value": ev[a, r],
+            "gain": ev[a, r] - base, "has_room": bool(room), "exchange": exchange, "net_gain": net,
+            "confidence": _label(confident[i:i + 1])[0], "reasons": why[i],
+        })
+    return pd.DataFrame(rows)
+
+
+def _best_exchange(ctx: Context, r: int, incoming: int, load, cap) -> tuple[str, float]:
+    """Cheapest way to free one slot at full rep ``r``: hand one of its accounts to a rep with room (the
+    incoming account's current rep gains a slot when it leaves). Returns a description and the EV lost."""
+    ev, cur = ctx.ev(), ctx.current
+    held = np.flatnonzero(cur == r)
+    held = held[~ctx.ds.accounts[S.LOCKED].to_numpy(bool)[held]]
+    if len(held) == 0:
+        return "no exchange: all its accounts are locked", float("inf")
+    room = load < cap
+    if cur[incoming] >= 0:
+        room = room.copy()
+        room[cur[incoming]] = True
+    room[r] = False
+    if not room.any():
+        return "no exchange: no rep has room", float("inf")
+    cand = np.where(room[None, :], ev[held], -np.inf)
+    t = cand.argmax(axis=1)
+    loss = ev[held, r] - cand[np.arange(len(held)), t]
+    j = int(np.argmin(loss))
+    rep_ids, acc_ids = ctx.ds.reps[S.REP_ID].to_numpy(str), ctx.ds.accounts[S.ACCOUNT_ID].to_numpy(str)
+    return f"{acc_ids[held[j]]} goes from {rep_ids[r]} to {rep_ids[t[j]]} (costs {loss[j]:,.0f})", float(loss[j])
+
+
+def for_rep(ctx: Context, rep_id: str, top: int = 5) -> pd.DataFrame:
+    """Accounts one rep should take on (largest gain over their current rep) and hand over (largest gain
+    for another rep)."""
+    r = id_position(ctx.ds, "reps", rep_id, "--rep")
+    ev, cur = ctx.ev(), ctx.current
+    A = ev.shape[0]
+    locked = ctx.ds.accounts[S.LOCKED].to_numpy(bool)
+    base = np.where(cur >= 0, ev[np.arange(A), np.maximum(cur, 0)], 0.0)
+    take_gain = np.where((cur != r) & ~locked, ev[:, r] - base, -np.inf)
+    take = np.argsort(-take_gain, kind="stable")[:top]
+    take = take[np.isfinite(take_gain[take]) & (take_gain[take] > 0)]
+    mine = np.flatnonzero((cur == r) & ~locked)
+    others = ev[mine].copy()
+    others[:, r] = -np.inf
+    best = others.argmax(axis=1) if len(mine) else np.array([], int)
+    give_gain = others[np.arange(len(mine)), best] - ev[mine, r] if len(mine) else np.array([])
+    order = np.argsort(-give_gain, kind="stable")[:top]
+    give, give_to = mine[order], best[order]
+    keep = give_gain[order] > 0
+    give, give_to = give[keep], give_to[keep]
+    rep_ids, acc_ids = ctx.ds.reps[S.REP_ID].to_numpy(str), ctx.ds.accounts[S.ACCOUNT_ID].to_numpy(str)
+    rows = []
+    for kind, acc, new, old in (("take on", take, np.full(len(take), r), cur[take]),
+                                ("hand over", give, give_to, np.full(len(give), r))):
+        if not len(acc):
+            continue
+        conf, _ = _confidence(ctx, acc, new, old)
+        why = reasons(ctx, acc, new, old)
+        for i in range(len(acc)):
+            o = old[i]
+            rows.append({"action": kind, S.ACCOUNT_ID: acc_ids[acc[i]], "from_rep_id": rep_ids[o] if o >= 0 else "",
+                         "to_rep_id": rep_ids[new[i]], "p_win_from": ctx.p_win[acc[i], o] if o >= 0 else np.nan,
+                         "p_win_to": ctx.p_win[acc[i], new[i]],
+                         "gain": ev[acc[i], new[i]] - (ev[acc[i], o] if o >= 0 else 0.0),
+                         "confidence": _label(conf[i:i + 1])[0], "reasons": why[i]})
+    return pd.DataFrame(rows)
+
+
+def _chain(a: int, cur, new, gain, load, cap, out_of: dict[int, set]) -> list[int] | None:
+    """The moves that must go with move ``a`` so that every rep stays within capacity: while the rep
+    receiving the last move is over capacity, add the best-gain pending move out of it (an exchange when
+    the chain returns to where it started). None if no pending move can make room."""
+    seq, delta = [a], {int(new[a]): 1}
+    if cur[a] >= 0:
+        delta[int(cur[a])] = delta.get(int(cur[a]), 0) - 1
+    target = int(new[a])
+    while load[target] + delta[target] > cap[target]:
+        options = [b for b in out_of.get(target, ()) if b not in seq]
+        if not options:
+            return None
+        b = max(options, key=lambda i: (gain[i], -i))
+        seq.append(b)
+        delta[target] -= 1
+        target = int(new[b])
+        delta[target] = delta.get(target, 0) + 1
+    return seq
+
+
+def group_moves(cur: np.ndarray, new: np.ndarray, gain: np.ndarray, cap: np.ndarray) -> list[list[int]]:
+    """Order the moves from ``cur`` to ``new`` (both within capacity) into groups that ops can accept top-down:
+    applying any prefix of the groups to the current assignment keeps every rep within capacity. A group is a
+    single move into a rep with room, or a chain / exchange of moves that only make sense together. At each
+    step the group with the largest total gain that fits is taken (a rep already over capacity today counts as
+    full at its current load) (lazy greedy: a group's gain is re-checked
+    when it reaches the top)."""
+    import heapq
+
+    R = len(cap)
+    load = np.bincount(cur[cur >= 0], minlength=R).astype(int)
+    cap = np.maximum(cap, load)  # a rep already over capacity today must not get fuller
+    pending = {int(a) for a in np.flatnonzero(new != cur)}
+    out_of: dict[int, set] = {}
+    for a in pending:
+        if cur[a] >= 0:
+            out_of.setdefault(int(cur[a]), set()).add(a)
+
+    def value(a):
+        seq = _chain(a, cur, new, gain, load, cap, out_of)
+        return (None, -np.inf) if seq is None else (seq, float(sum(gain[i] for i in seq)))
+
+    heap = [(-value(a)[1], a) for a in sorted(pending)]
+    heapq.heapify(heap)
+    groups, parked = [], []  # parked: moves with no chain that fits yet
+    while pending:
+        if not heap:  # cannot happen when ``new`` is within capacity; keep every move rather than drop any
+            groups.append(sorted(pending))
+            break
+        neg, a = heapq.heappop(heap)
+        if a not in pending:
+            continue
+        seq, v = value(a)
+        if seq is None:
+            parked.append(a)
+            continue
+        if v < -neg - 1e-9 * max(1.0, abs(v)):  # worth less than when queued: re-queue at its value
+            heapq.heappush(heap, (-v, a))
+            continue
+        for b in seq:
+            pending.discard(b)
+            if cur[b] >= 0:
+                load[cur[b]] -= 1
+                out_of[int(cur[b])].discard(b)
+            load[new[b]] += 1
+        for b in parked:
+            heapq.heappush(heap, (-np.inf, b))
+        parked = []
+        groups.append(seq)
+    return groups
+
+
+def for_all(ctx: Context, cfg: AssignConfig, plan=None) -> tuple[pd.DataFrame, dict]:
+    """The moves of the optimal assignment (same constraints as ``repfit assign``; ``plan`` if already solved),
+    grouped and ranked."""
+    plan = plan or plan_assignment(ctx.ds, ctx.p_win, cfg)
+    x = plan.solution.assignment
+    cur = ctx.current
+    ev = ctx.ev()
+    A = len(x)
+    gain = ev[np.arange(A), x] - np.where(cur >= 0, ev[np.arange(A), np.maximum(cur, 0)], 0.0)
+    groups = group_moves(cur, x, gain, ctx.ds.reps[S.CAPACITY].to_numpy())
+    rows = []
+    if groups:
+        flat = np.array([a for g in groups for a in g])
+        conf, se = _confidence(ctx, flat, x[flat], cur[flat])
+        why = reasons(ctx, flat, x[flat], cur[flat])
+        info = {int(a): (c, w) for a, c, w in zip(flat, conf, why)}
+        rep_ids, acc_ids = ctx.ds.reps[S.REP_ID].to_numpy(str), ctx.ds.accounts[S.ACCOUNT_ID].to_numpy(str)
+        for rank, g in enumerate(groups, 1):
+            g_gain = float(sum(gain[i] for i in g))
+            if len(g) == 1:
+                kind = "move" if cur[g[0]] >= 0 else "first owner"
+            else:
+                kind = "exchange" if int(x[g[-1]]) == int(cur[g[0]]) else "chain"
+            for a in g:
+                c, w = info[int(a)]
+                rows.append({"rank": rank, "group": kind, "group_gain": g_gain, S.ACCOUNT_ID: acc_ids[a],
+                             "from_rep_id": rep_ids[cur[a]] if cur[a] >= 0 else "", "to_rep_id": rep_ids[x[a]],
+                             "p_win_from": ctx.p_win[a, cur[a]] if cur[a] >= 0 else np.nan, "p_win_to": ctx.p_win[a, x[a]],
+                             "gain": float(gain[a]), "confidence": _label(np.array([c]))[0], "reasons": w})
+    return pd.DataFrame(rows), plan.summary
