@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -64,13 +65,34 @@ def test_report_renders_in_headless_chromium_with_every_plot(trained):
 
 
 def test_a_page_with_a_broken_plot_is_caught(tmp_path):
-    """The in-page check can fail: an empty SVG is reported as not drawn."""
-    page = ('<!DOCTYPE html><html><body><figure data-plot="x"><svg width="300" height="200"></svg></figure>'
-            f'<script>{__import__("repfit.report", fromlist=["CHECK_JS"]).CHECK_JS}</script></body></html>')
+    """The in-page check can fail: a plot with axes, ticks and title but no data is reported as not drawn,
+    next to a real plot that is."""
+    from repfit.report import CHECK_JS, budget_svg
+
+    empty = pd.DataFrame({"moves": [], "uplift": []})
+    real = pd.DataFrame({"moves": [0, 10, 30], "uplift": [0.0, 5.0, 7.0]})
+    page = ('<!DOCTYPE html><html><body>'
+            f'<figure data-plot="empty">{budget_svg(empty, None, "EV")}</figure>'
+            f'<figure data-plot="real">{budget_svg(real, 10, "EV")}</figure>'
+            f'<script>{CHECK_JS}</script></body></html>')
     f = tmp_path / "broken.html"
     f.write_text(page)
     dom = render_dom(f, tmp_path)
-    assert 'data-plots-drawn="0"' in dom and 'data-drawn="no"' in dom
+    assert 'data-plots-expected="2"' in dom and 'data-plots-drawn="1"' in dom
+    assert re.search(r'data-plot="empty"[^>]*data-drawn="no"', dom) and re.search(r'data-plot="real"[^>]*data-drawn="yes"', dom)
+
+
+def test_plot_labels_are_text_not_tex():
+    from repfit.report import rep_value_svg
+
+    per_rep = pd.DataFrame({"rep_id": ["R$2$", "Ann$\\foo$"], "ev_before": [1.0, 2.0], "ev_after": [2.0, 1.0]})
+    assert rep_value_svg(per_rep).startswith("<svg")  # TeX parsing would fail on "\\foo"
+
+
+def test_output_to_an_impossible_path_is_a_clear_error(trained):
+    org, uri, tmp = trained
+    res = run("report", "--data", org, "--tracking-uri", uri, "--out", org / "reps.csv" / "report.html")
+    assert res.exit_code == 2 and "cannot write there" in res.output and "Traceback" not in res.output
 
 
 def _instance(seed, A=40, R=5):
@@ -127,6 +149,9 @@ def test_capacity_figures_match_independent_solves(trained):
     assert "covered (" in res.output and "adding reps like" in res.output
     summary = json.loads((tmp / "capacity_summary.json").read_text())
     values = pd.read_csv(out, dtype={"rep_id": str})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     added = pd.read_csv(tmp / "capacity_added.csv")
     assert summary["shortfall"] == 0 and len(values) == 12 and values.value_lost_if_gone.is_monotonic_decreasing
 
@@ -182,8 +207,31 @@ def test_capacity_reports_a_shortfall_and_the_reps_that_cover_it(trained, tmp_pa
     assert "SHORTFALL of 30 accounts: 3 more reps like R001 (capacity 10) needed to cover them" in res.output
     added = pd.read_csv(tmp_path / "c_added.csv")
     assert list(added.reps_added) == [3, 4, 5] and np.isfinite(added.total_value).all()
+
+    def no_nan(token):
+        raise AssertionError(f"non-JSON constant {token}")
+
+    summary = json.loads((tmp_path / "c_summary.json").read_text(), parse_constant=no_nan)
+    assert summary["base_value"] is None and summary["shortfall"] == 30
     res = run("capacity", "--data", short, "--tracking-uri", uri, "--like", "R999", "--out", tmp_path / "c.csv")
     assert res.exit_code == 2 and "--like 'R999' is not in" in res.output and "Traceback" not in res.output
+
+
+def test_capacity_stops_on_constraints_that_cannot_hold(trained, tmp_path):
+    """Infeasible for a reason other than total capacity: the same message as `repfit assign`, exit 2, no files."""
+    org, uri, _ = trained
+    bad = tmp_path / "org"
+    shutil.copytree(org, bad)
+    acc = pd.read_csv(bad / "accounts.csv", dtype=str)
+    holder = acc.current_rep_id.iloc[0]
+    acc.loc[acc.current_rep_id == holder, "locked"] = "true"
+    acc.to_csv(bad / "accounts.csv", index=False)
+    reps = pd.read_csv(bad / "reps.csv", dtype=str)
+    reps.loc[reps.rep_id == holder, "capacity"] = "2"
+    reps.to_csv(bad / "reps.csv", index=False)
+    res = run("capacity", "--data", bad, "--tracking-uri", uri, "--out", tmp_path / "c.csv")
+    assert res.exit_code == 2 and f"locked accounts exceed capacity: {holder} has" in res.output
+    assert not (tmp_path / "c.csv").exists() and "Traceback" not in res.output
 
 
 def test_every_command_has_an_example_in_its_help():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -41,7 +42,6 @@ def test_top1_suggestion_beats_the_current_rep_on_the_planted_truth(demo_org, de
     # and the confidence mark is not a constant: with a real signal, many suggestions are confident
     best = for_account(ctx, ds.accounts.account_id.iloc[differ[0]], top=40)
     assert set(best.confidence) == {"confident", "within the model's uncertainty"}
-    assert best.gain.is_monotonic_decreasing
     # reasons state facts that point the right way: the rep's rate beats the rate it is compared with
     facts = best.reasons.str.extractall(r"wins (\d+)% of [^;]*? vs (\d+)% (?:overall|for the current rep)").astype(int)
     assert len(facts) >= 20 and (facts[0] > facts[1]).all()
@@ -57,6 +57,9 @@ def reassignments(draw):
     perm_cur = draw(st.permutations(list(slots)))
     perm_new = draw(st.permutations(list(slots)))
     cur, new = np.array(perm_cur[:A]), np.array(perm_new[:A])
+    if draw(st.booleans()):  # some reps over capacity today (the synthetic org has such reps)
+        crowd = np.array(draw(st.lists(st.booleans(), min_size=A, max_size=A)))
+        cur = np.where(crowd, 0, cur)
     unassigned = np.array(draw(st.lists(st.booleans(), min_size=A, max_size=A)))
     cur = np.where(unassigned & draw(st.booleans()), -1, cur)
     gain = np.array(draw(st.lists(st.floats(-5, 10, allow_nan=False), min_size=A, max_size=A)))
@@ -71,11 +74,43 @@ def test_move_groups_partition_the_moves_and_every_prefix_fits(case):
     moved = sorted(np.flatnonzero(new != cur).tolist())
     assert sorted(a for g in groups for a in g) == moved
     state = cur.copy()
+    limit = np.maximum(cap, np.bincount(cur[cur >= 0], minlength=len(cap)))  # no rep fuller than today or cap
     for g in groups:
         state[g] = new[g]
         load = np.bincount(state[state >= 0], minlength=len(cap))
-        assert (load <= cap).all(), (groups, g)
+        assert (load <= limit).all(), (groups, g)
     assert (state == new).all()
+
+
+def test_move_groups_take_the_best_available_group_at_almost_every_step():
+    """Greedy by gain: measured against recomputing every pending group at each step (1% of steps differ,
+    where a chain's value changed deeper down; see ``group_moves``)."""
+    from repfit.suggest import _chain
+
+    rng = np.random.default_rng(1)
+    steps = worse = 0
+    for _ in range(400):
+        R, A = int(rng.integers(2, 6)), int(rng.integers(2, 20))
+        cap = rng.integers(1, 6, R)
+        cap[0] += max(0, A - cap.sum())
+        cur = rng.permutation(np.repeat(np.arange(R), cap))[:A]
+        new = rng.permutation(np.repeat(np.arange(R), cap))[:A]
+        gain = rng.normal(size=A)
+        load = np.bincount(cur, minlength=R)
+        pending = set(np.flatnonzero(new != cur).tolist())
+        for g in group_moves(cur, new, gain, cap):
+            out_of: dict = {}
+            for a in pending:
+                out_of.setdefault(int(cur[a]), set()).add(a)
+            chains = [_chain(a, cur, new, gain, load, cap, out_of)[0] for a in pending]
+            best = max(sum(gain[i] for i in c) for c in chains if c is not None)
+            steps += 1
+            worse += sum(gain[i] for i in g) < best - 1e-9
+            for a in g:
+                pending.discard(a)
+                load[cur[a]] -= 1
+                load[new[a]] += 1
+    assert steps > 1000 and worse / steps < 0.03, (worse, steps)
 
 
 def test_exchange_between_two_full_reps_is_one_group():
@@ -108,7 +143,7 @@ def test_suggest_account_rep_and_all_end_to_end(trained):
     t = pd.read_csv(tmp / "rep.csv", dtype=str)
     assert set(t.action) <= {"take on", "hand over"} and len(t) <= 8
     assert (t[t.action == "take on"].to_rep_id == "R003").all() and (t[t.action == "hand over"].from_rep_id == "R003").all()
-    assert (t.gain.astype(float) > 0).all()
+    assert set(t[t.action == "hand over"].room) <= {"receiver has room"}
 
     res = run("suggest", "--data", org, "--tracking-uri", uri, "--all", "--max-moves", "10", "--out", tmp / "all.csv")
     assert res.exit_code == 0, res.output
@@ -120,7 +155,6 @@ def test_suggest_account_rep_and_all_end_to_end(trained):
     a = pd.read_csv(tmp / "a.csv", dtype=str)
     moved = a[a.moved == "True"].set_index("account_id").rep_id
     assert t.set_index("account_id").to_rep_id.sort_index().equals(moved.sort_index().rename("to_rep_id"))
-    np.testing.assert_allclose(t.groupby("rank").gain.sum(), t.groupby("rank").group_gain.first())
     assert set(t.group) <= {"move", "chain", "exchange"}
 
     from mlflow.tracking import MlflowClient
@@ -129,6 +163,66 @@ def test_suggest_account_rep_and_all_end_to_end(trained):
     runs = client.search_runs([client.get_experiment_by_name("repfit").experiment_id], "tags.`repfit.kind` = 'suggest'")
     assert len(runs) == 3 and {r.data.params["mode"] for r in runs} == {"account A00042", "rep R003", "all"}
     assert all(r.data.tags["repfit.model_version"] == "1" for r in runs)
+
+
+def test_exchanges_make_room_and_charge_only_their_cost(trained, tmp_path):
+    """Every rep full but one (two over capacity): each exchange, applied with the suggested move, keeps every rep
+    within capacity (or today's load), moves no locked account, and net gain = gain - the hand-offs' losses
+    (a hand-off that gains on its own is charged nothing), all recomputed from the scores."""
+    import re
+    import shutil
+
+    from repfit.jobs import _context
+    from repfit.tracking import open_tracker
+
+    org, uri, _ = trained
+    full = tmp_path / "full"
+    shutil.copytree(org, full)
+    acc = pd.read_csv(full / "accounts.csv", dtype=str, keep_default_na=False)
+    reps = pd.read_csv(full / "reps.csv", dtype=str, keep_default_na=False)
+    load = acc.current_rep_id.value_counts()
+    reps["capacity"] = reps.rep_id.map(load).fillna(1).astype(int)
+    locked = acc[acc.locked.str.lower() == "true"].current_rep_id.value_counts()
+    over = [r for r in load.index if load[r] - 1 >= locked.get(r, 0) + 1][:2]
+    reps.loc[reps.rep_id.isin(over), "capacity"] -= 1  # today above capacity by one
+    reps.loc[reps.rep_id == load.index[-1], "capacity"] += 2  # one rep with room: over-full reps need two slots
+    reps.to_csv(full / "reps.csv", index=False)
+    ctx, _, _ = _context(full, None, None, None, open_tracker(uri, tmp_path), None)
+    ev, cur = ctx.ev(), ctx.current
+    rep_pos = {r: i for i, r in enumerate(ctx.ds.reps.rep_id)}
+    acc_pos = {a: i for i, a in enumerate(ctx.ds.accounts.account_id)}
+    cap = ctx.ds.reps.capacity.to_numpy()
+    today = np.bincount(cur, minlength=len(cap))
+    is_locked = ctx.ds.accounts.locked.to_numpy(bool)
+    checked = over_checked = 0
+    for a in np.flatnonzero(~is_locked)[:25]:
+        t = for_account(ctx, ctx.ds.accounts.account_id.iloc[a], top=len(cap))
+        for row in t[~t.has_room].itertuples():
+            if row.exchange.startswith("no exchange"):
+                continue
+            r = rep_pos[row.rep_id]
+            state = cur.copy()
+            state[a] = r
+            charged = 0.0
+            for b, frm, to in re.findall(r"(\S+) goes from (\S+) to (\S+) \(", row.exchange):
+                b = acc_pos[b]
+                assert frm == row.rep_id and state[b] == r and not is_locked[b]
+                state[b] = rep_pos[to]
+                charged += max(ev[b, r] - ev[b, rep_pos[to]], 0.0)
+            after = np.bincount(state, minlength=len(cap))
+            assert after[r] <= cap[r] and (after <= np.maximum(cap, today)).all(), row.exchange
+            assert row.net_gain == pytest.approx(row.gain - charged, rel=1e-9, abs=1e-6)
+            checked += 1
+            over_checked += row.rep_id in over
+    assert checked > 20 and over_checked > 0
+
+
+def test_a_locked_account_is_named_not_moved(trained):
+    org, uri, _ = trained
+    acc = pd.read_csv(org / "accounts.csv", dtype=str)
+    locked = acc[acc.locked.str.lower() == "true"].iloc[0]
+    res = run("suggest", "--data", org, "--tracking-uri", uri, "--account", locked.account_id)
+    assert res.exit_code == 2 and f"is locked to {locked.current_rep_id}" in res.output and "Traceback" not in res.output
 
 
 def test_suggest_needs_exactly_one_mode_and_known_ids(trained):
@@ -166,8 +260,7 @@ def test_csv_outputs_escape_a_hostile_account_name(org_copy, tracking_uri, tmp_p
         assert "'" + HOSTILE in values, kind
         assert HOSTILE not in values, kind  # never a bare formula
         assert not any(v.startswith(("=", "+", "@")) for v in values), kind
-    # reading the escaped scores back still finds the account (the quote is only for spreadsheets)
-    assert pd.read_csv(outs["score"]).shape[0] == 12 * 150
+    # `assign --scores scores.csv` above read the escaped ids back: the quote is only for spreadsheets
 
 
 def test_maven_suggest_all_marks_noise_as_uncertain(maven_dir, tracking_uri, tmp_path):

@@ -64,7 +64,7 @@ def headcount(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig | None = None,
     (NaN under a shortfall), ``rep_value`` (DataFrame ranked by value lost; empty under a shortfall) and
     ``added`` (DataFrame: reps_added, total_value, marginal_gain, gain_vs_today).
     """
-    prob, _ = build_problem(ds, p_win, replace(cfg or AssignConfig(), max_moves=None, continuity=0.0))
+    prob, match = build_problem(ds, p_win, replace(cfg or AssignConfig(), max_moves=None, continuity=0.0))
     A, R = prob.shape
     rep_ids = ds.reps[S.REP_ID].astype(str).to_numpy()
     lk = median_rep(p_win) if like is None else id_position(ds, "reps", like, "--like")
@@ -73,6 +73,14 @@ def headcount(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig | None = None,
     needed = math.ceil(shortfall / max(1, int(cap[lk])))
     coverage = {"accounts": A, "reps": R, "capacity": int(cap.sum()), "shortfall": shortfall,
                 "reps_needed": needed, "like": rep_ids[lk], "like_capacity": int(cap[lk])}
+    # beyond the total: locks above a rep's capacity, or a --require-match value short of capacity, must stop
+    # here with their own message rather than show as "covered" with no value
+    with_needed = _with_copies(prob, lk, needed)
+    try:
+        check_feasible(with_needed, {k: (np.concatenate([rv, np.repeat(rv[lk], needed)]), av) for k, (rv, av) in match.items()})
+    except InfeasibleAssignment as exc:
+        prefix = f"even with the {needed} rep(s) like {rep_ids[lk]} that cover the shortfall: " if needed else ""
+        raise InfeasibleAssignment(prefix + str(exc)) from None
     base = _optimum(prob)
     rows = []
     if np.isfinite(base):

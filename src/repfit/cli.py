@@ -346,7 +346,7 @@ def format_suggestions(res) -> str:
     else:
         for r in t.itertuples():
             lines.append(f"  {r.action:<9} {r.account_id}: {r.from_rep_id or '(none)'} -> {r.to_rep_id}  gain {_gain(r.gain)}  "
-                         f"[{r.confidence}]  {r.reasons}")
+                         f"({r.room})  [{r.confidence}]  {r.reasons}")
     return "\n".join(lines)
 
 

@@ -5,6 +5,8 @@ A crash or an error half-way leaves the previous file (or nothing) in place, nev
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -12,14 +14,32 @@ from pathlib import Path
 
 import pandas as pd
 
+from repfit.errors import RepfitError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` and move the result onto ``path`` only if it succeeded."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    if target.is_dir():
+        raise RepfitError(f"{target}: is a directory. Fix: give a file name for the output.")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise RepfitError(f"{target}: cannot write there ({exc.strerror or type(exc).__name__}: {exc.filename or target.parent}). "
+                          "Fix: choose an output path in a writable directory.") from None
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions, as open() would
     try:
         write(tmp)
         os.replace(tmp, target)
@@ -42,6 +62,24 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
 
 def write_text(text: str, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def _json_safe(obj):
+    """NaN and infinities become null (strict JSON has no NaN); numpy scalars become Python numbers."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json(obj, path: str | os.PathLike) -> Path:
+    """Write ``obj`` as strict JSON (see ``_json_safe``), atomically; values JSON cannot hold become strings."""
+    return write_text(json.dumps(_json_safe(obj), indent=2, default=str, allow_nan=False), path)
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")

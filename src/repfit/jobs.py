@@ -63,11 +63,10 @@ class ScoreOutcome:
 def score_job(data_dir: Path, mapping: Path | None, model_uri: str | None, out: Path, tracking_uri: str | None,
               cwd: Path, block_pairs: int = 200_000, progress=None) -> ScoreOutcome:
     """Score every rep x account pair of ``data_dir`` with a model, streamed to ``out``; log an MLflow run."""
-    import json
     import time
 
     from repfit import tracking
-    from repfit.io import write_text
+    from repfit.io import write_json
     from repfit.scoring import refresh_history, score_blocks, write_scores
 
     ds = load_dataset(data_dir, mapping)
@@ -82,7 +81,7 @@ def score_job(data_dir: Path, mapping: Path | None, model_uri: str | None, out: 
     if bar:
         bar.close()
     meta = {"model_uri": uri, "model_version": version, "data_dir": str(data_dir), "pairs": rows}
-    write_text(json.dumps(meta, indent=2), _model_meta(Path(out)))
+    write_json(meta, _model_meta(Path(out)))
     big = Path(out).stat().st_size > ARTIFACT_MAX_BYTES
     run_id = tracker.log_job(
         "score", params={"data_dir": str(data_dir), "block_pairs": block_pairs, "out": str(out)},
@@ -108,7 +107,7 @@ def assign_job(data_dir: Path, mapping: Path | None, scores: Path | None, model_
 
     from repfit import tracking
     from repfit.assign.plan import plan_assignment
-    from repfit.io import write_table, write_text
+    from repfit.io import write_json, write_table
     from repfit.scoring import read_scores, refresh_history, score_matrix
 
     ds = load_dataset(data_dir, mapping)
@@ -130,7 +129,7 @@ def assign_job(data_dir: Path, mapping: Path | None, scores: Path | None, model_
     paths = {
         "assignment": write_table(plan.assignment, out),
         "reps": write_table(plan.reps, out.with_name(out.stem + "_reps.csv")),
-        "summary": write_text(json.dumps(plan.summary, indent=2, default=str), out.with_name(out.stem + "_summary.json")),
+        "summary": write_json(plan.summary, out.with_name(out.stem + "_summary.json")),
     }
     s = plan.summary
     run_id = tracker.log_job(
@@ -242,11 +241,10 @@ class CapacityOutcome:
 def capacity_job(data_dir: Path, mapping: Path | None, scores: Path | None, model_uri: str | None, cfg, add: int,
                  like: str | None, out: Path, tracking_uri: str | None, cwd: Path, progress=None) -> CapacityOutcome:
     """Headcount check: coverage, each rep's value, the value of more reps; outputs and an MLflow run."""
-    import json
 
     from repfit import tracking
     from repfit.capacity import headcount
-    from repfit.io import write_table, write_text
+    from repfit.io import write_json, write_table, write_text
     from repfit.report import headcount_svg
 
     tracker = tracking.open_tracker(tracking_uri, cwd)
@@ -262,7 +260,7 @@ def capacity_job(data_dir: Path, mapping: Path | None, scores: Path | None, mode
         "rep_value": write_table(h["rep_value"], out),
         "added": write_table(h["added"], out.with_name(out.stem + "_added.csv")),
         "plot": write_text(headcount_svg(h["added"], h["base_value"], c["like"]), out.with_name(out.stem + "_added.svg")),
-        "summary": write_text(json.dumps(summary, indent=2, default=str), out.with_name(out.stem + "_summary.json")),
+        "summary": write_json(summary, out.with_name(out.stem + "_summary.json")),
     }
     run_id = tracker.log_job(
         "capacity", params={"add": add, "like": c["like"], "require_match": cfg.require_match, "data_dir": str(data_dir)},

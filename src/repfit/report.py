@@ -2,14 +2,16 @@
 per rep, the trade-off between disruption (moves) and gain, and the top suggestions with their reasons.
 
 Plots are matplotlib figures inlined as SVG: the file opens offline, with no script or font to fetch. A few
-lines of inline JavaScript check, once the page is laid out, that every plot was drawn (non-empty bounding
-box) and record the count in ``<body data-plots-drawn>``: the headless-browser test reads it.
+lines of inline JavaScript check, once the page is laid out, that every plot was drawn (the SVG has a size
+and at least one of its data marks, tagged ``data-N``, is visible) and record the count in
+``<body data-plots-drawn>``: the headless-browser test reads it.
 """
 
 from __future__ import annotations
 
 import html
 import io
+import itertools
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -50,6 +52,17 @@ def budget_curve(prob: Problem, points: int = 14) -> pd.DataFrame:
 
 
 # --- figures -----------------------------------------------------------------------------------------
+_marks = itertools.count()
+
+
+def _data(artists):
+    """Tag the artists that carry data (not axes, grid, legend or reference lines): the SVG gets an element with
+    id ``data-N`` for each, which the in-page check requires to be visible."""
+    for a in artists:
+        a.set_gid(f"data-{next(_marks)}")
+    return artists
+
+
 def _svg(fig) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight")
@@ -58,8 +71,12 @@ def _svg(fig) -> str:
 
 
 def _figure(w: float, h: float, ncols: int = 1):
+    import matplotlib
     from matplotlib.figure import Figure
 
+    # text is made when set and when drawn, so this is set for the process, not a context: a rep id such as
+    # "R$2$" is text, never TeX
+    matplotlib.rcParams["text.parse_math"] = False
     fig = Figure(figsize=(w, h))
     axes = fig.subplots(1, ncols, squeeze=False)[0]
     return fig, axes
@@ -69,7 +86,7 @@ def calibration_svg(cal: pd.DataFrame) -> str:
     fig, (ax,) = _figure(4.6, 4.2)
     ax.plot([0, 1], [0, 1], ls="--", c=GREY, lw=1, label="perfect")
     for split, t in cal.groupby("split"):
-        ax.plot(t.predicted, t.observed, marker="o", label=f"{split} period")
+        _data(ax.plot(t.predicted, t.observed, marker="o", label=f"{split} period"))
     ax.set(xlabel="predicted P(win)", ylabel="observed win rate", xlim=(0, 1), ylim=(0, 1),
            title="Calibration (equal-count bins)")
     ax.legend(loc="upper left")
@@ -84,13 +101,13 @@ def quality_svg(metrics: dict) -> str:
     y = np.arange(len(names))[::-1]
     colors = [BLUE if n == "repfit" else GREY for n in names]
     auc = [metrics[f"{n}.test.auc"] for n in names]
-    ax1.barh(y, auc, color=colors)
+    _data(ax1.barh(y, auc, color=colors))
     ax1.set(yticks=y, yticklabels=[label[n] for n in names], xlim=(0.5, max(0.55, max(auc) + 0.03)),
             title="AUC on the test period (higher is better)")
     for yi, v in zip(y, auc):
         ax1.text(v, yi, f" {v:.3f}", va="center", fontsize=8)
     ll = [metrics[f"{n}.test.log_loss"] for n in names]
-    ax2.barh(y, ll, color=colors)
+    _data(ax2.barh(y, ll, color=colors))
     ax2.set(yticks=y, yticklabels=[], title="log loss (lower is better)", xlim=(min(ll) * 0.95, max(ll) * 1.02))
     for yi, v in zip(y, ll):
         ax2.text(v, yi, f" {v:.4f}", va="center", fontsize=8)
@@ -101,8 +118,8 @@ def rep_value_svg(per_rep: pd.DataFrame) -> str:
     t = per_rep.sort_values("ev_after", ascending=False, ignore_index=True)
     fig, (ax,) = _figure(9, 3.4)
     x = np.arange(len(t))
-    ax.bar(x - 0.2, t.ev_before, width=0.4, color=GREY, label="current")
-    ax.bar(x + 0.2, t.ev_after, width=0.4, color=BLUE, label="proposed")
+    _data(ax.bar(x - 0.2, t.ev_before, width=0.4, color=GREY, label="current"))
+    _data(ax.bar(x + 0.2, t.ev_after, width=0.4, color=BLUE, label="proposed"))
     ax.set(ylabel="expected value", title="Expected value per rep, current vs proposed")
     if len(t) <= 60:
         ax.set_xticks(x, t[S.REP_ID], rotation=90, fontsize=7)
@@ -122,7 +139,7 @@ def tier_mix_svg(per_rep: pd.DataFrame) -> str:
         bottom = np.zeros(len(t))
         for i, tier in enumerate(tiers):
             v = t[f"tier_{tier}_{when}"].to_numpy(float)
-            ax.bar(x, v, bottom=bottom, color=palette[i % len(palette)], label=f"tier {tier}", width=0.85)
+            _data(ax.bar(x, v, bottom=bottom, color=palette[i % len(palette)], label=f"tier {tier}", width=0.85))
             bottom += v
         ax.set(title=f"Accounts per rep by tier, {'current' if when == 'before' else 'proposed'}", xticks=[])
     axes[0].set_ylabel("accounts")
@@ -132,7 +149,7 @@ def tier_mix_svg(per_rep: pd.DataFrame) -> str:
 
 def budget_svg(curve: pd.DataFrame, chosen_moves: int | None, unit: str) -> str:
     fig, (ax,) = _figure(6.5, 3.6)
-    ax.plot(curve.moves, curve.uplift, marker="o", color=BLUE)
+    _data(ax.plot(curve.moves, curve.uplift, marker="o", color=BLUE))
     ax.set(xlabel="accounts moved (move budget)", ylabel=f"uplift in {unit}",
            title="Uplift vs move budget (each point optimal for its move count)")
     if chosen_moves is not None:
@@ -188,8 +205,12 @@ window.addEventListener('load', function () {
   figs.forEach(function (f) {
     var svg = f.querySelector('svg'), ok = false;
     if (svg) {
-      var box = svg.getBoundingClientRect(), marks = svg.querySelectorAll('path, rect, use, line, polyline');
-      ok = box.width > 50 && box.height > 50 && marks.length > 5;
+      var box = svg.getBoundingClientRect(), visible = 0;
+      svg.querySelectorAll('[id^="data-"]').forEach(function (m) {
+        var b = m.getBoundingClientRect();
+        if (b.width > 0 && b.height > 0) visible++;
+      });
+      ok = box.width > 50 && box.height > 50 && visible > 0;  // laid out, with at least one visible data mark
     }
     f.setAttribute('data-drawn', ok ? 'yes' : 'no');
     if (ok) drawn++;
@@ -293,7 +314,7 @@ def headcount_svg(added: pd.DataFrame, base_value: float, like: str) -> str:
     fig, (ax,) = _figure(6, 3.4)
     x = np.concatenate([[0], added.reps_added]) if np.isfinite(base_value) else added.reps_added.to_numpy()
     y = np.concatenate([[base_value], added.total_value]) if np.isfinite(base_value) else added.total_value.to_numpy()
-    ax.plot(x, y, marker="o", color=BLUE)
+    _data(ax.plot(x, y, marker="o", color=BLUE))
     ax.set(xlabel=f"reps added (each like {like})", ylabel="best total expected value",
            title="Value of more headcount (diminishing returns)", xticks=x)
     ax.grid(alpha=0.3)

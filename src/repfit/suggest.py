@@ -186,22 +186,26 @@ def id_position(ds: S.Dataset, table: str, value: str, flag: str) -> int:
     return int(pos)
 
 
+def _rep_room(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
+    """Today's load and capacity per rep (dataset order)."""
+    cur = ctx.current
+    return np.bincount(cur[cur >= 0], minlength=len(ctx.ds.reps)), ctx.ds.reps[S.CAPACITY].to_numpy()
+
+
 def for_account(ctx: Context, account_id: str, top: int = 5) -> pd.DataFrame:
-    """Top reps for one account by expected value, with gain over the current rep, room, and an exchange
-    that makes room when the rep is full."""
-    accs = pd.Index(ctx.ds.accounts[S.ACCOUNT_ID])
+    """Top reps for one account by expected value, with gain over the current rep, room, and the cheapest
+    hand-offs that make room when the rep is full."""
     a = id_position(ctx.ds, "accounts", account_id, "--account")
     ev, cur = ctx.ev(), ctx.current
-    R = ev.shape[1]
-    order = [r for r in np.argsort(-ev[a], kind="stable") if r != cur[a]][:top]
-    order = np.array(order, dtype=int)
-    load = np.bincount(cur[cur >= 0], minlength=R)
-    cap = ctx.ds.reps[S.CAPACITY].to_numpy()
-    rep_ids = ctx.ds.reps[S.REP_ID].to_numpy(str)
-    acc_ids = accs.to_numpy(str)
+    rep_ids, acc_ids = ctx.ds.reps[S.REP_ID].to_numpy(str), ctx.ds.accounts[S.ACCOUNT_ID].to_numpy(str)
+    if ctx.ds.accounts[S.LOCKED].to_numpy(bool)[a]:
+        raise RepfitError(f"--account {account_id!r} is locked to {rep_ids[cur[a]]} in {ctx.ds.paths['accounts']} "
+                          "(column 'locked'), so repfit never moves it. Fix: set locked to false there to see suggestions.")
+    order = np.array([r for r in np.argsort(-ev[a], kind="stable") if r != cur[a]][:top], dtype=int)
+    load, cap = _rep_room(ctx)
     old = np.full(len(order), cur[a])
     aa = np.full(len(order), a)
-    confident, se = _confidence(ctx, aa, order, old)
+    confident, _ = _confidence(ctx, aa, order, old)
     base = ev[a, cur[a]] if cur[a] >= 0 else 0.0
     rows = []
     why = reasons(ctx, aa, order, old)
@@ -209,8 +213,8 @@ def for_account(ctx: Context, account_id: str, top: int = 5) -> pd.DataFrame:
         room = load[r] < cap[r]
         exchange, net = "", ev[a, r] - base
         if not room:
-            exchange, loss = _best_exchange(ctx, r, a, load, cap)
-            net -= loss
+            exchange, cost = _make_room(ctx, r, a, load, cap)
+            net -= cost
         rows.append({
             "rank": i + 1, S.ACCOUNT_ID: acc_ids[a], S.REP_ID: rep_ids[r],
             "current_rep_id": rep_ids[cur[a]] if cur[a] >= 0 else "", "p_win": ctx.p_win[a, r],
@@ -221,42 +225,52 @@ def for_account(ctx: Context, account_id: str, top: int = 5) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _best_exchange(ctx: Context, r: int, incoming: int, load, cap) -> tuple[str, float]:
-    """Cheapest way to free one slot at full rep ``r``: hand one of its accounts to a rep with room (the
-    incoming account's current rep gains a slot when it leaves). Returns a description and the EV lost."""
+def _make_room(ctx: Context, r: int, incoming: int, load, cap) -> tuple[str, float]:
+    """Cheapest hand-offs that let full rep ``r`` take ``incoming``: as many of its unlocked accounts as it
+    is over capacity plus one, each to a rep with room (the incoming account's current rep gains a slot when
+    it leaves). Returns a description and the cost charged to the suggestion: the expected value lost by the
+    hand-offs, where a hand-off that gains on its own is charged nothing (it is not to the credit of this move)."""
     ev, cur = ctx.ev(), ctx.current
-    held = np.flatnonzero(cur == r)
-    held = held[~ctx.ds.accounts[S.LOCKED].to_numpy(bool)[held]]
-    if len(held) == 0:
-        return "no exchange: all its accounts are locked", float("inf")
-    room = load < cap
-    if cur[incoming] >= 0:
-        room = room.copy()
-        room[cur[incoming]] = True
-    room[r] = False
-    if not room.any():
-        return "no exchange: no rep has room", float("inf")
-    cand = np.where(room[None, :], ev[held], -np.inf)
-    t = cand.argmax(axis=1)
-    loss = ev[held, r] - cand[np.arange(len(held)), t]
-    j = int(np.argmin(loss))
     rep_ids, acc_ids = ctx.ds.reps[S.REP_ID].to_numpy(str), ctx.ds.accounts[S.ACCOUNT_ID].to_numpy(str)
-    return f"{acc_ids[held[j]]} goes from {rep_ids[r]} to {rep_ids[t[j]]} (costs {loss[j]:,.0f})", float(loss[j])
+    need = int(load[r] - cap[r]) + 1
+    held = np.flatnonzero(cur == r)
+    held = list(held[~ctx.ds.accounts[S.LOCKED].to_numpy(bool)[held]])
+    free = np.maximum(cap - load, 0)
+    if cur[incoming] >= 0:
+        free[cur[incoming]] += 1
+    free[r] = 0
+    steps, cost = [], 0.0
+    for _ in range(need):
+        if not held or not free.any():
+            why = "all its other accounts are locked" if not held else "no other rep has room"
+            return f"no exchange: {why}", float("inf")
+        cand = np.where(free[None, :] > 0, ev[held], -np.inf)
+        to = cand.argmax(axis=1)
+        loss = ev[held, r] - cand[np.arange(len(held)), to]
+        j = int(np.argmin(loss))
+        b, t = held.pop(j), int(to[j])
+        free[t] -= 1
+        cost += max(float(loss[j]), 0.0)
+        effect = f"costs {loss[j]:,.0f}" if loss[j] >= 0 else f"gains {-loss[j]:,.0f} on its own"
+        steps.append(f"{acc_ids[b]} goes from {rep_ids[r]} to {rep_ids[t]} ({effect})")
+    over = f"over capacity today ({load[r]} of {cap[r]}): " if need > 1 else ""
+    return over + "; ".join(steps), cost
 
 
 def for_rep(ctx: Context, rep_id: str, top: int = 5) -> pd.DataFrame:
-    """Accounts one rep should take on (largest gain over their current rep) and hand over (largest gain
-    for another rep)."""
+    """Accounts one rep should take on (largest gain over their current rep) and hand over (largest gain for
+    another rep with room), with whether the rep has room to take on more."""
     r = id_position(ctx.ds, "reps", rep_id, "--rep")
     ev, cur = ctx.ev(), ctx.current
     A = ev.shape[0]
+    load, cap = _rep_room(ctx)
     locked = ctx.ds.accounts[S.LOCKED].to_numpy(bool)
     base = np.where(cur >= 0, ev[np.arange(A), np.maximum(cur, 0)], 0.0)
     take_gain = np.where((cur != r) & ~locked, ev[:, r] - base, -np.inf)
     take = np.argsort(-take_gain, kind="stable")[:top]
     take = take[np.isfinite(take_gain[take]) & (take_gain[take] > 0)]
     mine = np.flatnonzero((cur == r) & ~locked)
-    others = ev[mine].copy()
+    others = np.where((load < cap)[None, :], ev[mine], -np.inf)  # hand over only to reps with room
     others[:, r] = -np.inf
     best = others.argmax(axis=1) if len(mine) else np.array([], int)
     give_gain = others[np.arange(len(mine)), best] - ev[mine, r] if len(mine) else np.array([])
@@ -264,6 +278,7 @@ def for_rep(ctx: Context, rep_id: str, top: int = 5) -> pd.DataFrame:
     give, give_to = mine[order], best[order]
     keep = give_gain[order] > 0
     give, give_to = give[keep], give_to[keep]
+    spare = int(cap[r] - load[r])
     rep_ids, acc_ids = ctx.ds.reps[S.REP_ID].to_numpy(str), ctx.ds.accounts[S.ACCOUNT_ID].to_numpy(str)
     rows = []
     for kind, acc, new, old in (("take on", take, np.full(len(take), r), cur[take]),
@@ -274,83 +289,124 @@ def for_rep(ctx: Context, rep_id: str, top: int = 5) -> pd.DataFrame:
         why = reasons(ctx, acc, new, old)
         for i in range(len(acc)):
             o = old[i]
+            if kind == "hand over":
+                room = "receiver has room"
+            elif i < spare:
+                room = "has room"
+            else:
+                room = f"no room: {rep_ids[r]} holds {load[r]} of {cap[r]}; hand one over first"
             rows.append({"action": kind, S.ACCOUNT_ID: acc_ids[acc[i]], "from_rep_id": rep_ids[o] if o >= 0 else "",
                          "to_rep_id": rep_ids[new[i]], "p_win_from": ctx.p_win[acc[i], o] if o >= 0 else np.nan,
                          "p_win_to": ctx.p_win[acc[i], new[i]],
-                         "gain": ev[acc[i], new[i]] - (ev[acc[i], o] if o >= 0 else 0.0),
+                         "gain": ev[acc[i], new[i]] - (ev[acc[i], o] if o >= 0 else 0.0), "room": room,
                          "confidence": _label(conf[i:i + 1])[0], "reasons": why[i]})
     return pd.DataFrame(rows)
 
 
-def _chain(a: int, cur, new, gain, load, cap, out_of: dict[int, set]) -> list[int] | None:
-    """The moves that must go with move ``a`` so that every rep stays within capacity: while the rep
-    receiving the last move is over capacity, add the best-gain pending move out of it (an exchange when
-    the chain returns to where it started). None if no pending move can make room."""
-    seq, delta = [a], {int(new[a]): 1}
-    if cur[a] >= 0:
-        delta[int(cur[a])] = delta.get(int(cur[a]), 0) - 1
+def _chain(a: int, cur, new, gain, load, cap, out_of: dict[int, set]) -> tuple[list[int] | None, set[int]]:
+    """The moves that must go with move ``a`` so that every rep stays within capacity: while the rep receiving
+    the last move is over capacity, add a pending move out of it, preferring one that lands where there is room
+    (which ends the chain; landing back at the start closes an exchange), then the largest gain.
+
+    Returns the moves (None if no pending move can make room) and every rep whose load or pending moves the
+    answer depends on (so the caller knows when to recompute it)."""
+    start = int(cur[a])
+    seq, in_seq = [a], {a}
+    delta = {int(new[a]): 1}
+    if start >= 0:
+        delta[start] = delta.get(start, 0) - 1
+    deps = set(delta)
     target = int(new[a])
     while load[target] + delta[target] > cap[target]:
-        options = [b for b in out_of.get(target, ()) if b not in seq]
+        options = [b for b in out_of.get(target, ()) if b not in in_seq]
         if not options:
-            return None
-        b = max(options, key=lambda i: (gain[i], -i))
+            return None, deps
+        deps.update(int(new[b]) for b in options)
+        b = max(options, key=lambda i: (load[new[i]] + delta.get(int(new[i]), 0) < cap[new[i]], gain[i], -i))
         seq.append(b)
+        in_seq.add(b)
         delta[target] -= 1
         target = int(new[b])
         delta[target] = delta.get(target, 0) + 1
-    return seq
+    deps.update(delta)
+    return seq, deps
 
 
 def group_moves(cur: np.ndarray, new: np.ndarray, gain: np.ndarray, cap: np.ndarray) -> list[list[int]]:
-    """Order the moves from ``cur`` to ``new`` (both within capacity) into groups that ops can accept top-down:
-    applying any prefix of the groups to the current assignment keeps every rep within capacity. A group is a
-    single move into a rep with room, or a chain / exchange of moves that only make sense together. At each
-    step the group with the largest total gain that fits is taken (a rep already over capacity today counts as
-    full at its current load) (lazy greedy: a group's gain is re-checked
-    when it reaches the top)."""
+    """Order the moves from ``cur`` to ``new`` (``new`` within capacity) into groups that ops can accept
+    top-down: applying any prefix of the groups to the current assignment keeps every rep within capacity (a
+    rep already over capacity today counts as full at its current load). A group is a single move into a rep
+    with room, or a chain / exchange of moves that only make sense together.
+
+    Greedy: each step takes the group with the largest total gain among those that fit after the groups before
+    it. A group is recomputed when it reaches the top of the queue (and re-queued if it is now worth less), and
+    the moves into a rep that gained room are recomputed at once, since that room shortens their chains. A
+    change deeper along a chain is only seen when the chain reaches the top, so the order is greedy up to such
+    changes; gains can also rise as earlier groups make room, so the list is not strictly decreasing.
+    """
     import heapq
 
     R = len(cap)
     load = np.bincount(cur[cur >= 0], minlength=R).astype(int)
-    cap = np.maximum(cap, load)  # a rep already over capacity today must not get fuller
+    cap = np.maximum(cap, load)
     pending = {int(a) for a in np.flatnonzero(new != cur)}
     out_of: dict[int, set] = {}
     for a in pending:
         if cur[a] >= 0:
             out_of.setdefault(int(cur[a]), set()).add(a)
+    chains: dict[int, list[int] | None] = {}
+    watchers: dict[int, set[int]] = {}  # rep -> pending moves into it
+    version = dict.fromkeys(pending, 0)
+    heap: list = []
 
-    def value(a):
-        seq = _chain(a, cur, new, gain, load, cap, out_of)
-        return (None, -np.inf) if seq is None else (seq, float(sum(gain[i] for i in seq)))
+    for a in pending:
+        watchers.setdefault(int(new[a]), set()).add(a)
 
-    heap = [(-value(a)[1], a) for a in sorted(pending)]
-    heapq.heapify(heap)
-    groups, parked = [], []  # parked: moves with no chain that fits yet
+    def value(seq) -> float:
+        return float(sum(gain[i] for i in seq))
+
+    def refresh(a: int) -> None:
+        seq, _ = _chain(a, cur, new, gain, load, cap, out_of)
+        chains[a] = seq
+        version[a] += 1
+        if seq is not None:
+            heapq.heappush(heap, (-value(seq), a, version[a]))
+
+    for a in sorted(pending):
+        refresh(a)
+    groups = []
     while pending:
         if not heap:  # cannot happen when ``new`` is within capacity; keep every move rather than drop any
             groups.append(sorted(pending))
             break
-        neg, a = heapq.heappop(heap)
-        if a not in pending:
+        neg, a, ver = heapq.heappop(heap)
+        if a not in pending or ver != version[a]:
             continue
-        seq, v = value(a)
+        seq, _ = _chain(a, cur, new, gain, load, cap, out_of)  # deeper reps may have changed since it was queued
         if seq is None:
-            parked.append(a)
+            chains[a] = None
             continue
-        if v < -neg - 1e-9 * max(1.0, abs(v)):  # worth less than when queued: re-queue at its value
-            heapq.heappush(heap, (-v, a))
+        if value(seq) < -neg - 1e-9 * max(1.0, abs(neg)):
+            chains[a] = seq
+            version[a] += 1
+            heapq.heappush(heap, (-value(seq), a, version[a]))
             continue
+        net: dict[int, int] = {}
         for b in seq:
             pending.discard(b)
+            watchers[int(new[b])].discard(b)
             if cur[b] >= 0:
                 load[cur[b]] -= 1
                 out_of[int(cur[b])].discard(b)
+                net[int(cur[b])] = net.get(int(cur[b]), 0) - 1
             load[new[b]] += 1
-        for b in parked:
-            heapq.heappush(heap, (-np.inf, b))
-        parked = []
+            net[int(new[b])] = net.get(int(new[b]), 0) + 1
         groups.append(seq)
+        # a rep with more room now shortens the chains into it: their gains may rise, so recompute them now
+        # (gains that fall are caught when they reach the top of the queue)
+        for rep in sorted(r for r, d in net.items() if d < 0):
+            for b in sorted(watchers.get(rep, ())):
+                refresh(b)
     return groups
 
 
