@@ -23,7 +23,7 @@ from repfit.config import FeatureConfig, TrainConfig
 from repfit.schema import load_dataset
 from repfit.scoring import score_matrix
 from repfit.suggest import Context, _confidence
-from repfit.synth import true_win_probability, write_org
+from repfit.synth import true_win_matrix, write_org
 from repfit.training.train import train
 
 
@@ -32,8 +32,7 @@ def top1_quality(data_dir: Path, seed: int) -> dict:
     scorer = train(ds, FeatureConfig(), TrainConfig()).scorer
     P = score_matrix(scorer, ds)
     ctx = Context(ds, scorer, P, bool(scorer.info["signal"]["signal.detected"]))
-    truth = (true_win_probability(data_dir).pivot(index="account_id", columns="rep_id", values="p_true")
-             .loc[ds.accounts.account_id, ds.reps.rep_id].to_numpy())
+    truth = true_win_matrix(data_dir, ds.reps.rep_id, ds.accounts.account_id)
     cur = ctx.current
     A, R = P.shape
     differ = np.flatnonzero(truth.argmax(axis=1) != cur)

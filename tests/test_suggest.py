@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from repfit.schema import load_dataset
 from repfit.scoring import score_matrix
 from repfit.suggest import Context, for_account, group_moves
-from repfit.synth import true_win_probability
+from repfit.synth import true_win_matrix
 
 from conftest import MAVEN_MAPPING, run
 
@@ -24,8 +24,7 @@ def test_top1_suggestion_beats_the_current_rep_on_the_planted_truth(demo_org, de
     scorer = demo_trained.scorer
     P = score_matrix(scorer, ds)
     ctx = Context(ds, scorer, P, signal=True)
-    truth = (true_win_probability(demo_org).pivot(index="account_id", columns="rep_id", values="p_true")
-             .loc[ds.accounts.account_id, ds.reps.rep_id].to_numpy())
+    truth = true_win_matrix(demo_org, ds.reps.rep_id, ds.accounts.account_id)
     cur, rows = ctx.current, np.arange(len(P))
     assert (cur >= 0).all()
     differ = np.flatnonzero(truth.argmax(axis=1) != cur)

@@ -108,7 +108,7 @@ def assign_job(data_dir: Path, mapping: Path | None, scores: Path | None, model_
     from repfit import tracking
     from repfit.assign.plan import plan_assignment
     from repfit.io import write_json, write_table
-    from repfit.scoring import read_scores, refresh_history, score_matrix
+    from repfit.scoring import read_scores, refresh_history
 
     ds = load_dataset(data_dir, mapping)
     tracker = tracking.open_tracker(tracking_uri, cwd)
@@ -120,10 +120,7 @@ def assign_job(data_dir: Path, mapping: Path | None, scores: Path | None, model_
         uri, version = info.get("model_uri"), info.get("model_version")
     else:
         scorer, uri, version = tracker.scorer_for(model_uri or DEFAULT_MODEL)
-        bar = progress(len(ds.reps) * len(ds.accounts)) if progress else None
-        P = score_matrix(refresh_history(scorer, ds), ds, progress=bar.update if bar else None)
-        if bar:
-            bar.close()
+        P = _score_all(refresh_history(scorer, ds), ds, progress)
     plan = plan_assignment(ds, P, cfg)
     out = Path(out)
     paths = {
@@ -145,9 +142,21 @@ def assign_job(data_dir: Path, mapping: Path | None, scores: Path | None, model_
     return AssignOutcome(plan, paths, run_id, uri)
 
 
+def _score_all(scorer, ds, progress):
+    """(A, R) P(win) of every pair, with a progress bar (``progress(total)`` makes one) if given."""
+    from repfit.scoring import score_matrix
+
+    bar = progress(len(ds.reps) * len(ds.accounts)) if progress else None
+    try:
+        return score_matrix(scorer, ds, progress=bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
+
+
 def _context(data_dir, mapping, scores, model_uri, tracker, progress):
     """Data, model (history refreshed from the data), P(win) matrix and the model's rep-strength verdict."""
-    from repfit.scoring import read_scores, refresh_history, score_matrix
+    from repfit.scoring import read_scores, refresh_history
     from repfit.suggest import Context
 
     ds = load_dataset(data_dir, mapping)
@@ -156,10 +165,7 @@ def _context(data_dir, mapping, scores, model_uri, tracker, progress):
     if scores is not None:
         P = read_scores(Path(scores), ds)
     else:
-        bar = progress(len(ds.reps) * len(ds.accounts)) if progress else None
-        P = score_matrix(scorer, ds, progress=bar.update if bar else None)
-        if bar:
-            bar.close()
+        P = _score_all(scorer, ds, progress)
     signal = bool(scorer.info.get("signal", {}).get("signal.detected", 0.0))
     return Context(ds, scorer, P, signal), uri, version
 

@@ -12,6 +12,7 @@ much history stands behind each of the two pairs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -34,16 +35,21 @@ class Context:
     p_win: np.ndarray  # (A, R) in ds order
     signal: bool  # rep strengths borne out at training
 
-    @property
+    @cached_property
     def potential(self) -> np.ndarray:
         return self.ds.accounts[S.POTENTIAL].to_numpy(float)
 
-    @property
+    @cached_property
     def current(self) -> np.ndarray:
         return pd.Index(self.ds.reps[S.REP_ID]).get_indexer(self.ds.accounts[S.CURRENT_REP_ID].fillna("\0"))
 
-    def ev(self) -> np.ndarray:
+    @cached_property
+    def _ev(self) -> np.ndarray:
         return self.p_win * self.potential[:, None]
+
+    def ev(self) -> np.ndarray:
+        """(A, R) expected value; computed once (suggestions read it per row)."""
+        return self._ev
 
 
 def _pct(x: float) -> str:
@@ -70,13 +76,15 @@ def reasons(ctx: Context, acc_idx: np.ndarray, new_rep: np.ndarray, old_rep: np.
     for col in diff.columns:
         key = next((d.name for d in sp.dims if col.startswith(d.name + "_")), col)
         groups.setdefault(key, []).append(col)
-    g = pd.DataFrame({key: diff[cols].sum(axis=1) for key, cols in groups.items()})
+    keys = list(groups)
+    G = np.column_stack([diff[groups[k]].to_numpy().sum(axis=1) for k in keys])
+    ranked = np.argsort(-G, axis=1, kind="stable")
     g_rate = float((snap.W + 1) / (snap.N + 2))
     out = []
     for i in range(len(acc_idx)):
-        row = g.iloc[i].sort_values(ascending=False)
         words = []
-        for key, val in row.items():
+        for j in ranked[i]:
+            key, val = keys[j], G[i, j]
             if val <= 0 or len(words) >= N_REASONS:
                 break
             text = _sentence(ctx, key, int(rn[i]), int(a[i]), g_rate, int(ro[i]))

@@ -268,3 +268,9 @@ def true_win_probability(data_dir: str | Path, rep_ids=None, account_ids=None, p
         S.ACCOUNT_ID: np.tile(accs[S.ACCOUNT_ID].to_numpy(), len(reps)),
         "p_true": p.ravel(),
     })
+
+
+def true_win_matrix(data_dir: str | Path, reps, accounts) -> np.ndarray:
+    """True P(win) as an (accounts, reps) matrix in the order of the given ``accounts`` and ``reps`` id lists."""
+    long = true_win_probability(data_dir)
+    return (long.pivot(index=S.ACCOUNT_ID, columns=S.REP_ID, values="p_true").loc[list(accounts), list(reps)].to_numpy())

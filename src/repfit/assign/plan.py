@@ -75,6 +75,12 @@ def _spread(x: np.ndarray) -> dict[str, float]:
     return {"min": float(np.min(x)), "max": float(np.max(x)), "cv": float(np.std(x) / mean) if mean else 0.0}
 
 
+def _spreads(per_rep: pd.DataFrame, tiers: list[str], when: str) -> dict[str, dict[str, float]]:
+    """Spread across reps of load, expected value and each tier's count, ``when`` = "before" or "after"."""
+    cols = {"load": f"load_{when}", "expected_value": f"ev_{when}", **{f"tier_{t}": f"tier_{t}_{when}" for t in tiers}}
+    return {name: _spread(per_rep[col].to_numpy()) for name, col in cols.items()}
+
+
 def plan_assignment(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> Plan:
     """Solve the assignment for ``ds`` given P(win) per (account, rep) (``ds`` order) and summarise it.
 
@@ -127,10 +133,8 @@ def plan_assignment(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> Plan
         "constraints": {"require_match": list(cfg.require_match), "balance_tiers": cfg.balance_tiers,
                         "continuity": cfg.continuity, "max_moves": cfg.max_moves,
                         "locked": int(prob.locked.sum())},
-        "spread_after": {"load": _spread(per_rep.load_after.to_numpy()), "expected_value": _spread(per_rep.ev_after.to_numpy()),
-                         **{f"tier_{t}": _spread(per_rep[f"tier_{t}_after"].to_numpy()) for t in tiers}},
-        "spread_before": {"load": _spread(per_rep.load_before.to_numpy()), "expected_value": _spread(per_rep.ev_before.to_numpy()),
-                          **{f"tier_{t}": _spread(per_rep[f"tier_{t}_before"].to_numpy()) for t in tiers}},
+        "spread_after": _spreads(per_rep, tiers, "after"),
+        "spread_before": _spreads(per_rep, tiers, "before"),
     }
     return Plan(assignment, per_rep, summary, sol)
 
