@@ -124,9 +124,8 @@ def test_unknown_model_is_named(small_org, tracking_uri, tmp_path):
 
 
 def test_assignment_captures_most_of_the_truth_optimal_uplift(demo_org, demo_trained):
-    """Issue 4 acceptance asks for >= 70% of the truth-optimal uplift on the demo-sized org. Measured: 69% on
-    this org (seed 7) and 60-75% across seeds (benchmarks/results/assign_quality.md), so the 70% target is NOT
-    met; this test guards what is achieved (well over half, and a real gain over the current assignment)."""
+    """Issue 4 acceptance: >= 70% of the truth-optimal uplift on the demo-sized org (40 x 2,000, seed 7), valued
+    with the planted win probabilities. Across eight seeds see benchmarks/results/assign_quality.md."""
     import sys
     from pathlib import Path
 
@@ -135,4 +134,4 @@ def test_assignment_captures_most_of_the_truth_optimal_uplift(demo_org, demo_tra
 
     r = captured_share(demo_org, scorer=demo_trained.scorer)
     assert r["true_ev_model"] > r["true_ev_current"] * 1.2
-    assert r["captured"] >= 0.6, r
+    assert r["captured"] >= 0.70, r

@@ -5,14 +5,25 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ROOT
 
 from repfit import schema as S
-from repfit.config import FeatureConfig, TrainConfig, load_feature_config, load_train_config
+from repfit.config import (
+    FeatureConfig,
+    TrainConfig,
+    load_feature_config,
+    load_train_config,
+)
 from repfit.errors import ConfigError, SchemaError
-from repfit.features import FeatureSpace, pair_features, point_in_time_features, resolve_dimensions, snapshot
+from repfit.features import (
+    FeatureSpace,
+    learn_joint,
+    pair_features,
+    point_in_time_features,
+    resolve_dimensions,
+    snapshot,
+)
 from repfit.schema import load_dataset
-
-from conftest import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +77,7 @@ def test_first_deal_has_no_history(ds, space):
 def test_rep_strength_finds_the_planted_best_and_worst_industry():
     import tempfile
     from pathlib import Path
+
     from repfit.synth import write_org
 
     with tempfile.TemporaryDirectory() as d:
@@ -87,6 +99,85 @@ def test_rep_strength_finds_the_planted_best_and_worst_industry():
     assert right >= 18  # of 20 reps: the estimated strength orders the planted best above the planted worst
 
 
+@pytest.fixture(scope="module")
+def joint_org():
+    """20 reps x 1,500 accounts, seed 5, with the joint model learned on all of its history, and the truth."""
+    import tempfile
+    from pathlib import Path
+
+    from repfit.synth import true_win_matrix, write_org
+
+    with tempfile.TemporaryDirectory() as d:
+        write_org(d, 20, 1500, seed=5)
+        data = load_dataset(d)
+        truth = pd.read_csv(Path(d) / "truth" / "rep_strengths.csv", keep_default_na=False)
+        ease = pd.read_csv(Path(d) / "truth" / "accounts.csv")
+        ease.attrs["true_p"] = true_win_matrix(d, data.reps[S.REP_ID], data.accounts[S.ACCOUNT_ID])
+    sp = learn_joint(data, FeatureConfig(), data.closed)
+    return data, sp, snapshot(sp, data.closed), truth, ease
+
+
+def test_joint_model_ranks_reps_within_an_account_closer_to_the_truth_than_summed_rate_lifts(joint_org):
+    """What decides an assignment is the order of reps on one account. The joint model's rep-specific log-odds
+    must order them closer to the planted truth than ``combined_logit`` (the sum of per-dimension rate lifts)
+    does; and it finds each rep's planted best industry and tracks the planted account difficulty."""
+    from scipy.stats import spearmanr
+
+    _, sp, snap, truth, ease = joint_org
+    R, A = len(sp.rep_ids), len(sp.account_ids)
+    X = pair_features(sp, snap, np.tile(np.arange(R), A), np.repeat(np.arange(A), R))
+    ind = next(d for d in sp.dims if d.name == "industry")
+    planted = truth[truth.dimension == "industry"].pivot(index=S.REP_ID, columns="value", values="effect")
+    planted = planted.loc[sp.rep_ids, list(ind.levels)].to_numpy()
+    true_p = ease.attrs["true_p"]
+
+    def within(col):
+        m = X[col].to_numpy().reshape(A, R)
+        return float(np.mean([spearmanr(m[i], true_p[i])[0] for i in range(A)]))
+
+    assert within("joint_rep_logit") > 0.75 and within("joint_rep_logit") > within("combined_logit") + 0.04
+    joint = snap.joint.rep_levels["industry"]
+    assert np.mean(joint.argmax(axis=1) == planted.argmax(axis=1)) >= 0.8  # planted best industry found
+    difficulty = ease.set_index(S.ACCOUNT_ID).loc[sp.account_ids, "difficulty"].to_numpy()
+    assert np.corrcoef(snap.joint.account, difficulty)[0, 1] > 0.25
+
+
+def test_joint_priors_shrink_what_was_not_planted_and_keep_what_was(joint_org):
+    """The generator plants no rep-specific home-region effect (one bonus for everyone) but large rep x industry
+    effects (sd ~0.6 with the strong/weak industries): the learned prior sds must say so."""
+    sd = joint_org[1].joint_sd
+    assert sd["rep_level:region_match"] < 0.1 and sd["rep_level:industry"] > 0.4
+    assert sd["rep_level:industry"] > 3 * sd["rep_level:region_match"]
+
+
+def test_size_band_edges_are_learned_near_the_planted_cut_points(joint_org):
+    """The generator's size bands cut at 250 and 2,000 employees (synth.SIZE_EDGES); the quantile tertiles are
+    far from them, the learned edges must not be."""
+    from repfit.synth import SIZE_EDGES
+
+    data, sp = joint_org[0], joint_org[1]
+    learned = next(d for d in sp.dims if d.name == "employees_band").levels
+    tertiles = np.quantile(data.accounts["employees"], [1 / 3, 2 / 3])
+    assert abs(np.log(tertiles[1] / SIZE_EDGES[1])) > 0.5  # the default would miss the large-account cut
+    assert len(learned) == 2
+    for got, want in zip(learned, SIZE_EDGES):
+        assert abs(np.log(got / want)) < 0.35, (learned, SIZE_EDGES)
+
+
+def test_joint_fit_does_not_depend_on_the_order_of_deals(ds, space):
+    """Training and scoring must agree: the same deals in another order give the very same coefficients."""
+    a = snapshot(space, ds.closed).joint
+    b = snapshot(space, ds.closed.sample(frac=1.0, random_state=1)).joint
+    np.testing.assert_array_equal(a.account, b.account)
+    np.testing.assert_array_equal(a.rep_levels["industry"], b.rep_levels["industry"])
+
+
+def test_joint_features_can_be_turned_off(ds):
+    sp = FeatureSpace.build(ds, FeatureConfig(joint_prior_sd=0.0))
+    x = point_in_time_features(sp, ds.closed, ds.closed.head(50))
+    assert not any("joint" in c for c in x.columns) and snapshot(sp, ds.closed).joint is None
+
+
 def test_unknown_ids_are_named(space):
     with pytest.raises(SchemaError, match=r"unknown rep_id 'NOPE'.*Fix"):
         space.rep_index(["R001", "NOPE"])
@@ -105,6 +196,12 @@ def test_bad_config_is_named(tmp_path):
     p.write_text("[split]\ntest_fraction = 0.95\n")
     with pytest.raises(ConfigError, match="test_fraction 0.95"):
         load_train_config(p)
+    p.write_text("[strengths]\nband_edges = \"deciles\"\n")
+    with pytest.raises(ConfigError, match="band_edges 'deciles' is not one of learned, quantile"):
+        load_feature_config(p)
+    p.write_text("[joint]\njoint_prior_sd = -1.0\n")
+    with pytest.raises(ConfigError, match="joint_prior_sd -1.0 must be >= 0"):
+        load_feature_config(p)
 
 
 def test_feature_spec_with_ineligible_column_is_named(ds):

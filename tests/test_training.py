@@ -41,6 +41,25 @@ def test_demo_org_recovers_planted_strengths_and_beats_every_baseline(demo_org, 
     assert m["signal.detected"] == 1.0
 
 
+def test_contributions_add_up_to_the_log_odds_when_boosting_from_the_joint_model(demo_trained):
+    """Reasons read per-feature contributions; with the booster starting from the joint model's log-odds, that
+    start must be split into its features (not lost), and every row must still add up to the model's log-odds."""
+    model = demo_trained.scorer.model
+    assert model.offset_ == "joint_logit"
+    X = demo_trained.test_features.head(200)
+    c = model.contributions(X)
+    p = model._raw(X)
+    np.testing.assert_allclose(c.sum(axis=1), np.log(p / (1 - p)), atol=1e-8)
+    joint_cols = [col for col in c.columns if col.endswith("_joint")]
+    assert {"industry_joint", "employees_band_joint", "product_joint"} <= set(joint_cols)
+    # what the start adds: its rep-specific part to the rep's dimensions and overall rate, the rest to the bias
+    booster = model.booster_.predict(X[model.feature_names_in_], num_iteration=model.best_iteration_, pred_contrib=True)
+    added = c - pd.DataFrame(booster, columns=c.columns, index=c.index)
+    np.testing.assert_allclose(added[joint_cols + ["rep_rate"]].sum(axis=1), X["joint_rep_logit"], atol=1e-8)
+    np.testing.assert_allclose(added["bias"], X["joint_logit"] - X["joint_rep_logit"], atol=1e-8)
+    assert (added.drop(columns=joint_cols + ["rep_rate", "bias"]) == 0).all().all()
+
+
 def test_truth_recovery_metric_against_known_answers():
     pairs = pd.DataFrame({"rep_id": ["a", "b", "c"] * 2, "account_id": ["x"] * 3 + ["y"] * 3})
     truth = pairs.assign(p_true=[0.1, 0.2, 0.3, 0.3, 0.2, 0.1])
@@ -58,8 +77,8 @@ def _train(org, uri, tmp_path, *extra):
 def test_champion_only_changes_for_a_better_model_and_runs_read_back(small_org, tracking_uri, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    weak = tmp_path / "base_rate.toml"  # one tiny boosting round: about the base rate
-    weak.write_text("[lightgbm]\nmax_rounds = 1\nlearning_rate = 0.01\nrefit = false\n")
+    weak = tmp_path / "base_rate.toml"  # one tiny boosting round from a constant: about the base rate
+    weak.write_text("[lightgbm]\nmax_rounds = 1\nlearning_rate = 0.01\nrefit = false\nboost_from = \"\"\n")
     worse = tmp_path / "overfit.toml"  # no regularisation, no early stopping: memorises the training period
     worse.write_text("[lightgbm]\nmax_rounds = 300\nearly_stopping_rounds = 1000\nlearning_rate = 0.5\nnum_leaves = 63\n"
                      "min_child_samples = 2\nlambda_l2 = 0.0\nmonotone = false\nrefit = false\ncalibration = \"none\"\n")

@@ -31,6 +31,9 @@ class FeatureConfig:
     n_bands: int = 3
     max_levels: int = 30  # categorical columns with more distinct values are ids/names: skipped
     prior_deals: float = 10.0  # pseudo-deals each rate is shrunk with (empirical Bayes)
+    joint_prior_sd: float = 0.45  # joint model (features/joint.py): start prior sd of each block (learned in training); 0 = off
+    joint_refits: int = 12  # training rows: the joint model is refitted at this many creation-time cut-offs
+    band_edges: str = "learned"  # numeric bands: "learned" (joint model's evidence, among deciles) or "quantile"
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class TrainConfig:
     early_stopping_rounds: int = 100
     n_jobs: int = 2  # explicit: LightGBM's default threading is ~1000x slower on a loaded 2-core box
     monotone: bool = True  # P(win) may only rise with the rep's win rates (overall, per dimension, pair)
+    boost_from: str = "joint_logit"  # feature whose log-odds the booster starts from and corrects; "" = from a constant
     refit: bool = True  # after early stopping, refit on train + validation (the test period stays unseen)
     calibration: str = AUTO  # "auto" (isotonic or Platt if it helps on validation), "isotonic", "platt", "none"
     seed: int = 42
@@ -94,7 +98,15 @@ def _load(cls, path: str | Path | None, section: str | None = None):
 
 
 def load_feature_config(path: str | Path | None = None) -> FeatureConfig:
-    return _load(FeatureConfig, path)
+    cfg = _load(FeatureConfig, path)
+    if cfg.band_edges not in ("learned", "quantile"):
+        raise ConfigError(f"{path}: band_edges {cfg.band_edges!r} is not one of learned, quantile. Fix: band_edges = \"learned\".")
+    if cfg.joint_prior_sd < 0 or cfg.joint_refits < 1 or cfg.n_bands < 2:
+        raise ConfigError(
+            f"{path}: joint_prior_sd {cfg.joint_prior_sd} must be >= 0, joint_refits {cfg.joint_refits} >= 1 and "
+            f"n_bands {cfg.n_bands} >= 2. Fix: e.g. joint_prior_sd = 0.45, joint_refits = 12, n_bands = 3."
+        )
+    return cfg
 
 
 def load_train_config(path: str | Path | None = None) -> TrainConfig:

@@ -56,6 +56,11 @@ def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
 
+def _beats(x: float, y: float) -> bool:
+    """x > y as the reader sees them (whole percents): "30% vs 30%" is no reason."""
+    return bool(np.isfinite(x) and np.isfinite(y) and round(100 * x) > round(100 * y))
+
+
 def reasons(ctx: Context, acc_idx: np.ndarray, new_rep: np.ndarray, old_rep: np.ndarray) -> list[str]:
     """Plain-word reasons why ``new_rep`` beats ``old_rep`` on each account (one string per suggestion)."""
     sp, snap = ctx.scorer.space, ctx.scorer.history
@@ -126,19 +131,19 @@ def _sentence(ctx: Context, key: str, r: int, a: int, g_rate: float, old: int = 
         n, w = t["n_rv"][r, v], t["w_rv"][r, v]
         if n == 0:
             return f"no {label} on record yet (estimate falls back to its overall rate)"
-        if w / n <= rep_rate:  # below its own average here: a reason only if it still beats the current rep
+        if not _beats(w / n, rep_rate):  # not above its own average here: a reason only if it beats the current rep
             v_old = v if dim.kind != MATCH else int(sp.pair_value(dim, np.array([old]), np.array([a]))[0]) if old >= 0 else -1
             n_o = t["n_rv"][old, v_old] if old >= 0 and v_old == v else 0
-            if n_o == 0 or w / n <= t["w_rv"][old, v_old] / n_o:
+            if n_o == 0 or not _beats(w / n, t["w_rv"][old, v_old] / n_o):
                 return None  # the model's contribution rests on relative rates that do not read as a plain fact
             return (f"wins {_pct(w / n)} of {label} vs {_pct(t['w_rv'][old, v_old] / n_o)} for the current rep "
                     f"({int(n)} vs {int(n_o)} deals)")
         return f"wins {_pct(w / n)} of {label} vs {_pct(rep_rate)} overall ({int(n)} deals)"
     if key in ("rep_rate", "rep_n"):
-        if rep_rate > g_rate:
+        if _beats(rep_rate, g_rate):
             return f"wins {_pct(rep_rate)} of all its deals vs {_pct(g_rate)} for the team ({int(snap.n_r[r])} deals)"
         old_rate = snap.w_r[old] / snap.n_r[old] if old >= 0 and snap.n_r[old] else float("nan")
-        if rep_rate > old_rate:
+        if _beats(rep_rate, old_rate):
             return (f"wins {_pct(rep_rate)} of all its deals vs {_pct(old_rate)} for the current rep "
                     f"({int(snap.n_r[r])} vs {int(snap.n_r[old])} deals)")
         return None

@@ -151,6 +151,7 @@ class Tracker:
                 info = self._log_pyfunc(bundle, pairs, out)
             version = str(info.registered_model_version)
             decision = self._decide(result, version, promote, score_champion)
+            mlflow.set_tag("repfit.booster_start", getattr(scorer.model, "offset_", None) or "constant")
             mlflow.set_tags({"repfit.model_version": version, "repfit.promoted": str(decision.promoted),
                              "repfit.decision": decision.reason})
             if decision.champion_log_loss is not None:

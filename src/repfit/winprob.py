@@ -97,7 +97,7 @@ class WinProbModel:
 
     def _monotone(self, columns) -> list[int]:
         """Win rates of the rep (overall, per dimension, with this account) can only raise P(win)."""
-        inc = ("_strength", "rep_rate", "pair_rate", "combined_logit")
+        inc = ("_strength", "rep_rate", "pair_rate", "combined_logit", "joint_logit", "joint_rep_logit", "_joint")
         return [1 if self.config.monotone and c.endswith(inc) else 0 for c in columns]
 
     def fit(self, X: pd.DataFrame, y, X_val: pd.DataFrame, y_val, categorical: list[str] = ()) -> WinProbModel:
@@ -105,8 +105,9 @@ class WinProbModel:
         y, y_val = np.asarray(y, float), np.asarray(y_val, float)
         cats = [c for c in categorical if c in X.columns]
         self.monotone_ = self._monotone(X.columns)
-        train = lgb.Dataset(X, y, categorical_feature=cats, free_raw_data=False)
-        val = lgb.Dataset(X_val, y_val, reference=train, categorical_feature=cats)
+        self.offset_ = self.config.boost_from if self.config.boost_from in X.columns else None
+        train = lgb.Dataset(X, y, categorical_feature=cats, free_raw_data=False, init_score=self._offset(X))
+        val = lgb.Dataset(X_val, y_val, reference=train, categorical_feature=cats, init_score=self._offset(X_val))
         self.booster_ = lgb.train(
             {**self._params(), "monotone_constraints": self.monotone_}, train, num_boost_round=self.config.max_rounds, valid_sets=[val],
             callbacks=[lgb.early_stopping(self.config.early_stopping_rounds, verbose=False)],
@@ -125,7 +126,8 @@ class WinProbModel:
         scaled by the growth in rows. The test period stays unseen, so its evaluation stays honest."""
         self._check()
         rounds = max(1, int(round(self.best_iteration_ * len(X) / self.n_train_)))
-        data = lgb.Dataset(X[self.feature_names_in_], np.asarray(y, float), categorical_feature=self.categorical_)
+        data = lgb.Dataset(X[self.feature_names_in_], np.asarray(y, float), categorical_feature=self.categorical_,
+                           init_score=self._offset(X))
         self.booster_ = lgb.train({**self._params(), "monotone_constraints": self.monotone_}, data, num_boost_round=rounds)
         self.best_iteration_ = rounds
         return self
@@ -134,8 +136,15 @@ class WinProbModel:
         if not hasattr(self, "booster_"):
             raise NotFittedError("WinProbModel is not fitted: call fit() first.")
 
+    def _offset(self, X: pd.DataFrame) -> np.ndarray | None:
+        """The log-odds the booster starts from (``boost_from`` column), or None."""
+        off = getattr(self, "offset_", None)
+        return None if off is None else X[off].to_numpy(float)
+
     def _raw(self, X: pd.DataFrame) -> np.ndarray:
-        return self.booster_.predict(X[self.feature_names_in_], num_iteration=self.best_iteration_)
+        z = self.booster_.predict(X[self.feature_names_in_], num_iteration=self.best_iteration_, raw_score=True)
+        off = self._offset(X)
+        return 1.0 / (1.0 + np.exp(-(z if off is None else z + off)))
 
     def predict_win(self, X: pd.DataFrame) -> np.ndarray:
         """P(win) for each row of the feature frame ``X`` (1-D)."""
@@ -149,10 +158,26 @@ class WinProbModel:
         return np.column_stack([1 - p, p])
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
-        """Per-feature contributions to the raw log-odds (LightGBM ``pred_contrib``); last column: bias."""
+        """Per-feature contributions to the raw log-odds (LightGBM ``pred_contrib``); last column: bias.
+
+        When the booster starts from the joint model's log-odds (``boost_from="joint_logit"``), that start
+        is split into the features that make it up: each ``<d>_joint`` column (the rep's own effect on
+        dimension ``d``), the rep's overall effect (credited to ``rep_rate``) and the rest (account and
+        intercept, credited to ``bias``). Rows still sum to the raw log-odds."""
         self._check()
         c = self.booster_.predict(X[self.feature_names_in_], num_iteration=self.best_iteration_, pred_contrib=True)
-        return pd.DataFrame(c, columns=list(self.feature_names_in_) + ["bias"], index=X.index)
+        out = pd.DataFrame(c, columns=list(self.feature_names_in_) + ["bias"], index=X.index)
+        off = getattr(self, "offset_", None)
+        if off is not None and off != "joint_logit":
+            out["bias"] += X[off].to_numpy(float)
+        elif off is not None:
+            parts = [col for col in out.columns if col.endswith("_joint")]
+            for col in parts:
+                out[col] += X[col].to_numpy(float)
+            rep = X["joint_rep_logit"].to_numpy(float) - X[parts].to_numpy(float).sum(axis=1)
+            out["rep_rate"] += rep
+            out["bias"] += X[off].to_numpy(float) - X["joint_rep_logit"].to_numpy(float)
+        return out
 
 
 @dataclass

@@ -4,6 +4,7 @@ from repfit.features.pipeline import (
     Dimension,
     FeatureSpace,
     HistorySnapshot,
+    learn_joint,
     pair_features,
     point_in_time_features,
     resolve_dimensions,
@@ -11,6 +12,6 @@ from repfit.features.pipeline import (
 )
 
 __all__ = [
-    "Dimension", "FeatureSpace", "HistorySnapshot", "pair_features", "point_in_time_features",
+    "Dimension", "FeatureSpace", "HistorySnapshot", "learn_joint", "pair_features", "point_in_time_features",
     "resolve_dimensions", "snapshot",
 ]

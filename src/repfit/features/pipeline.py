@@ -32,6 +32,7 @@ import pandas as pd
 from repfit import schema as S
 from repfit.config import AUTO, FeatureConfig
 from repfit.errors import ConfigError
+from repfit.features.joint import JointFit, fit_joint, learn_band_edges
 
 ACCOUNT, BAND, OPPORTUNITY, MATCH = "account", "band", "opportunity", "match"
 T = "_t"
@@ -61,8 +62,9 @@ def _pick(cfg_value, eligible: list[str], what: str, available: list[str]) -> li
     return chosen
 
 
-def resolve_dimensions(ds: S.Dataset, cfg: FeatureConfig) -> list[Dimension]:
-    """The strength dimensions of ``cfg`` on this data set (``auto`` expanded, ids/names skipped)."""
+def resolve_dimensions(ds: S.Dataset, cfg: FeatureConfig, band_edges: dict[str, tuple] | None = None) -> list[Dimension]:
+    """The strength dimensions of ``cfg`` on this data set (``auto`` expanded, ids/names skipped).
+    Numeric bands are cut at quantiles unless ``band_edges`` gives their edges (see ``learn_joint``)."""
 
     def low_card(df: pd.DataFrame, cols: list[str]) -> list[str]:
         return [c for c in cols if c not in cfg.exclude and usable_category(df[c], cfg)]
@@ -75,7 +77,7 @@ def resolve_dimensions(ds: S.Dataset, cfg: FeatureConfig) -> list[Dimension]:
     for c in _pick(cfg.numeric_bands, nums, "numeric_bands", ds.attributes("accounts")):
         qs = np.linspace(0, 1, cfg.n_bands + 1)[1:-1]
         edges = tuple(np.unique(np.quantile(ds.accounts[c].dropna(), qs)))
-        dims.append(Dimension(f"{c}_band", BAND, c, edges))
+        dims.append(Dimension(f"{c}_band", BAND, c, tuple((band_edges or {}).get(f"{c}_band", edges))))
     opp_cat = low_card(ds.opportunities, ds.categorical("opportunities"))
     for c in _pick(cfg.opportunity_attributes, opp_cat, "opportunity_attributes", ds.attributes("opportunities")):
         dims.append(Dimension(c, OPPORTUNITY, c, tuple(sorted(ds.closed[c].dropna().unique()))))
@@ -112,10 +114,13 @@ class FeatureSpace:
     account_value: dict[str, np.ndarray]  # dim -> account's level code (account/band dims)
     match_codes: dict[str, tuple[np.ndarray, np.ndarray]]  # dim -> (rep codes, account codes)
     categorical: list[str] = field(default_factory=list)
+    joint_sd: dict[str, float] | None = None  # the joint model's learned prior sd per block (None: cfg.joint_prior_sd)
 
     @classmethod
-    def build(cls, ds: S.Dataset, cfg: FeatureConfig) -> FeatureSpace:
-        dims = resolve_dimensions(ds, cfg)
+    def build(cls, ds: S.Dataset, cfg: FeatureConfig, band_edges: dict[str, tuple] | None = None,
+              joint_sd: dict[str, float] | None = None) -> FeatureSpace:
+        """The feature space of ``ds``; ``band_edges`` and ``joint_sd`` as learned by ``learn_joint``."""
+        dims = resolve_dimensions(ds, cfg, band_edges)
         reps, accs = ds.reps, ds.accounts
         rep_static, acc_static, categorical = {}, {}, []
         for c in ds.categorical("reps"):
@@ -152,7 +157,7 @@ class FeatureSpace:
             cfg=cfg, dims=dims,
             rep_ids=reps[S.REP_ID].to_numpy(str), account_ids=accs[S.ACCOUNT_ID].to_numpy(str),
             rep_static=pd.DataFrame(rep_static), account_static=pd.DataFrame(acc_static),
-            account_value=account_value, match_codes=match_codes, categorical=categorical,
+            account_value=account_value, match_codes=match_codes, categorical=categorical, joint_sd=joint_sd,
         )
 
     # --- ids -> positions
@@ -246,10 +251,62 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def _frame(space: FeatureSpace, r: np.ndarray, a: np.ndarray, counts: Counts) -> pd.DataFrame:
+def _frame(space: FeatureSpace, r: np.ndarray, a: np.ndarray, counts: Counts,
+           joint: dict[str, np.ndarray] | None) -> pd.DataFrame:
     cols = space.static(r, a)
     cols.update(_strength_features(counts, space))
+    cols.update(joint or {})
     return pd.DataFrame(cols).astype(np.float64)
+
+
+# --- the joint model (features/joint.py): its inputs from either path ------------------------------
+def _event_codes(space: FeatureSpace, deals: pd.DataFrame, r: np.ndarray, a: np.ndarray) -> dict[str, np.ndarray]:
+    """Each deal's level code per dimension (its own product for opportunity dimensions); -1 if unknown."""
+    return {d.name: _codes(deals[d.column], d.levels) if d.kind == OPPORTUNITY else space.pair_value(d, r, a)
+            for d in space.dims}
+
+
+def _fit_joint(space: FeatureSpace, codes: dict[str, np.ndarray], r: np.ndarray, a: np.ndarray, won: np.ndarray,
+               learn_sd: bool = False) -> JointFit:
+    return fit_joint(r, a, codes, won, len(space.rep_ids), len(space.account_ids),
+                     {d.name: space.n_levels(d) for d in space.dims}, space.joint_sd or space.cfg.joint_prior_sd,
+                     learn_sd=learn_sd)
+
+
+def learn_joint(ds: S.Dataset, cfg: FeatureConfig, deals: pd.DataFrame) -> FeatureSpace:
+    """The feature space of ``ds`` with what the joint model learns from ``deals`` (closed opportunities;
+    training passes only its training period, so the test period stays unseen):
+
+    - the edges of each numeric band (e.g. employees), by the joint model's evidence among its 5%, 10% ... 95%
+      quantiles,
+      unless ``cfg.band_edges`` is ``"quantile"``;
+    - the prior sd of each block of effects (empirical Bayes).
+    """
+    space = FeatureSpace.build(ds, cfg)
+    if cfg.joint_prior_sd <= 0 or len(deals) == 0:
+        return space
+    r = space.rep_index(deals[S.REP_ID])
+    a = space.account_index(deals[S.ACCOUNT_ID])
+    won = deals[S.WON].to_numpy(float)
+    codes = _event_codes(space, deals, r, a)
+    edges = {}
+    if cfg.band_edges == "learned":
+        start = _fit_joint(space, codes, r, a, won, learn_sd=True)  # priors and a warm start for the trials
+        n_levels = {x.name: space.n_levels(x) for x in space.dims}
+        for d in (d for d in space.dims if d.kind == BAND):
+            values = ds.accounts[d.column].to_numpy(float)
+
+            def evidence(e, d=d, values=values):
+                code = np.where(np.isnan(values), -1, np.searchsorted(np.asarray(e), values, side="right"))
+                trial = {**codes, d.name: code[a]}
+                return fit_joint(r, a, trial, won, len(space.rep_ids), len(space.account_ids), n_levels, start.sd,
+                                 warm=start).evidence
+
+            edges[d.name] = learn_band_edges(values, len(d.levels) + 1, evidence)
+        space = FeatureSpace.build(ds, cfg, band_edges=edges)
+        codes = _event_codes(space, deals, r, a)
+    fit = _fit_joint(space, codes, r, a, won, learn_sd=True)
+    return FeatureSpace.build(ds, cfg, band_edges=edges, joint_sd=fit.sd)
 
 
 # --- the scoring path: count tables over all closed history --------------------------------------
@@ -267,6 +324,7 @@ class HistorySnapshot:
     pair_n: np.ndarray
     pair_w: np.ndarray
     tables: dict[str, dict[str, np.ndarray]]  # dim -> n_rv [R, V], w_rv, n_v [V], w_v, (opportunity dims) c_av [A, V]
+    joint: JointFit | None = None  # the joint model over all of it (None: joint features off)
 
 
 def _bincount2(i: np.ndarray, j: np.ndarray, weights, shape) -> np.ndarray:
@@ -283,6 +341,7 @@ def snapshot(space: FeatureSpace, closed: pd.DataFrame) -> HistorySnapshot:
     R, A = len(space.rep_ids), len(space.account_ids)
     codes = r.astype(np.int64) * A + a
     uniq, inv = np.unique(codes, return_inverse=True)
+    joint = _fit_joint(space, _event_codes(space, closed, r, a), r, a, won) if space.cfg.joint_prior_sd > 0 else None
     tables = {}
     for d in space.dims:
         V = space.n_levels(d)
@@ -303,7 +362,7 @@ def snapshot(space: FeatureSpace, closed: pd.DataFrame) -> HistorySnapshot:
         n_r=np.bincount(r, minlength=R).astype(float), w_r=np.bincount(r, weights=won, minlength=R),
         n_a=np.bincount(a, minlength=A).astype(float), w_a=np.bincount(a, weights=won, minlength=A),
         pair_codes=uniq, pair_n=np.bincount(inv).astype(float), pair_w=np.bincount(inv, weights=won),
-        tables=tables,
+        tables=tables, joint=joint,
     )
 
 
@@ -320,7 +379,7 @@ def pair_features(space: FeatureSpace, snap: HistorySnapshot, r: np.ndarray, a: 
     codes = r.astype(np.int64) * A + a
     pos = np.clip(np.searchsorted(snap.pair_codes, codes), 0, max(len(snap.pair_codes) - 1, 0))
     hit = (snap.pair_codes[pos] == codes) if len(snap.pair_codes) else np.zeros(m, bool)
-    dims = {}
+    dims, weights = {}, {}
     for d in space.dims:
         t = snap.tables[d.name]
         if d.kind == OPPORTUNITY:
@@ -329,8 +388,10 @@ def pair_features(space: FeatureSpace, snap: HistorySnapshot, r: np.ndarray, a: 
                 "n_rv": t["n_rv"][r], "w_rv": t["w_rv"][r], "n_v": n_v,
                 "w_v": np.broadcast_to(t["w_v"], n_v.shape), "mix": _mix(t["c_av"][a], n_v),
             }
+            weights[d.name] = dims[d.name]["mix"]
         else:
             v = space.pair_value(d, r, a)
+            weights[d.name] = v
             ok = v >= 0
             vv = np.where(ok, v, 0)
             dims[d.name] = {
@@ -343,7 +404,8 @@ def pair_features(space: FeatureSpace, snap: HistorySnapshot, r: np.ndarray, a: 
         n_r=snap.n_r[r], w_r=snap.w_r[r], n_a=snap.n_a[a], w_a=snap.w_a[a],
         n_ra=np.where(hit, snap.pair_n[pos], 0.0), w_ra=np.where(hit, snap.pair_w[pos], 0.0), dims=dims,
     )
-    return _frame(space, r, a, counts)
+    joint = getattr(snap, "joint", None)  # bundles saved before the joint model have none
+    return _frame(space, r, a, counts, None if joint is None else joint.logits(r, a, weights))
 
 
 # --- the training path: point-in-time counts ------------------------------------------------------
@@ -402,4 +464,38 @@ def point_in_time_features(space: FeatureSpace, closed: pd.DataFrame, rows: pd.D
                             (("n_rv", n_rv), ("w_rv", w_rv), ("n_v", n_v), ("w_v", w_v))}
             dims[d.name]["mix"] = np.ones((m, 1))
     counts = Counts(N=N, W=W, n_r=n_r, w_r=w_r, n_a=n_a, w_a=w_a, n_ra=n_ra, w_ra=w_ra, dims=dims)
-    return _frame(space, r_q, a_q, counts)
+    joint = None
+    if space.cfg.joint_prior_sd > 0:
+        weights = {d.name: dims[d.name]["mix"] if d.kind == OPPORTUNITY else space.pair_value(d, r_q, a_q) for d in space.dims}
+        joint = _joint_point_in_time(space, closed, r_e, a_e, q[T].to_numpy(), r_q, a_q, weights)
+    return _frame(space, r_q, a_q, counts, joint)
+
+
+def _joint_point_in_time(space: FeatureSpace, closed: pd.DataFrame, r_e, a_e, t_q: np.ndarray, r_q, a_q,
+                         weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Joint-model logits of query rows, refitted at ``cfg.joint_refits`` cut-offs.
+
+    Rows are cut into blocks by creation time; a block's rows use the model fitted on the deals closed
+    strictly before the block's first row (so a row never sees a deal closed on or after its creation;
+    it may miss deals closed earlier in its own block: the price of not refitting per row). Rows
+    created after every close form their own block, fitted on all deals: they get the scoring features.
+    The blocks depend on the query rows only, so appending later deals changes no earlier row.
+    """
+    t_e = closed[S.CLOSED_AT].to_numpy()
+    won = closed[S.WON].to_numpy(float)
+    codes = _event_codes(space, closed, r_e, a_e)
+    times = np.unique(t_q)
+    starts = times[np.unique(np.linspace(0, len(times), space.cfg.joint_refits, endpoint=False).astype(int))]
+    if len(t_e) and (times > t_e.max()).any():
+        starts = np.union1d(starts, times[times > t_e.max()][:1])
+    block = np.searchsorted(starts, t_q, side="right") - 1
+    out: dict[str, np.ndarray] = {}
+    for b, start in enumerate(starts):
+        rows = np.flatnonzero(block == b)
+        if not len(rows):
+            continue
+        seen = t_e < start
+        fit = _fit_joint(space, {k: v[seen] for k, v in codes.items()}, r_e[seen], a_e[seen], won[seen])
+        for k, v in fit.logits(r_q[rows], a_q[rows], {k: w[rows] for k, w in weights.items()}).items():
+            out.setdefault(k, np.empty(len(t_q)))[rows] = v
+    return out

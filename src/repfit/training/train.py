@@ -20,7 +20,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from repfit import schema as S
 from repfit.config import FeatureConfig, TrainConfig, as_dict
 from repfit.errors import SchemaError
-from repfit.features import FeatureSpace, point_in_time_features, snapshot
+from repfit.features import learn_joint, point_in_time_features, snapshot
 from repfit.training.evaluate import calibration_table, score, truth_recovery
 from repfit.winprob import PairScorer, WinProbModel
 
@@ -93,10 +93,6 @@ def train(ds: S.Dataset, fcfg: FeatureConfig, tcfg: TrainConfig, truth_dir: str 
     """
     step = progress or (lambda msg: None)
     closed = ds.closed.sort_values([S.CREATED_AT, S.OPPORTUNITY_ID]).reset_index(drop=True)
-    step("features")
-    space = FeatureSpace.build(ds, fcfg)
-    X = point_in_time_features(space, closed, closed)
-    y = closed[S.WON].to_numpy(float)
     split = time_split(closed[S.CREATED_AT], tcfg)
     counts = split.value_counts()
     short = {s: int(counts.get(s, 0)) for s in SPLITS if counts.get(s, 0) < MIN_ROWS[s]}
@@ -107,6 +103,11 @@ def train(ds: S.Dataset, fcfg: FeatureConfig, tcfg: TrainConfig, truth_dir: str 
             "Fix: provide more history, or change validation_fraction / test_fraction in the training config."
         )
     m = {s: (split == s).to_numpy() for s in SPLITS}
+    step("features")
+    # band edges and prior strengths of the joint model are learned from the training period only
+    space = learn_joint(ds, fcfg, closed[m["train"] & (closed[S.CLOSED_AT] < closed.loc[~m["train"], S.CREATED_AT].min())])
+    X = point_in_time_features(space, closed, closed)
+    y = closed[S.WON].to_numpy(float)
     step("lightgbm")
     model = WinProbModel(tcfg).fit(X[m["train"]], y[m["train"]], X[m["validation"]], y[m["validation"]], space.categorical)
 
@@ -168,12 +169,16 @@ def train(ds: S.Dataset, fcfg: FeatureConfig, tcfg: TrainConfig, truth_dir: str 
         metrics.update(truth_recovery(pred, truth))
         base = truth[[S.REP_ID, S.ACCOUNT_ID]].assign(p_win=scorer.features(truth[S.REP_ID], truth[S.ACCOUNT_ID])["rep_rate"].to_numpy())
         metrics.update({f"rep_rate.{k}": v for k, v in truth_recovery(base, truth).items() if k != "truth_pairs"})
+    # what the joint model learned from the training period: band edges and each block's prior sd
+    learned = {f"learned.{d.name}_edges": ", ".join(f"{e:.6g}" for e in d.levels) for d in space.dims if d.kind == "band"}
+    learned.update({f"learned.prior_sd.{k.replace(':', '.')}": round(v, 4) for k, v in (space.joint_sd or {}).items()})
+    scorer.info["learned"] = learned
     test_rows = closed.loc[m["test"]].reset_index(drop=True)  # every column: features may use attributes
     return TrainResult(
         scorer=scorer, metrics=metrics, table=pd.DataFrame(rows), calibration=cal, importance=importance,
         split=split_info, fingerprint=fingerprint(ds), test_rows=test_rows,
         test_features=X[m["test"]].reset_index(drop=True),
-        params={**as_dict(tcfg), **{f"features.{k}": v for k, v in as_dict(fcfg).items()}},
+        params={**as_dict(tcfg), **{f"features.{k}": v for k, v in as_dict(fcfg).items()}, **learned},
     )
 
 
