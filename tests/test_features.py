@@ -68,6 +68,19 @@ def test_row_created_after_all_history_gets_the_scoring_features(ds, space):
     pd.testing.assert_frame_equal(a.reset_index(drop=True), b, rtol=1e-12)
 
 
+def test_a_row_gets_the_same_features_whatever_batch_it_is_scored_in(ds, space):
+    """The champion is scored on the challenger's test rows alone, the challenger on all of history at once: the
+    comparison is only fair if a row's features do not depend on the rows around it (review of the joint model)."""
+    closed = ds.closed.sort_values([S.CREATED_AT, S.OPPORTUNITY_ID]).reset_index(drop=True)
+    late = closed.tail(120).reset_index(drop=True)
+    alone = point_in_time_features(space, closed, late)
+    in_full = point_in_time_features(space, closed, closed).tail(120).reset_index(drop=True)
+    pd.testing.assert_frame_equal(alone, in_full)
+    assert {"joint_logit", "industry_joint"} <= set(alone.columns)
+    empty = point_in_time_features(space, closed, closed.head(0))
+    assert list(empty.columns) == list(alone.columns) and len(empty) == 0
+
+
 def test_first_deal_has_no_history(ds, space):
     first = ds.closed.nsmallest(1, S.CREATED_AT)
     x = point_in_time_features(space, ds.closed, first).iloc[0]

@@ -55,8 +55,10 @@ def test_contributions_add_up_to_the_log_odds_when_boosting_from_the_joint_model
     # what the start adds: its rep-specific part to the rep's dimensions and overall rate, the rest to the bias
     booster = model.booster_.predict(X[model.feature_names_in_], num_iteration=model.best_iteration_, pred_contrib=True)
     added = c - pd.DataFrame(booster, columns=c.columns, index=c.index)
-    np.testing.assert_allclose(added[joint_cols + ["rep_rate"]].sum(axis=1), X["joint_rep_logit"], atol=1e-8)
-    np.testing.assert_allclose(added["bias"], X["joint_logit"] - X["joint_rep_logit"], atol=1e-8)
+    a, b = model.offset_scale_  # the start is the joint log-odds recalibrated on the training rows
+    assert 0.3 < a < 3.0
+    np.testing.assert_allclose(added[joint_cols + ["rep_rate"]].sum(axis=1), a * X["joint_rep_logit"], atol=1e-8)
+    np.testing.assert_allclose(added["bias"], a * (X["joint_logit"] - X["joint_rep_logit"]) + b, atol=1e-8)
     assert (added.drop(columns=joint_cols + ["rep_rate", "bias"]) == 0).all().all()
 
 

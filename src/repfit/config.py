@@ -32,8 +32,8 @@ class FeatureConfig:
     max_levels: int = 30  # categorical columns with more distinct values are ids/names: skipped
     prior_deals: float = 10.0  # pseudo-deals each rate is shrunk with (empirical Bayes)
     joint_prior_sd: float = 0.45  # joint model (features/joint.py): start prior sd of each block (learned in training); 0 = off
-    joint_refits: int = 12  # training rows: the joint model is refitted at this many creation-time cut-offs
-    band_edges: str = "learned"  # numeric bands: "learned" (joint model's evidence, among deciles) or "quantile"
+    joint_refit_months: int = 3  # training rows: the joint model is refitted at the start of every such calendar period
+    band_edges: str = "learned"  # numeric bands: "learned" (joint model's evidence, among 5%..95% quantiles) or "quantile"
 
 
 @dataclass(frozen=True)
@@ -101,10 +101,10 @@ def load_feature_config(path: str | Path | None = None) -> FeatureConfig:
     cfg = _load(FeatureConfig, path)
     if cfg.band_edges not in ("learned", "quantile"):
         raise ConfigError(f"{path}: band_edges {cfg.band_edges!r} is not one of learned, quantile. Fix: band_edges = \"learned\".")
-    if cfg.joint_prior_sd < 0 or cfg.joint_refits < 1 or cfg.n_bands < 2:
+    if cfg.joint_prior_sd < 0 or not 1 <= cfg.joint_refit_months <= 12 or cfg.n_bands < 2:
         raise ConfigError(
-            f"{path}: joint_prior_sd {cfg.joint_prior_sd} must be >= 0, joint_refits {cfg.joint_refits} >= 1 and "
-            f"n_bands {cfg.n_bands} >= 2. Fix: e.g. joint_prior_sd = 0.45, joint_refits = 12, n_bands = 3."
+            f"{path}: joint_prior_sd {cfg.joint_prior_sd} must be >= 0, joint_refit_months {cfg.joint_refit_months} "
+            f"in 1..12 and n_bands {cfg.n_bands} >= 2. Fix: e.g. joint_prior_sd = 0.45, joint_refit_months = 3, n_bands = 3."
         )
     return cfg
 

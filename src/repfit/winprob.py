@@ -106,6 +106,10 @@ class WinProbModel:
         cats = [c for c in categorical if c in X.columns]
         self.monotone_ = self._monotone(X.columns)
         self.offset_ = self.config.boost_from if self.config.boost_from in X.columns else None
+        self.offset_scale_ = (1.0, 0.0)
+        if self.offset_ is not None:  # the start, recalibrated on the training rows: a * column + b
+            lr = LogisticRegression(C=1e6).fit(X[[self.offset_]].to_numpy(float), y)
+            self.offset_scale_ = (float(lr.coef_[0, 0]), float(lr.intercept_[0]))
         train = lgb.Dataset(X, y, categorical_feature=cats, free_raw_data=False, init_score=self._offset(X))
         val = lgb.Dataset(X_val, y_val, reference=train, categorical_feature=cats, init_score=self._offset(X_val))
         self.booster_ = lgb.train(
@@ -137,9 +141,12 @@ class WinProbModel:
             raise NotFittedError("WinProbModel is not fitted: call fit() first.")
 
     def _offset(self, X: pd.DataFrame) -> np.ndarray | None:
-        """The log-odds the booster starts from (``boost_from`` column), or None."""
+        """The log-odds the booster starts from (``a * boost_from + b``), or None."""
         off = getattr(self, "offset_", None)
-        return None if off is None else X[off].to_numpy(float)
+        if off is None:
+            return None
+        a, b = getattr(self, "offset_scale_", (1.0, 0.0))
+        return a * X[off].to_numpy(float) + b
 
     def _raw(self, X: pd.DataFrame) -> np.ndarray:
         z = self.booster_.predict(X[self.feature_names_in_], num_iteration=self.best_iteration_, raw_score=True)
@@ -160,8 +167,8 @@ class WinProbModel:
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """Per-feature contributions to the raw log-odds (LightGBM ``pred_contrib``); last column: bias.
 
-        When the booster starts from the joint model's log-odds (``boost_from="joint_logit"``), that start
-        is split into the features that make it up: each ``<d>_joint`` column (the rep's own effect on
+        When the booster starts from the joint model's log-odds (``boost_from="joint_logit"``, rescaled
+        ``a * joint_logit + b`` on the training rows), that start is split into the features that make it up: each ``<d>_joint`` column (the rep's own effect on
         dimension ``d``), the rep's overall effect (credited to ``rep_rate``) and the rest (account and
         intercept, credited to ``bias``). Rows still sum to the raw log-odds."""
         self._check()
@@ -169,14 +176,15 @@ class WinProbModel:
         out = pd.DataFrame(c, columns=list(self.feature_names_in_) + ["bias"], index=X.index)
         off = getattr(self, "offset_", None)
         if off is not None and off != "joint_logit":
-            out["bias"] += X[off].to_numpy(float)
+            out["bias"] += self._offset(X)
         elif off is not None:
+            a, b = getattr(self, "offset_scale_", (1.0, 0.0))
             parts = [col for col in out.columns if col.endswith("_joint")]
             for col in parts:
-                out[col] += X[col].to_numpy(float)
+                out[col] += a * X[col].to_numpy(float)
             rep = X["joint_rep_logit"].to_numpy(float) - X[parts].to_numpy(float).sum(axis=1)
-            out["rep_rate"] += rep
-            out["bias"] += X[off].to_numpy(float) - X["joint_rep_logit"].to_numpy(float)
+            out["rep_rate"] += a * rep
+            out["bias"] += a * (X[off].to_numpy(float) - X["joint_rep_logit"].to_numpy(float)) + b
         return out
 
 

@@ -207,7 +207,8 @@ def learn_band_edges(values: np.ndarray, n_bands: int, evidence_of, n_candidates
     def ev(edges) -> float:
         key = tuple(sorted(edges))
         if key not in seen:
-            seen[key] = evidence_of(key)
+            value = evidence_of(key)
+            seen[key] = value if np.isfinite(value) else -np.inf
         return seen[key]
 
     combos = list(itertools.combinations(cand, k))

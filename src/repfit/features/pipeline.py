@@ -283,8 +283,8 @@ def learn_joint(ds: S.Dataset, cfg: FeatureConfig, deals: pd.DataFrame) -> Featu
     - the prior sd of each block of effects (empirical Bayes).
     """
     space = FeatureSpace.build(ds, cfg)
-    if cfg.joint_prior_sd <= 0 or len(deals) == 0:
-        return space
+    if cfg.joint_prior_sd <= 0 or deals[S.WON].nunique() < 2:
+        return space  # nothing to learn from: quantile bands, the configured prior
     r = space.rep_index(deals[S.REP_ID])
     a = space.account_index(deals[S.ACCOUNT_ID])
     won = deals[S.WON].to_numpy(float)
@@ -296,11 +296,17 @@ def learn_joint(ds: S.Dataset, cfg: FeatureConfig, deals: pd.DataFrame) -> Featu
         for d in (d for d in space.dims if d.kind == BAND):
             values = ds.accounts[d.column].to_numpy(float)
 
-            def evidence(e, d=d, values=values):
+            # each trial re-learns the priors (3 evidence updates rank the trials as full convergence did on the
+            # demo orgs), the rep x band block starting no lower than the configured prior: with the quantile
+            # bands it may have shrunk to nothing
+            key = f"rep_level:{d.name}"
+            sd = {**start.sd, key: max(start.sd[key], cfg.joint_prior_sd)}
+
+            def evidence(e, d=d, values=values, sd=sd):
                 code = np.where(np.isnan(values), -1, np.searchsorted(np.asarray(e), values, side="right"))
                 trial = {**codes, d.name: code[a]}
-                return fit_joint(r, a, trial, won, len(space.rep_ids), len(space.account_ids), n_levels, start.sd,
-                                 warm=start).evidence
+                return fit_joint(r, a, trial, won, len(space.rep_ids), len(space.account_ids), n_levels, sd,
+                                 learn_sd=True, max_updates=3, warm=start).evidence
 
             edges[d.name] = learn_band_edges(values, len(d.levels) + 1, evidence)
         space = FeatureSpace.build(ds, cfg, band_edges=edges)
@@ -473,29 +479,35 @@ def point_in_time_features(space: FeatureSpace, closed: pd.DataFrame, rows: pd.D
 
 def _joint_point_in_time(space: FeatureSpace, closed: pd.DataFrame, r_e, a_e, t_q: np.ndarray, r_q, a_q,
                          weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Joint-model logits of query rows, refitted at ``cfg.joint_refits`` cut-offs.
+    """Joint-model features of query rows, from the model refitted at the start of every calendar period of
+    ``cfg.joint_refit_months`` months (a quarter by default).
 
-    Rows are cut into blocks by creation time; a block's rows use the model fitted on the deals closed
-    strictly before the block's first row (so a row never sees a deal closed on or after its creation;
-    it may miss deals closed earlier in its own block: the price of not refitting per row). Rows
-    created after every close form their own block, fitted on all deals: they get the scoring features.
-    The blocks depend on the query rows only, so appending later deals changes no earlier row.
+    A row created in a period uses the fit on the deals closed strictly before that period began: it never
+    sees a deal closed on or after its creation, and may miss deals closed earlier in its own period (the
+    price of not refitting per row). The periods are fixed by the calendar, not by the batch of rows or by
+    the history, so a row gets the same features whichever rows it is scored with and whatever deals come
+    later; a row created in a period that starts after every close gets the scoring features.
     """
+    if len(t_q) == 0:
+        n_levels = {d.name: space.n_levels(d) for d in space.dims}
+        return JointFit.empty(len(space.rep_ids), len(space.account_ids), n_levels).logits(r_q, a_q, weights)
     t_e = closed[S.CLOSED_AT].to_numpy()
     won = closed[S.WON].to_numpy(float)
     codes = _event_codes(space, closed, r_e, a_e)
-    times = np.unique(t_q)
-    starts = times[np.unique(np.linspace(0, len(times), space.cfg.joint_refits, endpoint=False).astype(int))]
-    if len(t_e) and (times > t_e.max()).any():
-        starts = np.union1d(starts, times[times > t_e.max()][:1])
-    block = np.searchsorted(starts, t_q, side="right") - 1
+    start = _period_start(t_q, space.cfg.joint_refit_months)
     out: dict[str, np.ndarray] = {}
-    for b, start in enumerate(starts):
-        rows = np.flatnonzero(block == b)
-        if not len(rows):
-            continue
-        seen = t_e < start
+    for b in np.unique(start):
+        rows = np.flatnonzero(start == b)
+        seen = t_e < b
         fit = _fit_joint(space, {k: v[seen] for k, v in codes.items()}, r_e[seen], a_e[seen], won[seen])
         for k, v in fit.logits(r_q[rows], a_q[rows], {k: w[rows] for k, w in weights.items()}).items():
             out.setdefault(k, np.empty(len(t_q)))[rows] = v
     return out
+
+
+def _period_start(t: np.ndarray, months: int) -> np.ndarray:
+    """The first instant of the calendar period of ``months`` months (counted from January) holding each time."""
+    ts = pd.DatetimeIndex(t)
+    m = ts.year.to_numpy() * 12 + ts.month.to_numpy() - 1
+    m0 = m - m % months
+    return pd.to_datetime(pd.DataFrame({"year": m0 // 12, "month": m0 % 12 + 1, "day": 1})).to_numpy()

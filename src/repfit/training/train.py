@@ -114,7 +114,7 @@ def train(ds: S.Dataset, fcfg: FeatureConfig, tcfg: TrainConfig, truth_dir: str 
     # validation figures come from the early-stopped model, before the optional refit sees validation rows
     mv = m["validation"]
     metrics: dict[str, float] = {f"repfit.validation.{k}": v for k, v in score(y[mv], model.predict_win(X[mv])).items()}
-    raw_val = model.booster_.predict(X[mv], num_iteration=model.best_iteration_)
+    raw_val = model._raw(X[mv])  # before calibration (with the joint model's start, if the booster has one)
     metrics["repfit.validation.ece_uncalibrated"] = score(y[mv], raw_val)["ece"]
     cal_val = calibration_table(y[mv], model.predict_win(X[mv])).assign(split="validation")
     metrics["best_iteration"] = float(model.best_iteration_)
