@@ -201,20 +201,17 @@ def test_config_files_spell_out_the_built_in_defaults():
     assert load_train_config(ROOT / "training" / "default.toml") == TrainConfig()
 
 
-def test_bad_config_is_named(tmp_path):
+@pytest.mark.parametrize(("load", "text", "message"), [
+    (load_train_config, "[lightgbm]\nlearnin_rate = 0.1\n", "unknown setting.*'learnin_rate'"),
+    (load_train_config, "[split]\ntest_fraction = 0.95\n", "test_fraction 0.95"),
+    (load_feature_config, "[strengths]\nband_edges = \"deciles\"\n", "band_edges 'deciles' is not one of learned, quantile"),
+    (load_feature_config, "[joint]\njoint_prior_sd = -1.0\n", "joint_prior_sd -1.0 must be >= 0"),
+])
+def test_bad_config_is_named(tmp_path, load, text, message):
     p = tmp_path / "t.toml"
-    p.write_text("[lightgbm]\nlearnin_rate = 0.1\n")
-    with pytest.raises(ConfigError, match="unknown setting.*'learnin_rate'"):
-        load_train_config(p)
-    p.write_text("[split]\ntest_fraction = 0.95\n")
-    with pytest.raises(ConfigError, match="test_fraction 0.95"):
-        load_train_config(p)
-    p.write_text("[strengths]\nband_edges = \"deciles\"\n")
-    with pytest.raises(ConfigError, match="band_edges 'deciles' is not one of learned, quantile"):
-        load_feature_config(p)
-    p.write_text("[joint]\njoint_prior_sd = -1.0\n")
-    with pytest.raises(ConfigError, match="joint_prior_sd -1.0 must be >= 0"):
-        load_feature_config(p)
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load(p)
 
 
 def test_feature_spec_with_ineligible_column_is_named(ds):

@@ -143,7 +143,7 @@ def fit_joint(r: np.ndarray, a: np.ndarray, codes: dict[str, np.ndarray], won: n
     r, a, won = r[order], a[order], np.asarray(won, float)[order]
     codes = {d: codes[d][order] for d in names}
     X, group = _design(r, a, codes, n_reps, n_accounts, n_levels)
-    X2t = X.multiply(X).T.tocsr()
+    Xt = X.T.tocsr()  # X is 0/1, so X**2 = X: the Hessian diagonal is Xt @ (p (1 - p))
     fixed = np.array([b.startswith("level:") for b in bnames])
     s = np.array([MAIN_SD if fx else (sd if isinstance(sd, float | int) else sd.get(b, MAIN_SD)) for b, fx in zip(bnames, fixed)], float)
     s = np.maximum(s, MIN_SD)
@@ -159,7 +159,7 @@ def fit_joint(r: np.ndarray, a: np.ndarray, codes: dict[str, np.ndarray], won: n
         z = X @ w + u[-1]
         pr = 0.5 * (1.0 + np.tanh(0.5 * z))
         lam = 1.0 / scale**2
-        gamma = 1.0 - lam / (X2t @ (pr * (1 - pr)) + lam)  # how well the data determine each effect
+        gamma = 1.0 - lam / (Xt @ (pr * (1 - pr)) + lam)  # how well the data determine each effect
         wsq = np.bincount(group, weights=w**2, minlength=len(bnames))
         dof = np.bincount(group, weights=gamma, minlength=len(bnames))
         new = np.where(fixed, s, np.sqrt(np.maximum(wsq / np.maximum(dof, 1e-12), MIN_SD**2)))
@@ -173,7 +173,7 @@ def fit_joint(r: np.ndarray, a: np.ndarray, codes: dict[str, np.ndarray], won: n
     lam = 1.0 / scale**2
     z = X @ w + u[-1]
     pr = 0.5 * (1.0 + np.tanh(0.5 * z))
-    H = X2t @ (pr * (1 - pr)) + lam
+    H = Xt @ (pr * (1 - pr)) + lam
     ll = float((won * z - np.logaddexp(0.0, z)).sum())
     evidence = ll - 0.5 * float((lam * w**2).sum()) - 0.5 * float(np.log(H / lam).sum())
     out = JointFit(float(u[-1]), w[:n_reps], w[n_reps:n_reps + n_accounts], {}, {},

@@ -267,10 +267,10 @@ def _event_codes(space: FeatureSpace, deals: pd.DataFrame, r: np.ndarray, a: np.
 
 
 def _fit_joint(space: FeatureSpace, codes: dict[str, np.ndarray], r: np.ndarray, a: np.ndarray, won: np.ndarray,
-               learn_sd: bool = False) -> JointFit:
+               sd: dict[str, float] | None = None, **kw) -> JointFit:
+    """``fit_joint`` on the space's reps, accounts and dimensions; priors ``sd``, else the space's (``kw``: learn_sd...)."""
     return fit_joint(r, a, codes, won, len(space.rep_ids), len(space.account_ids),
-                     {d.name: space.n_levels(d) for d in space.dims}, space.joint_sd or space.cfg.joint_prior_sd,
-                     learn_sd=learn_sd)
+                     {d.name: space.n_levels(d) for d in space.dims}, sd or space.joint_sd or space.cfg.joint_prior_sd, **kw)
 
 
 def learn_joint(ds: S.Dataset, cfg: FeatureConfig, deals: pd.DataFrame) -> FeatureSpace:
@@ -278,8 +278,7 @@ def learn_joint(ds: S.Dataset, cfg: FeatureConfig, deals: pd.DataFrame) -> Featu
     training passes only its training period, so the test period stays unseen):
 
     - the edges of each numeric band (e.g. employees), by the joint model's evidence among its 5%, 10% ... 95%
-      quantiles,
-      unless ``cfg.band_edges`` is ``"quantile"``;
+      quantiles, unless ``cfg.band_edges`` is ``"quantile"``;
     - the prior sd of each block of effects (empirical Bayes).
     """
     space = FeatureSpace.build(ds, cfg)
@@ -292,7 +291,6 @@ def learn_joint(ds: S.Dataset, cfg: FeatureConfig, deals: pd.DataFrame) -> Featu
     edges = {}
     if cfg.band_edges == "learned":
         start = _fit_joint(space, codes, r, a, won, learn_sd=True)  # priors and a warm start for the trials
-        n_levels = {x.name: space.n_levels(x) for x in space.dims}
         for d in (d for d in space.dims if d.kind == BAND):
             values = ds.accounts[d.column].to_numpy(float)
 
@@ -305,8 +303,7 @@ def learn_joint(ds: S.Dataset, cfg: FeatureConfig, deals: pd.DataFrame) -> Featu
             def evidence(e, d=d, values=values, sd=sd):
                 code = np.where(np.isnan(values), -1, np.searchsorted(np.asarray(e), values, side="right"))
                 trial = {**codes, d.name: code[a]}
-                return fit_joint(r, a, trial, won, len(space.rep_ids), len(space.account_ids), n_levels, sd,
-                                 learn_sd=True, max_updates=3, warm=start).evidence
+                return _fit_joint(space, trial, r, a, won, sd, learn_sd=True, max_updates=3, warm=start).evidence
 
             edges[d.name] = learn_band_edges(values, len(d.levels) + 1, evidence)
         space = FeatureSpace.build(ds, cfg, band_edges=edges)
