@@ -19,8 +19,13 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except RepfitError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {_flag_prefix(exc)}{exc}", err=True)
             ctx.exit(exc.exit_code)
+
+
+def _flag_prefix(exc: RepfitError) -> str:
+    """The command-line flag of the setting an error is about (the library names settings, not flags)."""
+    return f"--{exc.option.replace('_', '-')}: " if exc.option else ""
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

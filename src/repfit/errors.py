@@ -1,10 +1,24 @@
-"""One exception hierarchy for the library; only ``repfit.cli`` turns it into a message and exit code."""
+"""One exception hierarchy for the library; only ``repfit.cli`` turns it into a message and exit code.
+
+Library messages speak of settings by their library names (``require_match``), never of command-line
+flags: an error about one setting says which in ``option``, and the CLI prefixes its flag (``--require-match``).
+"""
 
 
 class RepfitError(Exception):
-    """Base class of every error repfit raises on purpose (bad input, infeasible problem, ...)."""
+    """Base class of every error repfit raises on purpose (bad input, infeasible problem, ...).
+
+    Parameters
+    ----------
+    message : the whole message: what, what was expected, what arrived, and the fix.
+    option : the library name of the setting the error is about (e.g. ``"max_moves"``), or None.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str, *, option: str | None = None):
+        super().__init__(message)
+        self.option = option
 
 
 class SchemaError(RepfitError):
@@ -21,3 +35,7 @@ class NotFittedError(RepfitError):
 
 class InfeasibleAssignment(RepfitError):
     """The assignment constraints cannot all hold at once (stated before any solving)."""
+
+
+class SolverError(RepfitError):
+    """A solver was asked for something it does not model (e.g. tier balance in ``hungarian``)."""
