@@ -67,12 +67,12 @@ def demo_org(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_trained(demo_org):
-    """The demo org's model, trained once per session with the truth metrics (a TrainResult)."""
+    """The demo org's model, trained once per session (a TrainResult)."""
     from repfit.config import FeatureConfig, TrainConfig
     from repfit.schema import load_dataset
     from repfit.training.train import train
 
-    return train(load_dataset(demo_org), FeatureConfig(), TrainConfig(), demo_org / "truth")
+    return train(load_dataset(demo_org), FeatureConfig(), TrainConfig())
 
 
 def run(*args):

@@ -37,7 +37,7 @@ def space(ds):
 
 
 def test_dimensions_cover_attributes_bands_products_and_matches(space):
-    kinds = {d.name: d.kind for d in space.dims}
+    kinds = {d.name: d.kind.value for d in space.dims}
     assert kinds == {"industry": "account", "region": "account", "employees_band": "band",
                      "product": "opportunity", "region_match": "match"}
     # names are ids (all distinct): never features

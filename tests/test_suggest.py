@@ -229,10 +229,10 @@ def test_suggest_needs_exactly_one_mode_and_known_ids(trained):
     res = run("suggest", "--data", org, "--tracking-uri", uri, "--account", "A00001", "--all")
     assert res.exit_code == 2 and "exactly one of --account ID, --rep ID or --all" in res.output
     res = run("suggest", "--data", org, "--tracking-uri", uri, "--account", "NOPE")
-    assert res.exit_code == 2 and "--account 'NOPE' is not in" in res.output and "accounts.csv" in res.output
+    assert res.exit_code == 2 and "--account: account_id 'NOPE' is not in" in res.output and "accounts.csv" in res.output
     assert "Traceback" not in res.output
     res = run("suggest", "--data", org, "--tracking-uri", uri, "--rep", "R999")
-    assert res.exit_code == 2 and "--rep 'R999' is not in" in res.output and "reps.csv" in res.output
+    assert res.exit_code == 2 and "--rep: rep_id 'R999' is not in" in res.output and "reps.csv" in res.output
 
 
 HOSTILE = '=HYPERLINK("http://evil.example","click")'

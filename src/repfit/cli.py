@@ -87,6 +87,79 @@ def _tracking_option(f):
                         help="MLflow tracking URI. Default: the embedded store sqlite:///<root>/mlruns/mlflow.db.")(f)
 
 
+_BLOCK_PAIRS = 200_000  # checked equal to repfit.scoring.BLOCK_PAIRS by a test (importing it here would load LightGBM)
+_MODEL_HELP = "Model: models:/NAME@ALIAS, models:/NAME/VERSION or a models/*.joblib bundle. Default: the registered champion."
+
+
+def _pair_source_options(f):
+    """--scores / --model: where P(win) of every pair comes from."""
+    f = click.option("--model", "model_uri", default=None, help=_MODEL_HELP)(f)
+    return click.option("--scores", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                        help="Scores from `repfit score`. Default: score now with --model.")(f)
+
+
+def _assign_options(*names: str):
+    """The assignment options (``AssignConfig``) a command takes, declared once: choices and defaults come
+    from the code. ``names``: which of them (default: all but objective and solver)."""
+    from repfit.assign.plan import OBJECTIVES, AssignConfig
+    from repfit.assign.solvers import SOLVERS
+
+    d = AssignConfig()
+    declared = {
+        "objective": click.option("--objective", type=click.Choice(OBJECTIVES), default=d.objective, show_default=True,
+                                  help="Maximise total expected value (p_win x potential) or expected wins."),
+        "require_match": click.option("--require-match", multiple=True, metavar="ATTR",
+                                      help="Reps may only own accounts with the same value of ATTR (repeatable), e.g. region."),
+        "balance_tiers": click.option("--balance-tiers", is_flag=True,
+                                      help="Each rep's count per tier stays within one of its fair share."),
+        "continuity": click.option("--continuity", default=d.continuity, show_default=True, type=click.FloatRange(min=0),
+                                   help="Bonus of W x value for keeping an account's current rep."),
+        "max_moves": click.option("--max-moves", default=d.max_moves, type=click.IntRange(min=0),
+                                  help="At most K accounts change rep (exact)."),
+        "solver": click.option("--solver", type=click.Choice(["auto", *SOLVERS]), default=d.solver, show_default=True,
+                               help="Exact solver; auto picks by size and constraints."),
+    }
+    chosen = names or ("require_match", "balance_tiers", "continuity", "max_moves")
+
+    def decorate(f):
+        for name in reversed(chosen):
+            f = declared[name](f)
+        return f
+
+    return decorate
+
+
+def _assign_config(kw: dict):
+    """Pop the assignment options out of a command's keyword arguments into one ``AssignConfig``."""
+    from dataclasses import fields
+
+    from repfit.assign.plan import AssignConfig
+
+    given = {f.name: kw.pop(f.name) for f in fields(AssignConfig) if f.name in kw}
+    if "require_match" in given:
+        given["require_match"] = tuple(given["require_match"])
+    return AssignConfig(**given)
+
+
+class TerminalProgress:
+    """Stages as '  .. name' lines and tqdm bars, on stderr (stdout keeps only results)."""
+
+    def stage(self, name: str) -> None:
+        click.echo(f"  .. {name}", err=True)
+
+    def bar(self, total: int, *, unit: str = "pair", desc: str = "scoring"):
+        from tqdm import tqdm
+
+        return tqdm(total=total, unit=unit, unit_scale=unit == "pair", desc=desc, file=sys.stderr, leave=False,
+                    disable=None, mininterval=0.5)
+
+
+def _sources(data_dir: Path, mapping: Path | None, tracking_uri: str | None):
+    from repfit.jobs import DataSource, Store
+
+    return DataSource(data_dir, mapping), Store(tracking_uri, Path.cwd())
+
+
 @app.command()
 @_data_option
 @click.option("--features", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -111,19 +184,10 @@ def train(data_dir, mapping, features, config, tracking_uri, promote, models_dir
     """
     from repfit.jobs import train_job
 
-    out = train_job(data_dir, mapping, features, config, tracking_uri, promote, models_dir, Path.cwd(),
-                    progress=lambda step: click.echo(f"  .. {step}", err=True))
+    data, store = _sources(data_dir, mapping, tracking_uri)
+    out = train_job(data=data, store=store, features=features, config=config, promote=promote, models_dir=models_dir,
+                    progress=TerminalProgress())
     click.echo(format_training(out))
-
-
-def _progress(total: int, unit: str = "pair", desc: str = "scoring"):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit=unit, unit_scale=unit == "pair", desc=desc, file=sys.stderr, leave=False,
-                disable=None, mininterval=0.5)
-
-
-_MODEL_HELP = "Model: models:/NAME@ALIAS, models:/NAME/VERSION or a models/*.joblib bundle. Default: the registered champion."
 
 
 @app.command()
@@ -131,8 +195,8 @@ _MODEL_HELP = "Model: models:/NAME@ALIAS, models:/NAME/VERSION or a models/*.job
 @click.option("--model", "model_uri", default=None, help=_MODEL_HELP)
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output file (.parquet, or .csv to open in a spreadsheet).")
-@click.option("--block-pairs", default=200_000, show_default=True, type=click.IntRange(min=1000),
-              help="Pairs scored per block: bounds memory.")
+@click.option("--block-pairs", default=None, type=click.IntRange(min=1000),
+              help=f"Pairs scored per block: bounds memory. Default: {_BLOCK_PAIRS:,}.")
 @_tracking_option
 def score(data_dir, mapping, model_uri, out, block_pairs, tracking_uri) -> None:
     """Score the win probability of every rep x account pair, streamed in blocks.
@@ -146,31 +210,21 @@ def score(data_dir, mapping, model_uri, out, block_pairs, tracking_uri) -> None:
     """
     from repfit.jobs import score_job
 
-    res = score_job(data_dir, mapping, model_uri, out, tracking_uri, Path.cwd(), block_pairs, progress=_progress)
+    data, store = _sources(data_dir, mapping, tracking_uri)
+    res = score_job(data=data, store=store, out=out, model_uri=model_uri, block_pairs=block_pairs,
+                    progress=TerminalProgress())
     click.echo(f"scored {res.rows:,} pairs in {res.seconds:.1f} s ({res.rows / max(res.seconds, 1e-9):,.0f} pairs/s) "
                f"with {res.model_uri} (version {res.model_version}) -> {res.out}; run {res.run_id}")
 
 
 @app.command()
 @_data_option
-@click.option("--scores", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Scores from `repfit score`. Default: score now with --model.")
-@click.option("--model", "model_uri", default=None, help=_MODEL_HELP)
+@_pair_source_options
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="assignment.csv; OUT_reps.csv and OUT_summary.json are written beside it.")
-@click.option("--objective", type=click.Choice(["expected_value", "p_win"]), default="expected_value", show_default=True,
-              help="Maximise total expected value (p_win x potential) or expected wins.")
-@click.option("--require-match", multiple=True, metavar="ATTR",
-              help="Reps may only own accounts with the same value of ATTR (repeatable), e.g. region.")
-@click.option("--balance-tiers", is_flag=True, help="Each rep's count per tier stays within one of its fair share.")
-@click.option("--continuity", default=0.0, show_default=True, type=click.FloatRange(min=0),
-              help="Bonus of W x value for keeping an account's current rep.")
-@click.option("--max-moves", default=None, type=click.IntRange(min=0), help="At most K accounts change rep (exact).")
-@click.option("--solver", type=click.Choice(["auto", "hungarian", "flow", "pruned"]), default="auto", show_default=True,
-              help="Exact solver; auto picks by size and constraints.")
+@_assign_options("objective", "require_match", "balance_tiers", "continuity", "max_moves", "solver")
 @_tracking_option
-def assign(data_dir, mapping, scores, model_uri, out, objective, require_match, balance_tiers, continuity,
-           max_moves, solver, tracking_uri) -> None:
+def assign(data_dir, mapping, scores, model_uri, out, tracking_uri, **options) -> None:
     """Propose the assignment of accounts to reps that maximises expected value, exactly.
 
     Every account gets one rep, no rep exceeds its capacity, locked accounts keep their rep; optional
@@ -182,12 +236,12 @@ def assign(data_dir, mapping, scores, model_uri, out, objective, require_match, 
       repfit assign --data demo/org --scores demo/scores.parquet --out demo/assignment.csv
       repfit assign --data demo/org --out demo/assignment.csv --require-match region --balance-tiers --max-moves 200
     """
-    from repfit.assign.plan import AssignConfig, format_plan
-    from repfit.jobs import assign_job
+    from repfit.assign.plan import format_plan
+    from repfit.jobs import PairSource, assign_job
 
-    cfg = AssignConfig(objective=objective, require_match=tuple(require_match), balance_tiers=balance_tiers,
-                       continuity=continuity, max_moves=max_moves, solver=solver)
-    res = assign_job(data_dir, mapping, scores, model_uri, cfg, out, tracking_uri, Path.cwd(), progress=_progress)
+    data, store = _sources(data_dir, mapping, tracking_uri)
+    res = assign_job(data=data, store=store, pairs=PairSource(scores, model_uri), options=_assign_config(options),
+                     out=out, progress=TerminalProgress())
     click.echo(format_plan(res.plan.summary))
     click.echo("wrote " + ", ".join(str(p) for p in res.paths.values()) + f"; run {res.run_id}")
 
@@ -198,21 +252,17 @@ def assign(data_dir, mapping, scores, model_uri, out, objective, require_match, 
 @click.option("--rep", default=None, help="Suggest accounts for this rep_id to take on and hand over.")
 @click.option("--all", "all_", is_flag=True, help="The moves of the optimal assignment, grouped and ranked by gain.")
 @click.option("--top", default=5, show_default=True, type=click.IntRange(min=1), help="Suggestions per account / rep.")
-@click.option("--max-moves", default=None, type=click.IntRange(min=0), help="With --all: budget of moves (exact).")
-@click.option("--require-match", multiple=True, metavar="ATTR", help="With --all: as in `repfit assign`.")
-@click.option("--balance-tiers", is_flag=True, help="With --all: as in `repfit assign`.")
-@click.option("--continuity", default=0.0, show_default=True, type=click.FloatRange(min=0), help="With --all: as in `repfit assign`.")
-@click.option("--scores", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Scores from `repfit score`.")
-@click.option("--model", "model_uri", default=None, help=_MODEL_HELP)
+@_assign_options()
+@_pair_source_options
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the table (.csv opens safely in a spreadsheet, or .parquet).")
 @_tracking_option
-def suggest(data_dir, mapping, account, rep, all_, top, max_moves, require_match, balance_tiers, continuity, scores,
-            model_uri, out, tracking_uri) -> None:
+def suggest(data_dir, mapping, account, rep, all_, top, scores, model_uri, out, tracking_uri, **options) -> None:
     """Ranked reassignment suggestions with the expected gain and the reasons in plain words.
 
     Each suggestion is marked 'confident' only if the model's rep strengths were borne out on its test
     period and the gain in P(win) exceeds twice its standard error; otherwise 'within the model's uncertainty'.
+    The assignment options apply with --all (as in `repfit assign`).
 
     \b
     Example:
@@ -220,26 +270,16 @@ def suggest(data_dir, mapping, account, rep, all_, top, max_moves, require_match
       repfit suggest --data demo/org --rep R007 --top 10
       repfit suggest --data demo/org --all --max-moves 50 --out demo/suggestions.csv
     """
-    from repfit.assign.plan import AssignConfig
-    from repfit.jobs import suggest_job
+    from repfit.jobs import PairSource, SuggestMode, SuggestRequest, suggest_job
 
     if sum([account is not None, rep is not None, all_]) != 1:
         raise click.UsageError("give exactly one of --account ID, --rep ID or --all.")
-    cfg = AssignConfig(require_match=tuple(require_match), balance_tiers=balance_tiers, continuity=continuity,
-                       max_moves=max_moves)
-    res = suggest_job(data_dir, mapping, account, rep, all_, top, cfg, scores, model_uri, out, tracking_uri,
-                      Path.cwd(), progress=_progress)
+    mode = SuggestMode.ACCOUNT if account is not None else SuggestMode.REP if rep is not None else SuggestMode.ALL
+    data, store = _sources(data_dir, mapping, tracking_uri)
+    res = suggest_job(data=data, store=store, pairs=PairSource(scores, model_uri),
+                      request=SuggestRequest(mode, account if account is not None else rep, top),
+                      options=_assign_config(options), out=out, progress=TerminalProgress())
     click.echo(format_suggestions(res))
-
-
-def _assign_options(f):
-    """--require-match / --balance-tiers / --continuity / --max-moves, as in `repfit assign`."""
-    f = click.option("--max-moves", default=None, type=click.IntRange(min=0), help="At most K accounts change rep (exact).")(f)
-    f = click.option("--continuity", default=0.0, show_default=True, type=click.FloatRange(min=0),
-                     help="Bonus of W x value for keeping an account's current rep.")(f)
-    f = click.option("--balance-tiers", is_flag=True, help="Each rep's count per tier stays within one of its fair share.")(f)
-    return click.option("--require-match", multiple=True, metavar="ATTR",
-                        help="Reps may only own accounts with the same value of ATTR (repeatable).")(f)
 
 
 @app.command()
@@ -247,12 +287,10 @@ def _assign_options(f):
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The HTML file to write.")
 @click.option("--top", default=20, show_default=True, type=click.IntRange(min=1), help="Suggestions (groups of moves) to list.")
 @click.option("--title", default="repfit: who should own which account", show_default=True, help="Report title.")
-@_assign_options
-@click.option("--scores", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Scores from `repfit score`.")
-@click.option("--model", "model_uri", default=None, help=_MODEL_HELP)
+@_assign_options()
+@_pair_source_options
 @_tracking_option
-def report(data_dir, mapping, out, top, title, require_match, balance_tiers, continuity, max_moves, scores, model_uri,
-           tracking_uri) -> None:
+def report(data_dir, mapping, out, top, title, scores, model_uri, tracking_uri, **options) -> None:
     """Write one self-contained HTML report (opens offline): model quality, per-rep value and tier mix before
     and after, the uplift as a function of the move budget, and the top suggestions with their reasons.
 
@@ -261,15 +299,13 @@ def report(data_dir, mapping, out, top, title, require_match, balance_tiers, con
       repfit report --data demo/org --out demo/report.html
       repfit report --data demo/org --out demo/report.html --balance-tiers --max-moves 200
     """
-    from repfit.assign.plan import AssignConfig
-    from repfit.jobs import report_job
+    from repfit.jobs import PairSource, report_job
 
-    cfg = AssignConfig(require_match=tuple(require_match), balance_tiers=balance_tiers, continuity=continuity,
-                       max_moves=max_moves)
-    res = report_job(data_dir, mapping, scores, model_uri, cfg, top, out, title, tracking_uri, Path.cwd(),
-                     progress=_progress, step=lambda name: click.echo(f"  .. {name}", err=True))
+    data, store = _sources(data_dir, mapping, tracking_uri)
+    res = report_job(data=data, store=store, pairs=PairSource(scores, model_uri), options=_assign_config(options),
+                     out=out, top=top, title=title, progress=TerminalProgress())
     s = res.summary
-    click.echo(f"wrote {res.out}: uplift {s['uplift']:+,.0f} ({s['uplift_pct']:+.2f}%) with {s['moves']:,} moves; "
+    click.echo(f"wrote {res.out}: uplift {s.uplift:+,.0f} ({s.uplift_pct:+.2f}%) with {s.moves:,} moves; "
                f"trade-off curve of {len(res.curve)} optimal points; run {res.run_id}")
     if not res.signal:
         click.echo("note: the model's rep strengths were NOT borne out on its test period; the report says so.")
@@ -281,13 +317,12 @@ def report(data_dir, mapping, out, top, title, require_match, balance_tiers, con
               help="Evaluate adding 1..N reps (beyond any needed to cover a shortfall).")
 @click.option("--like", default=None, metavar="REP_ID",
               help="Profile of the added reps: a copy of this rep (its win rates, capacity, region). Default: the median rep.")
-@click.option("--require-match", multiple=True, metavar="ATTR", help="As in `repfit assign`.")
+@_assign_options("require_match")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("capacity.csv"), show_default=True,
               help="Rep values (CSV); OUT_added.csv, OUT_added.svg and OUT_summary.json are written beside it.")
-@click.option("--scores", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Scores from `repfit score`.")
-@click.option("--model", "model_uri", default=None, help=_MODEL_HELP)
+@_pair_source_options
 @_tracking_option
-def capacity(data_dir, mapping, add, like, require_match, out, scores, model_uri, tracking_uri) -> None:
+def capacity(data_dir, mapping, add, like, out, scores, model_uri, tracking_uri, **options) -> None:
     """Headcount check: can the reps cover the accounts (shortfall), the expected value lost if each rep left
     (ranked), and the expected value of 1..N more reps (diminishing returns). Every figure is an exact optimum.
 
@@ -296,12 +331,12 @@ def capacity(data_dir, mapping, add, like, require_match, out, scores, model_uri
       repfit capacity --data demo/org --out demo/capacity.csv
       repfit capacity --data demo/org --add 5 --like R007 --out demo/capacity.csv
     """
-    from repfit.assign.plan import AssignConfig
     from repfit.capacity import format_headcount
-    from repfit.jobs import capacity_job
+    from repfit.jobs import PairSource, capacity_job
 
-    cfg = AssignConfig(require_match=tuple(require_match))
-    res = capacity_job(data_dir, mapping, scores, model_uri, cfg, add, like, out, tracking_uri, Path.cwd(), progress=_progress)
+    data, store = _sources(data_dir, mapping, tracking_uri)
+    res = capacity_job(data=data, store=store, pairs=PairSource(scores, model_uri), options=_assign_config(options),
+                       out=out, add=add, like=like, progress=TerminalProgress())
     click.echo(format_headcount(res.result))
     click.echo("wrote " + ", ".join(str(p) for p in res.paths.values()) + f"; run {res.run_id}")
 
@@ -316,52 +351,64 @@ SHOW_GROUPS = 20  # groups of moves printed by `suggest --all`; --out gets them 
 
 
 def format_suggestions(res) -> str:
+    from repfit.jobs import SuggestMode
+
     t = res.table
-    lines = [f"suggestions for {res.mode}: {len(t)}"]
+    lines = [f"suggestions for {res.request.label}: {len(t)}"]
     if not res.signal:
         lines.append("note: the model's rep strengths were NOT borne out on its test period; every suggestion below is "
                      "within the model's uncertainty.")
     if t.empty:
         lines.append("no reassignment would raise expected value.")
         return "\n".join(lines)
-    if "rank" in t.columns and "group" in t.columns:
-        n_groups = t["rank"].nunique()
-        for rank, g in t[t["rank"] <= SHOW_GROUPS].groupby("rank", sort=True):
-            head = g.iloc[0]
-            lines.append(f"{rank:>3}. {head['group']} gain {_gain(head['group_gain'])}")
-            for r in g.itertuples():
-                before = f"{r.p_win_from:.2f}" if r.from_rep_id else "-"
-                lines.append(f"      {r.account_id}: {r.from_rep_id or '(none)'} -> {r.to_rep_id}  P(win) {before} -> "
-                             f"{r.p_win_to:.2f}  {_gain(r.gain)}  [{r.confidence}]  {r.reasons}")
-        if n_groups > SHOW_GROUPS:
-            lines.append(f"  ... {n_groups - SHOW_GROUPS:,} more groups" + (f" in {res.out}" if res.out else " (write them all with --out FILE)"))
-        if res.summary:
-            s = res.summary
-            first = s["accounts"] - s["accounts_with_current_rep"]
-            pct = f" ({s['uplift_pct']:+.2f}%)" if s["expected_value_current"] else ""
-            lines.append(f"total: {s['moves']:,} moves" + (f" and {first:,} first owners for accounts without a rep" if first else "")
-                         + f"; expected value {_gain(s['expected_value_current'], sign=False)} -> "
-                         f"{_gain(s['expected_value_proposed'], sign=False)}{pct}")
-    elif "rank" in t.columns:
-        for r in t.itertuples():
-            room = "has room" if r.has_room else f"full; exchange: {r.exchange}"
-            now = f"current {r.current_rep_id} {r.current_p_win:.2f}" if r.current_rep_id else "no current rep"
-            lines.append(f"{r.rank:>3}. {r.rep_id}  P(win) {r.p_win:.2f} ({now})  "
-                         f"gain {_gain(r.gain)}, net {_gain(r.net_gain)}  {room}  [{r.confidence}]  {r.reasons}")
-    else:
-        for r in t.itertuples():
-            lines.append(f"  {r.action:<9} {r.account_id}: {r.from_rep_id or '(none)'} -> {r.to_rep_id}  gain {_gain(r.gain)}  "
-                         f"({r.room})  [{r.confidence}]  {r.reasons}")
-    return "\n".join(lines)
+    show = {SuggestMode.ALL: _all_lines, SuggestMode.ACCOUNT: _account_lines, SuggestMode.REP: _rep_lines}
+    return "\n".join(lines + show[res.request.mode](res))
+
+
+def _all_lines(res) -> list[str]:
+    t, lines = res.table, []
+    n_groups = t["rank"].nunique()
+    for rank, g in t[t["rank"] <= SHOW_GROUPS].groupby("rank", sort=True):
+        head = g.iloc[0]
+        lines.append(f"{rank:>3}. {head['group']} gain {_gain(head['group_gain'])}")
+        for r in g.itertuples():
+            before = f"{r.p_win_from:.2f}" if r.from_rep_id else "-"
+            lines.append(f"      {r.account_id}: {r.from_rep_id or '(none)'} -> {r.to_rep_id}  P(win) {before} -> "
+                         f"{r.p_win_to:.2f}  {_gain(r.gain)}  [{r.confidence}]  {r.reasons}")
+    if n_groups > SHOW_GROUPS:
+        lines.append(f"  ... {n_groups - SHOW_GROUPS:,} more groups" + (f" in {res.out}" if res.out else " (write them all with --out FILE)"))
+    if res.summary:
+        s = res.summary
+        first = s.accounts - s.accounts_with_current_rep
+        pct = f" ({s.uplift_pct:+.2f}%)" if s.expected_value_current else ""
+        lines.append(f"total: {s.moves:,} moves" + (f" and {first:,} first owners for accounts without a rep" if first else "")
+                     + f"; expected value {_gain(s.expected_value_current, sign=False)} -> "
+                     f"{_gain(s.expected_value_proposed, sign=False)}{pct}")
+    return lines
+
+
+def _account_lines(res) -> list[str]:
+    lines = []
+    for r in res.table.itertuples():
+        room = "has room" if r.has_room else f"full; exchange: {r.exchange}"
+        now = f"current {r.current_rep_id} {r.current_p_win:.2f}" if r.current_rep_id else "no current rep"
+        lines.append(f"{r.rank:>3}. {r.rep_id}  P(win) {r.p_win:.2f} ({now})  "
+                     f"gain {_gain(r.gain)}, net {_gain(r.net_gain)}  {room}  [{r.confidence}]  {r.reasons}")
+    return lines
+
+
+def _rep_lines(res) -> list[str]:
+    return [f"  {r.action:<9} {r.account_id}: {r.from_rep_id or '(none)'} -> {r.to_rep_id}  gain {_gain(r.gain)}  "
+            f"({r.room})  [{r.confidence}]  {r.reasons}" for r in res.table.itertuples()]
 
 
 def format_training(out) -> str:
     r, m = out.result, out.result.metrics
-    sp = r.split
+    sp, sig = r.split, r.scorer.card.signal
     lines = [
-        f"split by created_at: train {sp['train_rows']} rows ({sp['train_from']} .. {sp['train_to']}), "
-        f"validation {sp['validation_rows']} ({sp['validation_from']} .. {sp['validation_to']}), "
-        f"test {sp['test_rows']} ({sp['test_from']} .. {sp['test_to']})",
+        f"split by created_at: train {sp.train.rows} rows ({sp.train.first} .. {sp.train.last}), "
+        f"validation {sp.validation.rows} ({sp.validation.first} .. {sp.validation.last}), "
+        f"test {sp.test.rows} ({sp.test.first} .. {sp.test.last})",
         f"calibration: {r.scorer.model.calibration_} (chosen on validation; ECE uncalibrated "
         f"{m['repfit.validation.ece_uncalibrated']:.4f}); trees: {int(m['best_iteration'])}",
         "",
@@ -369,17 +416,10 @@ def format_training(out) -> str:
     ]
     for row in r.table.itertuples():
         lines.append(f"{row.model:<14} {row.auc:>7.4f} {row.log_loss:>10.4f} {row.brier:>8.4f} {row.ece:>8.4f}")
-    if "truth_spearman_within_account" in m:
-        lines += ["", "against the planted truth, all rep x account pairs "
-                      f"({int(m['truth_pairs']):,}):",
-                  f"  mean within-account Spearman  {m['truth_spearman_within_account']:.3f}  "
-                  f"(rep overall rate alone: {m['rep_rate.truth_spearman_within_account']:.3f})",
-                  f"  mean absolute error of P(win) {m['truth_mae']:.3f}  "
-                  f"(rep overall rate alone: {m['rep_rate.truth_mae']:.3f})"]
-    gain = (f"log-loss gain of the actual rep's P(win) over the all-rep average {m['signal.log_loss_gain']:+.4f} "
-            f"(90% bootstrap {m['signal.gain_p05']:+.4f} .. {m['signal.gain_p95']:+.4f}; mean spread of P(win) "
-            f"across reps {m['signal.rep_spread']:.3f})")
-    if m["signal.detected"]:
+    gain = (f"log-loss gain of the actual rep's P(win) over the all-rep average {sig.log_loss_gain:+.4f} "
+            f"(90% bootstrap {sig.gain_p05:+.4f} .. {sig.gain_p95:+.4f}; mean spread of P(win) "
+            f"across reps {sig.rep_spread:.3f})")
+    if sig.detected:
         lines += ["", f"rep strengths: borne out by the test period: {gain}."]
     else:
         lines += ["", "rep strengths: NOT borne out by the test period. The model finds no rep-account",

@@ -1,56 +1,97 @@
-"""The jobs behind the CLI commands: each wires library functions together (load -> compute -> track).
+"""The jobs behind the CLI commands: each wires library functions together (load -> compute -> write -> track).
 
-Nothing here parses options or prints; ``repfit.cli`` does that.
+Nothing here parses options or prints; ``repfit.cli`` does that. Every job takes keyword-only typed inputs:
+where the data is (``DataSource``), where runs are tracked (``Store``), where P(win) comes from
+(``PairSource``), the options of its concern (``AssignConfig`` ...) and a ``Progress``; it returns a frozen
+outcome dataclass.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from repfit.assign.plan import AssignConfig, Plan
 from repfit.config import load_feature_config, load_train_config
-from repfit.schema import load_dataset
-
-
-@dataclass
-class TrainOutcome:
-    result: object  # TrainResult
-    run_id: str
-    decision: object  # tracking.Decision
-    tracking_uri: str
-    summary: dict
-
-
-def train_job(data_dir: Path, mapping: Path | None, features: Path | None, config: Path | None,
-              tracking_uri: str | None, promote: bool, models_dir: Path | None, cwd: Path, progress=None) -> TrainOutcome:
-    """Load, train, evaluate, log to MLflow, register, and decide champion/challenger."""
-    from repfit import tracking
-    from repfit.training.train import score_rows, train
-
-    fcfg, tcfg = load_feature_config(features), load_train_config(config)
-    ds = load_dataset(data_dir, mapping)
-    truth = Path(data_dir) / "truth"
-    result = train(ds, fcfg, tcfg, truth if (truth / "params.json").is_file() else None, progress=progress)
-    tracker = tracking.open_tracker(tracking_uri, cwd)
-    configs = {name: Path(p).read_text() for name, p in (("features.toml", features), ("training.toml", config)) if p}
-    if progress:
-        progress("mlflow")
-    run_id, decision = tracker.log_training(
-        result, str(data_dir), configs, promote, models_dir,
-        score_champion=lambda champ: score_rows(champ, ds, result.test_rows),
-    )
-    return TrainOutcome(result, run_id, decision, tracker.uri, ds.summary())
-
+from repfit.progress import NO_PROGRESS, Progress
+from repfit.schema import Dataset, load_dataset
 
 DEFAULT_MODEL = "models:/repfit-winprob@champion"
 ARTIFACT_MAX_BYTES = 200 * 1024 * 1024  # larger score files stay on disk; the run records their path
 
 
+@dataclass(frozen=True)
+class DataSource:
+    """A data directory and the column mapping to read it with (None: DATA/repfit.toml if present)."""
+
+    path: Path
+    mapping: Path | None = None
+
+    def load(self) -> Dataset:
+        return load_dataset(self.path, self.mapping)
+
+
+@dataclass(frozen=True)
+class Store:
+    """The MLflow store runs go to (None: the embedded store found from ``cwd``)."""
+
+    tracking_uri: str | None
+    cwd: Path
+
+    def open(self):
+        from repfit import tracking
+
+        return tracking.open_tracker(self.tracking_uri, self.cwd)
+
+
+@dataclass(frozen=True)
+class PairSource:
+    """Where P(win) of every pair comes from: a scores file of ``repfit score``, else scoring now with a model."""
+
+    scores: Path | None = None
+    model_uri: str | None = None
+
+
+# --- train -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainOutcome:
+    result: "TrainResult"  # noqa: F821 - repfit.training.train, imported lazily (LightGBM)
+    run_id: str
+    decision: "Decision"  # noqa: F821 - repfit.tracking
+    tracking_uri: str
+    summary: dict
+
+
+def train_job(*, data: DataSource, store: Store, features: Path | None = None, config: Path | None = None,
+              promote: bool = False, models_dir: Path | None = None, progress: Progress = NO_PROGRESS) -> TrainOutcome:
+    """Load, train, evaluate, log to MLflow, register, and decide champion/challenger."""
+    from repfit.training.train import score_rows, train
+
+    fcfg, tcfg = load_feature_config(features), load_train_config(config)
+    ds = data.load()
+    result = train(ds, fcfg, tcfg, progress=progress)
+    tracker = store.open()
+    configs = {name: Path(p).read_text() for name, p in (("features.toml", features), ("training.toml", config)) if p}
+    progress.stage("mlflow")
+    run_id, decision = tracker.log_training(
+        result, str(data.path), configs, promote, models_dir,
+        score_champion=lambda champ: score_rows(champ, ds, result.test_rows),
+    )
+    return TrainOutcome(result, run_id, decision, tracker.uri, ds.summary())
+
+
+# --- score -------------------------------------------------------------------------------------------
 def _model_meta(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ScoreOutcome:
     out: Path
     rows: int
@@ -60,31 +101,26 @@ class ScoreOutcome:
     run_id: str
 
 
-def score_job(data_dir: Path, mapping: Path | None, model_uri: str | None, out: Path, tracking_uri: str | None,
-              cwd: Path, block_pairs: int = 200_000, progress=None) -> ScoreOutcome:
-    """Score every rep x account pair of ``data_dir`` with a model, streamed to ``out``; log an MLflow run."""
-    import time
-
-    from repfit import tracking
+def score_job(*, data: DataSource, store: Store, out: Path, model_uri: str | None = None,
+              block_pairs: int | None = None, progress: Progress = NO_PROGRESS) -> ScoreOutcome:
+    """Score every rep x account pair of the data with a model, streamed to ``out``; log an MLflow run."""
     from repfit.io import write_json
-    from repfit.scoring import refresh_history, score_blocks, write_scores
+    from repfit.scoring import BLOCK_PAIRS, refresh_history, score_blocks, write_scores
 
-    ds = load_dataset(data_dir, mapping)
-    tracker = tracking.open_tracker(tracking_uri, cwd)
+    block_pairs = block_pairs or BLOCK_PAIRS
+    ds = data.load()
+    tracker = store.open()
     scorer, uri, version = tracker.scorer_for(model_uri or DEFAULT_MODEL)
     scorer = refresh_history(scorer, ds)
-    total = len(ds.reps) * len(ds.accounts)
-    bar = progress(total) if progress else None
     t0 = time.perf_counter()
-    rows = write_scores(score_blocks(scorer, ds, block_pairs), Path(out), bar.update if bar else None)
+    with progress.bar(len(ds.reps) * len(ds.accounts)) as bar:
+        rows = write_scores(score_blocks(scorer, ds, block_pairs), Path(out), bar)
     seconds = time.perf_counter() - t0
-    if bar:
-        bar.close()
-    meta = {"model_uri": uri, "model_version": version, "data_dir": str(data_dir), "pairs": rows}
-    write_json(meta, _model_meta(Path(out)))
+    write_json({"model_uri": uri, "model_version": version, "data_dir": str(data.path), "pairs": rows},
+               _model_meta(Path(out)))
     big = Path(out).stat().st_size > ARTIFACT_MAX_BYTES
     run_id = tracker.log_job(
-        "score", params={"data_dir": str(data_dir), "block_pairs": block_pairs, "out": str(out)},
+        "score", params={"data_dir": str(data.path), "block_pairs": block_pairs, "out": str(out)},
         metrics={"pairs": rows, "seconds": seconds, "pairs_per_second": rows / max(seconds, 1e-9)},
         tags={"repfit.model_uri": uri, "repfit.model_version": version, "repfit.output": str(Path(out).resolve())},
         artifacts=[_model_meta(Path(out))] + ([] if big else [Path(out)]),
@@ -92,187 +128,208 @@ def score_job(data_dir: Path, mapping: Path | None, model_uri: str | None, out: 
     return ScoreOutcome(Path(out), rows, seconds, uri, version, run_id)
 
 
-@dataclass
+# --- P(win) of every pair, and the suggestion context ------------------------------------------------
+@dataclass(frozen=True)
+class Scored:
+    """A data set with P(win) of every (account, rep) pair, the scorer (when one was loaded) and its origin."""
+
+    ds: Dataset
+    p_win: np.ndarray  # (A, R) in ds order
+    model_uri: str | None
+    model_version: str | None
+    scorer: "PairScorer | None" = None  # noqa: F821 - repfit.winprob
+
+
+def _score_all(scorer, ds: Dataset, progress: Progress) -> np.ndarray:
+    """(A, R) P(win) of every pair, with a progress bar."""
+    from repfit.scoring import score_matrix
+
+    with progress.bar(len(ds.reps) * len(ds.accounts)) as bar:
+        return score_matrix(scorer, ds, bar=bar)
+
+
+def scored(data: DataSource, pairs: PairSource, tracker, progress: Progress, need_scorer: bool) -> Scored:
+    """The data and P(win) of every pair: read from ``pairs.scores``, else scored now with the model. With
+    ``need_scorer`` the model is loaded either way (suggestions read its features and history)."""
+    from repfit.scoring import read_scores, refresh_history
+
+    ds = data.load()
+    scorer = uri = version = None
+    if pairs.scores is None or need_scorer:
+        scorer, uri, version = tracker.scorer_for(pairs.model_uri or DEFAULT_MODEL)
+        scorer = refresh_history(scorer, ds)
+    if pairs.scores is not None:
+        P = read_scores(Path(pairs.scores), ds)
+        if not need_scorer:
+            meta = _model_meta(Path(pairs.scores))
+            info = json.loads(meta.read_text()) if meta.is_file() else {}
+            uri, version = info.get("model_uri"), info.get("model_version")
+    else:
+        P = _score_all(scorer, ds, progress)
+    return Scored(ds, P, uri, version, scorer)
+
+
+def _context(s: Scored):
+    from repfit.suggest import Context
+
+    return Context(s.ds, s.scorer, s.p_win, s.scorer.card.signal.detected)
+
+
+# --- assign ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
 class AssignOutcome:
-    plan: object
-    paths: dict
+    plan: Plan
+    paths: dict[str, Path]
     run_id: str
     model_uri: str | None
 
 
-def assign_job(data_dir: Path, mapping: Path | None, scores: Path | None, model_uri: str | None, cfg,
-               out: Path, tracking_uri: str | None, cwd: Path, progress=None) -> AssignOutcome:
+def assign_job(*, data: DataSource, store: Store, pairs: PairSource, options: AssignConfig, out: Path,
+               progress: Progress = NO_PROGRESS) -> AssignOutcome:
     """Solve the assignment from a scores file (or by scoring with a model), write the outputs, log a run."""
-    import json
-
-    from repfit import tracking
     from repfit.assign.plan import plan_assignment
     from repfit.io import write_json, write_table
-    from repfit.scoring import read_scores, refresh_history
 
-    ds = load_dataset(data_dir, mapping)
-    tracker = tracking.open_tracker(tracking_uri, cwd)
-    version = None
-    if scores is not None:
-        P = read_scores(Path(scores), ds)
-        meta = _model_meta(Path(scores))
-        info = json.loads(meta.read_text()) if meta.is_file() else {}
-        uri, version = info.get("model_uri"), info.get("model_version")
-    else:
-        scorer, uri, version = tracker.scorer_for(model_uri or DEFAULT_MODEL)
-        P = _score_all(refresh_history(scorer, ds), ds, progress)
-    plan = plan_assignment(ds, P, cfg)
+    tracker = store.open()
+    s = scored(data, pairs, tracker, progress, need_scorer=False)
+    plan = plan_assignment(s.ds, s.p_win, options)
     out = Path(out)
     paths = {
         "assignment": write_table(plan.assignment, out),
         "reps": write_table(plan.reps, out.with_name(out.stem + "_reps.csv")),
-        "summary": write_json(plan.summary, out.with_name(out.stem + "_summary.json")),
+        "summary": write_json(plan.summary.to_dict(), out.with_name(out.stem + "_summary.json")),
     }
-    s = plan.summary
+    sm = plan.summary
     run_id = tracker.log_job(
-        "assign",
-        params={"objective": cfg.objective, "require_match": cfg.require_match, "balance_tiers": cfg.balance_tiers,
-                "continuity": cfg.continuity, "max_moves": cfg.max_moves, "solver": s["solver"], "data_dir": str(data_dir)},
-        metrics={k: s[k] for k in ("expected_value_current", "expected_value_proposed", "uplift", "uplift_pct",
-                                   "expected_wins_current", "expected_wins_proposed", "moves", "solve_seconds")},
-        tags={"repfit.model_uri": uri, "repfit.model_version": version, "repfit.certified_optimal": s["certified_optimal"],
-              "repfit.scores": str(scores) if scores else None},
+        "assign", params={**options.as_params(), "solver": sm.solver, "data_dir": str(data.path)},
+        metrics={k: getattr(sm, k) for k in ("expected_value_current", "expected_value_proposed", "uplift", "uplift_pct",
+                                             "expected_wins_current", "expected_wins_proposed", "moves", "solve_seconds")},
+        tags={"repfit.model_uri": s.model_uri, "repfit.model_version": s.model_version,
+              "repfit.certified_optimal": sm.certified_optimal, "repfit.scores": pairs.scores},
         artifacts=list(paths.values()),
     )
-    return AssignOutcome(plan, paths, run_id, uri)
+    return AssignOutcome(plan, paths, run_id, s.model_uri)
 
 
-def _score_all(scorer, ds, progress):
-    """(A, R) P(win) of every pair, with a progress bar (``progress(total)`` makes one) if given."""
-    from repfit.scoring import score_matrix
-
-    bar = progress(len(ds.reps) * len(ds.accounts)) if progress else None
-    try:
-        return score_matrix(scorer, ds, progress=bar.update if bar else None)
-    finally:
-        if bar:
-            bar.close()
+# --- suggest -----------------------------------------------------------------------------------------
+class SuggestMode(Enum):
+    ACCOUNT = "account"  # the best reps for one account
+    REP = "rep"  # the accounts one rep should take on and hand over
+    ALL = "all"  # the moves of the optimal assignment, grouped and ranked
 
 
-def _context(data_dir, mapping, scores, model_uri, tracker, progress):
-    """Data, model (history refreshed from the data), P(win) matrix and the model's rep-strength verdict."""
-    from repfit.scoring import read_scores, refresh_history
-    from repfit.suggest import Context
+@dataclass(frozen=True)
+class SuggestRequest:
+    mode: SuggestMode
+    target: str | None = None  # the account_id or rep_id (modes ACCOUNT, REP)
+    top: int = 5
 
-    ds = load_dataset(data_dir, mapping)
-    scorer, uri, version = tracker.scorer_for(model_uri or DEFAULT_MODEL)
-    scorer = refresh_history(scorer, ds)
-    if scores is not None:
-        P = read_scores(Path(scores), ds)
-    else:
-        P = _score_all(scorer, ds, progress)
-    signal = bool(scorer.info.get("signal", {}).get("signal.detected", 0.0))
-    return Context(ds, scorer, P, signal), uri, version
+    @property
+    def label(self) -> str:
+        return "all" if self.mode is SuggestMode.ALL else f"{self.mode.value} {self.target}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class SuggestOutcome:
-    table: object  # DataFrame
-    mode: str
+    request: SuggestRequest
+    table: pd.DataFrame
     signal: bool
-    summary: dict | None
+    summary: "PlanSummary | None"  # noqa: F821 - the plan's, in mode ALL
     out: Path | None
     run_id: str
 
 
-def suggest_job(data_dir: Path, mapping: Path | None, account: str | None, rep: str | None, all_: bool, top: int,
-                cfg, scores: Path | None, model_uri: str | None, out: Path | None, tracking_uri: str | None,
-                cwd: Path, progress=None) -> SuggestOutcome:
+def suggest_job(*, data: DataSource, store: Store, pairs: PairSource, request: SuggestRequest,
+                options: AssignConfig = AssignConfig(), out: Path | None = None,
+                progress: Progress = NO_PROGRESS) -> SuggestOutcome:
     """Ranked suggestions for one account, one rep, or the whole book; logged as an MLflow run."""
-    from repfit import suggest, tracking
+    from repfit import suggest
     from repfit.io import write_table
 
-    tracker = tracking.open_tracker(tracking_uri, cwd)
-    ctx, uri, version = _context(data_dir, mapping, scores, model_uri, tracker, progress)
+    tracker = store.open()
+    ctx = _context(s := scored(data, pairs, tracker, progress, need_scorer=True))
     summary = None
-    if account is not None:
-        table, mode = suggest.for_account(ctx, account, top), f"account {account}"
-    elif rep is not None:
-        table, mode = suggest.for_rep(ctx, rep, top), f"rep {rep}"
+    if request.mode is SuggestMode.ACCOUNT:
+        table = suggest.for_account(ctx, request.target, request.top)
+    elif request.mode is SuggestMode.REP:
+        table = suggest.for_rep(ctx, request.target, request.top)
     else:
-        table, summary = suggest.for_all(ctx, cfg)
-        mode = "all"
+        table, summary = suggest.for_all(ctx, options)
     paths = [write_table(table, out)] if out is not None else []
+    confident = int((table["confidence"] == "confident").sum()) if len(table) else 0
     run_id = tracker.log_job(
-        "suggest", params={"mode": mode, "top": top, "max_moves": cfg.max_moves, "data_dir": str(data_dir)},
-        metrics={"suggestions": len(table), "confident": int((table.get("confidence") == "confident").sum()) if len(table) else 0},
-        tags={"repfit.model_uri": uri, "repfit.model_version": version, "repfit.signal": str(ctx.signal)},
+        "suggest", params={"mode": request.label, "top": request.top, **options.as_params(), "data_dir": str(data.path)},
+        metrics={"suggestions": len(table), "confident": confident},
+        tags={"repfit.model_uri": s.model_uri, "repfit.model_version": s.model_version, "repfit.signal": str(ctx.signal)},
         artifacts=paths, texts={"suggestions.csv": table.to_csv(index=False)} if not paths else None,
     )
-    return SuggestOutcome(table, mode, ctx.signal, summary, out, run_id)
+    return SuggestOutcome(request, table, ctx.signal, summary, out, run_id)
 
 
-@dataclass
+# --- report ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
 class ReportOutcome:
     out: Path
-    summary: dict
-    curve: object  # DataFrame
+    summary: "PlanSummary"  # noqa: F821
+    curve: pd.DataFrame
     signal: bool
     run_id: str
 
 
-def report_job(data_dir: Path, mapping: Path | None, scores: Path | None, model_uri: str | None, cfg, top: int,
-               out: Path, title: str, tracking_uri: str | None, cwd: Path, progress=None, step=None) -> ReportOutcome:
+def report_job(*, data: DataSource, store: Store, pairs: PairSource, options: AssignConfig, out: Path,
+               top: int = 20, title: str = "repfit: who should own which account",
+               progress: Progress = NO_PROGRESS) -> ReportOutcome:
     """Write the self-contained HTML report and log it as an MLflow run."""
-    from repfit import report, tracking
+    from repfit import report
     from repfit.io import write_text
 
-    tracker = tracking.open_tracker(tracking_uri, cwd)
-    ctx, uri, version = _context(data_dir, mapping, scores, model_uri, tracker, progress)
-    page, plan, curve = report.build(ctx, cfg, top, uri, version, title, progress=step)
+    tracker = store.open()
+    s = scored(data, pairs, tracker, progress, need_scorer=True)
+    page, plan, curve = report.build(_context(s), options, top, s.model_uri, s.model_version, title, progress=progress)
     path = write_text(page, out)
-    s = plan.summary
     run_id = tracker.log_job(
-        "report", params={"top": top, "max_moves": cfg.max_moves, "balance_tiers": cfg.balance_tiers,
-                          "require_match": cfg.require_match, "continuity": cfg.continuity, "data_dir": str(data_dir)},
-        metrics={"uplift": s["uplift"], "moves": s["moves"], "curve_points": len(curve)},
-        tags={"repfit.model_uri": uri, "repfit.model_version": version, "repfit.signal": str(ctx.signal)},
+        "report", params={"top": top, **options.as_params(), "data_dir": str(data.path)},
+        metrics={"uplift": plan.summary.uplift, "moves": plan.summary.moves, "curve_points": len(curve)},
+        tags={"repfit.model_uri": s.model_uri, "repfit.model_version": s.model_version,
+              "repfit.signal": str(s.scorer.card.signal.detected)},
         artifacts=[path],
     )
-    return ReportOutcome(path, s, curve, ctx.signal, run_id)
+    return ReportOutcome(path, plan.summary, curve, s.scorer.card.signal.detected, run_id)
 
 
-@dataclass
+# --- capacity ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
 class CapacityOutcome:
-    result: dict
-    paths: dict
+    result: "Headcount"  # noqa: F821 - repfit.capacity
+    paths: dict[str, Path]
     run_id: str
 
 
-def capacity_job(data_dir: Path, mapping: Path | None, scores: Path | None, model_uri: str | None, cfg, add: int,
-                 like: str | None, out: Path, tracking_uri: str | None, cwd: Path, progress=None) -> CapacityOutcome:
+def capacity_job(*, data: DataSource, store: Store, pairs: PairSource, options: AssignConfig, out: Path,
+                 add: int = 3, like: str | None = None, progress: Progress = NO_PROGRESS) -> CapacityOutcome:
     """Headcount check: coverage, each rep's value, the value of more reps; outputs and an MLflow run."""
-
-    from repfit import tracking
     from repfit.capacity import headcount
     from repfit.io import write_json, write_table, write_text
     from repfit.report import headcount_svg
 
-    tracker = tracking.open_tracker(tracking_uri, cwd)
-    ctx, uri, version = _context(data_dir, mapping, scores, model_uri, tracker, progress)
-    bar = progress(len(ctx.ds.reps) + add + 1, unit="solve", desc="solving") if progress else None
-    h = headcount(ctx.ds, ctx.p_win, cfg, add=add, like=like, progress=bar.update if bar else None)
-    if bar:
-        bar.close()
+    tracker = store.open()
+    s = scored(data, pairs, tracker, progress, need_scorer=False)
+    with progress.bar(len(s.ds.reps) + add + 1, unit="solve", desc="solving") as bar:
+        h = headcount(s.ds, s.p_win, options, add=add, like=like, bar=bar)
     out = Path(out)
-    c = h["coverage"]
-    summary = {**c, "base_value": h["base_value"], "model_uri": uri, "model_version": version}
+    c = h.coverage
     paths = {
-        "rep_value": write_table(h["rep_value"], out),
-        "added": write_table(h["added"], out.with_name(out.stem + "_added.csv")),
-        "plot": write_text(headcount_svg(h["added"], h["base_value"], c["like"]), out.with_name(out.stem + "_added.svg")),
-        "summary": write_json(summary, out.with_name(out.stem + "_summary.json")),
+        "rep_value": write_table(h.rep_value, out),
+        "added": write_table(h.added, out.with_name(out.stem + "_added.csv")),
+        "plot": write_text(headcount_svg(h.added, h.base_value, c.like), out.with_name(out.stem + "_added.svg")),
+        "summary": write_json({**c.to_dict(), "base_value": h.base_value, "model_uri": s.model_uri,
+                               "model_version": s.model_version}, out.with_name(out.stem + "_summary.json")),
     }
     run_id = tracker.log_job(
-        "capacity", params={"add": add, "like": c["like"], "require_match": cfg.require_match, "data_dir": str(data_dir)},
-        metrics={"shortfall": c["shortfall"], "reps_needed": c["reps_needed"], "base_value": h["base_value"],
-                 **{f"value_with_{int(r.reps_added)}_added": r.total_value for r in h["added"].itertuples()}},
-        tags={"repfit.model_uri": uri, "repfit.model_version": version},
+        "capacity", params={"add": add, "like": c.like, **options.as_params(), "data_dir": str(data.path)},
+        metrics={"shortfall": c.shortfall, "reps_needed": c.reps_needed, "base_value": h.base_value,
+                 **{f"value_with_{int(r.reps_added)}_added": r.total_value for r in h.added.itertuples()}},
+        tags={"repfit.model_uri": s.model_uri, "repfit.model_version": s.model_version},
         artifacts=list(paths.values()),
     )
     return CapacityOutcome(h, paths, run_id)

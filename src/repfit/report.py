@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 
 from repfit import schema as S
+from repfit.card import ModelCard
+from repfit.progress import NO_PROGRESS, Progress
 from repfit.assign.plan import AssignConfig, Plan, build_problem
 from repfit.assign.problem import Problem
 from repfit.assign.solvers import SOLVERS, choose_solver
@@ -165,7 +167,7 @@ class ReportInput:
     title: str
     model_uri: str
     model_version: str | None
-    info: dict  # scorer.info
+    card: ModelCard
     plan: Plan
     curve: pd.DataFrame
     suggestions: pd.DataFrame
@@ -226,17 +228,16 @@ def _fig(name: str, svg: str, caption: str) -> str:
 
 
 def render(r: ReportInput) -> str:
-    s, info, m = r.plan.summary, r.info, r.info.get("test_metrics", {})
-    sig = info.get("signal", {})
+    s, m, sig = r.plan.summary, r.card.test_metrics, r.card.signal
     parts = [f"<h1>{_e(r.title)}</h1>",
              f"<p>Model <code>{_e(r.model_uri)}</code> (version {_e(r.model_version or '-')}); "
              f"{r.data_summary['reps']:,} reps, {r.data_summary['accounts']:,} accounts, "
              f"{r.data_summary['closed_opportunities']:,} closed opportunities "
              f"({_e(r.data_summary['first_date'])} .. {_e(r.data_summary['last_date'])}).</p>"]
-    if sig.get("signal.detected"):
+    if sig.detected:
         parts.append(f'<p class="ok">Rep strengths were borne out on the test period: knowing which rep works a deal '
-                     f'improves log loss by {sig["signal.log_loss_gain"]:+.4f} (90% bootstrap {sig["signal.gain_p05"]:+.4f} '
-                     f'.. {sig["signal.gain_p95"]:+.4f}).</p>')
+                     f'improves log loss by {sig.log_loss_gain:+.4f} (90% bootstrap {sig.gain_p05:+.4f} '
+                     f'.. {sig.gain_p95:+.4f}).</p>')
     else:
         parts.append('<p class="warn"><b>Rep strengths were NOT borne out on the test period.</b> The model finds no '
                      'rep-account signal it can stand behind; treat the reassignments below as noise.</p>')
@@ -249,12 +250,8 @@ def render(r: ReportInput) -> str:
             ("solver", f"{s['solver']} ({'certified optimal' if s['certified_optimal'] else 'not certified'})"))) + "</div>")
 
     parts.append("<h2>Model quality</h2>")
-    cal = info.get("calibration_table")
-    if cal:
-        parts.append(_fig("calibration", calibration_svg(pd.DataFrame(cal)),
-                          "Predicted P(win) against the observed win rate, on the validation and test periods."))
-    else:
-        parts.append("<p>No calibration table was recorded with this model version (retrain to add it).</p>")
+    parts.append(_fig("calibration", calibration_svg(r.card.calibration_table),
+                      "Predicted P(win) against the observed win rate, on the validation and test periods."))
     if m:
         parts.append(_fig("quality", quality_svg(m), "The model against simple baselines on the same, latest period."))
 
@@ -288,24 +285,21 @@ def render(r: ReportInput) -> str:
 
 
 def build(ctx, cfg: AssignConfig, top: int, model_uri: str, model_version: str | None, title: str,
-          progress=None) -> tuple[str, Plan, pd.DataFrame]:
+          progress: Progress = NO_PROGRESS) -> tuple[str, Plan, pd.DataFrame]:
     """The report's HTML for a suggestion context (data, model, P(win)) under assignment options ``cfg``, with
     the plan and the trade-off curve it shows."""
     from repfit.assign.plan import plan_assignment
     from repfit.suggest import for_all
 
     plan = plan_assignment(ctx.ds, ctx.p_win, cfg)
-    if progress:
-        progress("trade-off curve")
+    progress.stage("trade-off curve")
     prob, _ = build_problem(ctx.ds, ctx.p_win, cfg)
     curve = budget_curve(prob)
-    if progress:
-        progress("suggestions")
+    progress.stage("suggestions")
     table, _ = for_all(ctx, cfg, plan=plan)
     keep = table[table["rank"] <= top] if len(table) else table
-    if progress:
-        progress("plots")
-    page = render(ReportInput(title, model_uri, model_version, ctx.scorer.info, plan, curve, keep, ctx.ds.summary()))
+    progress.stage("plots")
+    page = render(ReportInput(title, model_uri, model_version, ctx.scorer.card, plan, curve, keep, ctx.ds.summary()))
     return page, plan, curve
 
 

@@ -11,10 +11,12 @@ import pandas as pd
 
 from repfit import schema as S
 from repfit.errors import SchemaError
-from repfit.features import snapshot
+from repfit.features import pair_features, snapshot
+from repfit.progress import NO_BAR, Bar
 from repfit.winprob import PairScorer
 
 SCORE_COLUMNS = (S.REP_ID, S.ACCOUNT_ID, "p_win", "expected_value")
+BLOCK_PAIRS = 200_000  # pairs scored per block: bounds the memory of scoring
 
 
 def refresh_history(scorer: PairScorer, ds: S.Dataset) -> PairScorer:
@@ -26,7 +28,7 @@ def refresh_history(scorer: PairScorer, ds: S.Dataset) -> PairScorer:
     return replace(scorer, history=snapshot(space, ds.closed))
 
 
-def score_blocks(scorer: PairScorer, ds: S.Dataset, block_pairs: int = 200_000) -> Iterator[pd.DataFrame]:
+def score_blocks(scorer: PairScorer, ds: S.Dataset, block_pairs: int = BLOCK_PAIRS) -> Iterator[pd.DataFrame]:
     """Yield frames of ``SCORE_COLUMNS`` for all reps x accounts of ``ds``, one block of accounts at a time.
 
     Memory is bounded by ``block_pairs`` (features of one block), whatever the size of the pair space.
@@ -37,7 +39,6 @@ def score_blocks(scorer: PairScorer, ds: S.Dataset, block_pairs: int = 200_000) 
     r_idx = scorer.space.rep_index(reps)
     a_idx = scorer.space.account_index(accounts)
     per_block = max(1, block_pairs // len(reps))
-    from repfit.features import pair_features
 
     for lo in range(0, len(accounts), per_block):
         hi = min(len(accounts), lo + per_block)
@@ -51,7 +52,7 @@ def score_blocks(scorer: PairScorer, ds: S.Dataset, block_pairs: int = 200_000) 
         })
 
 
-def write_scores(blocks: Iterator[pd.DataFrame], path: Path, progress=None) -> int:
+def write_scores(blocks: Iterator[pd.DataFrame], path: Path, bar: Bar = NO_BAR) -> int:
     """Stream blocks to Parquet (or CSV by suffix) through a temporary file; returns the rows written."""
     from repfit.io import atomic_write, escape_formulas
 
@@ -64,8 +65,7 @@ def write_scores(blocks: Iterator[pd.DataFrame], path: Path, progress=None) -> i
                 for i, b in enumerate(blocks):
                     escape_formulas(b).to_csv(fh, index=False, header=i == 0)
                     rows += len(b)
-                    if progress:
-                        progress(len(b))
+                    bar.update(len(b))
             return
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -78,8 +78,7 @@ def write_scores(blocks: Iterator[pd.DataFrame], path: Path, progress=None) -> i
                     writer = pq.ParquetWriter(tmp, table.schema)
                 writer.write_table(table)
                 rows += len(b)
-                if progress:
-                    progress(len(b))
+                bar.update(len(b))
         finally:
             if writer is not None:
                 writer.close()
@@ -88,7 +87,7 @@ def write_scores(blocks: Iterator[pd.DataFrame], path: Path, progress=None) -> i
     return rows
 
 
-def score_matrix(scorer: PairScorer, ds: S.Dataset, block_pairs: int = 200_000, progress=None) -> np.ndarray:
+def score_matrix(scorer: PairScorer, ds: S.Dataset, block_pairs: int = BLOCK_PAIRS, bar: Bar = NO_BAR) -> np.ndarray:
     """(accounts, reps) matrix of P(win) in ``ds`` order."""
     out = np.empty((len(ds.accounts), len(ds.reps)))
     row = 0
@@ -96,8 +95,7 @@ def score_matrix(scorer: PairScorer, ds: S.Dataset, block_pairs: int = 200_000, 
         n = len(b) // len(ds.reps)
         out[row:row + n] = b["p_win"].to_numpy().reshape(n, len(ds.reps))
         row += n
-        if progress:
-            progress(len(b))
+        bar.update(len(b))
     return out
 
 

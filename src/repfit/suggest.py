@@ -20,7 +20,9 @@ import pandas as pd
 from repfit import schema as S
 from repfit.assign.plan import AssignConfig, plan_assignment
 from repfit.errors import RepfitError
-from repfit.features.pipeline import ACCOUNT, BAND, MATCH, OPPORTUNITY
+from repfit.features import Dimension
+from repfit.features.catalogue import DimensionKind, Topic, TopicKind
+from repfit.probability import laplace_rate
 from repfit.winprob import PairScorer
 
 N_REASONS = 2
@@ -62,101 +64,140 @@ def _beats(x: float, y: float) -> bool:
 
 
 def reasons(ctx: Context, acc_idx: np.ndarray, new_rep: np.ndarray, old_rep: np.ndarray) -> list[str]:
-    """Plain-word reasons why ``new_rep`` beats ``old_rep`` on each account (one string per suggestion)."""
-    sp, snap = ctx.scorer.space, ctx.scorer.history
+    """Plain-word reasons why ``new_rep`` beats ``old_rep`` on each account (one string per suggestion).
+
+    The model's per-column contributions (suggested rep minus current rep) are summed per topic of the feature
+    catalogue (a dimension, the rep's record, the pair's record ...), and the largest positive topics are put
+    in words, the first ``N_REASONS`` that a plain fact supports."""
+    sp, cat = ctx.scorer.space, ctx.scorer.catalogue
     r_ids, a_ids = ctx.ds.reps[S.REP_ID].to_numpy(str), ctx.ds.accounts[S.ACCOUNT_ID].to_numpy(str)
     rn = sp.rep_index(r_ids[new_rep])
     ro = np.where(old_rep >= 0, sp.rep_index(r_ids[np.maximum(old_rep, 0)]), -1)
     a = sp.account_index(a_ids[acc_idx])
-    X_new = ctx.scorer.features(r_ids[new_rep], a_ids[acc_idx])
-    c_new = ctx.scorer.model.contributions(X_new)
+    c_new = ctx.scorer.model.contributions(ctx.scorer.features(r_ids[new_rep], a_ids[acc_idx]))
     has_old = old_rep >= 0
     c_old = pd.DataFrame(0.0, index=c_new.index, columns=c_new.columns)
     if has_old.any():
         c_old.loc[has_old] = ctx.scorer.model.contributions(
             ctx.scorer.features(r_ids[old_rep[has_old]], a_ids[acc_idx[has_old]])).to_numpy()
     diff = (c_new - c_old).drop(columns=["bias"])
-    # group features by the dimension they describe, so "industry_strength" and "industry_lift" count once
-    groups: dict[str, list[str]] = {}
+    topics: dict[Topic, list[str]] = {}
     for col in diff.columns:
-        key = next((d.name for d in sp.dims if col.startswith(d.name + "_")), col)
-        groups.setdefault(key, []).append(col)
-    keys = list(groups)
-    G = np.column_stack([diff[groups[k]].to_numpy().sum(axis=1) for k in keys])
+        topics.setdefault(cat.topic(col), []).append(col)
+    keys = list(topics)
+    G = np.column_stack([diff[topics[k]].to_numpy().sum(axis=1) for k in keys])
     ranked = np.argsort(-G, axis=1, kind="stable")
-    g_rate = float((snap.W + 1) / (snap.N + 2))
     out = []
     for i in range(len(acc_idx)):
         words = []
         for j in ranked[i]:
-            key, val = keys[j], G[i, j]
-            if val <= 0 or len(words) >= N_REASONS:
+            if G[i, j] <= 0 or len(words) >= N_REASONS:
                 break
-            text = _sentence(ctx, key, int(rn[i]), int(a[i]), g_rate, int(ro[i]))
+            text = _sentence(ctx, keys[j], int(rn[i]), int(a[i]), int(ro[i]))
             if text:
                 words.append(text)
         out.append("; ".join(words) if words else "small differences across many features")
     return out
 
 
-def _sentence(ctx: Context, key: str, r: int, a: int, g_rate: float, old: int = -1) -> str | None:
-    """One sentence on why rep ``r`` (model index) suits account ``a`` on feature group ``key``: its rate there
-    against its own overall rate, or, when it is below its own average, against the current rep ``old``'s rate.
-    None when no such plain fact supports the model's contribution (the caller moves on to the next feature)."""
-    sp, snap = ctx.scorer.space, ctx.scorer.history
+def _dimension_label(dim: Dimension, v: int) -> str:
+    """The deals a rep's rate on value ``v`` of ``dim`` counts, in words."""
+    if dim.kind is DimensionKind.BAND:
+        edges = dim.levels
+        lo = f"{edges[v - 1]:,.0f}" if v > 0 else None
+        hi = f"{edges[v]:,.0f}" if v < len(edges) else None
+        rng = f"{lo}-{hi}" if lo and hi else (f"under {hi}" if hi else f"over {lo}")
+        return f"deals with accounts of {rng} {dim.column}"
+    if dim.kind is DimensionKind.MATCH:
+        return f"deals in its own {dim.column}" if v == 1 else f"deals outside its own {dim.column}"
+    return f"{dim.column} {dim.levels[v]} deals"
+
+
+def _dimension_value(ctx: Context, dim: Dimension, r: int, a: int) -> int:
+    """The level of ``dim`` a rep's rate is read at for account ``a`` (an opportunity dimension: the account's
+    most frequent value); -1 when unknown."""
+    sp, t = ctx.scorer.space, ctx.scorer.history.tables[dim.name]
+    if dim.kind is DimensionKind.OPPORTUNITY:
+        mix = t["c_av"][a]
+        return int(np.argmax(mix)) if mix.sum() > 0 else -1
+    return int(sp.pair_value(dim, np.array([r]), np.array([a]))[0])
+
+
+def _dimension_sentence(ctx: Context, dim: Dimension, r: int, a: int, old: int) -> str | None:
+    """Rep ``r``'s rate on the account's value of ``dim`` against its own overall rate or, when it is not above
+    its own average there, against the current rep ``old``'s rate on the same value."""
+    snap = ctx.scorer.history
+    v = _dimension_value(ctx, dim, r, a)
+    if v < 0:
+        return None
+    if dim.kind is DimensionKind.MATCH and v == 1 and (old < 0 or _dimension_value(ctx, dim, old, a) == 0):
+        same = _same_value_sentence(ctx, dim)
+        if same:
+            return same
+    t, label = snap.tables[dim.name], _dimension_label(dim, v)
     rep_rate = snap.w_r[r] / snap.n_r[r] if snap.n_r[r] else float("nan")
-    dim = next((d for d in sp.dims if d.name == key), None)
-    if dim is not None:
-        t = snap.tables[dim.name]
-        if dim.kind == OPPORTUNITY:
-            mix = t["c_av"][a]
-            if mix.sum() == 0:
-                return None
-            v = int(np.argmax(mix))
-            label = f"{dim.levels[v]} deals"
-        else:
-            v = int(sp.pair_value(dim, np.array([r]), np.array([a]))[0])
-            if v < 0:
-                return None
-            if dim.kind == ACCOUNT:
-                label = f"{dim.levels[v]} deals" if dim.column in ("industry", "sector") else f"deals with {dim.column} = {dim.levels[v]}"
-            elif dim.kind == BAND:
-                edges = dim.levels
-                lo = f"{edges[v - 1]:,.0f}" if v > 0 else None
-                hi = f"{edges[v]:,.0f}" if v < len(edges) else None
-                rng = f"{lo}-{hi}" if lo and hi else (f"under {hi}" if hi else f"over {lo}")
-                label = f"deals with accounts of {rng} {dim.column}"
-            elif dim.kind == MATCH:
-                label = f"deals in its own {dim.column}" if v == 1 else f"deals outside its own {dim.column}"
-        n, w = t["n_rv"][r, v], t["w_rv"][r, v]
-        if n == 0:
-            return f"no {label} on record yet (estimate falls back to its overall rate)"
-        if not _beats(w / n, rep_rate):  # not above its own average here: a reason only if it beats the current rep
-            v_old = v if dim.kind != MATCH else int(sp.pair_value(dim, np.array([old]), np.array([a]))[0]) if old >= 0 else -1
-            n_o = t["n_rv"][old, v_old] if old >= 0 and v_old == v else 0
-            if n_o == 0 or not _beats(w / n, t["w_rv"][old, v_old] / n_o):
-                return None  # the model's contribution rests on relative rates that do not read as a plain fact
-            return (f"wins {_pct(w / n)} of {label} vs {_pct(t['w_rv'][old, v_old] / n_o)} for the current rep "
-                    f"({int(n)} vs {int(n_o)} deals)")
+    n, w = t["n_rv"][r, v], t["w_rv"][r, v]
+    if n == 0:
+        return f"no {label} on record yet (estimate falls back to its overall rate)"
+    if _beats(w / n, rep_rate):
         return f"wins {_pct(w / n)} of {label} vs {_pct(rep_rate)} overall ({int(n)} deals)"
-    if key in ("rep_rate", "rep_n"):
-        if _beats(rep_rate, g_rate):
-            return f"wins {_pct(rep_rate)} of all its deals vs {_pct(g_rate)} for the team ({int(snap.n_r[r])} deals)"
-        old_rate = snap.w_r[old] / snap.n_r[old] if old >= 0 and snap.n_r[old] else float("nan")
-        if _beats(rep_rate, old_rate):
-            return (f"wins {_pct(rep_rate)} of all its deals vs {_pct(old_rate)} for the current rep "
-                    f"({int(snap.n_r[r])} vs {int(snap.n_r[old])} deals)")
+    v_old = _dimension_value(ctx, dim, old, a) if old >= 0 else -1
+    n_o = t["n_rv"][old, v_old] if old >= 0 and v_old == v else 0
+    if n_o == 0 or not _beats(w / n, t["w_rv"][old, v_old] / n_o):
+        return None  # the model's contribution rests on relative rates that do not read as a plain fact
+    return (f"wins {_pct(w / n)} of {label} vs {_pct(t['w_rv'][old, v_old] / n_o)} for the current rep "
+            f"({int(n)} vs {int(n_o)} deals)")
+
+
+def _same_value_sentence(ctx: Context, dim: Dimension) -> str | None:
+    """The suggested rep shares the account's value of a match dimension (its region) and the current rep does
+    not: say so with the team's record in and outside their own value, when that record favours it."""
+    t = ctx.scorer.history.tables[dim.name]
+    n_out, n_in = t["n_v"]
+    w_out, w_in = t["w_v"]
+    if not (n_in and n_out) or not _beats(w_in / n_in, w_out / n_out):
         return None
-    if key in ("pair_rate", "pair_n"):
-        code = r * len(sp.account_ids) + a
-        pos = np.searchsorted(snap.pair_codes, code)
-        if pos < len(snap.pair_codes) and snap.pair_codes[pos] == code:
-            return f"has won {int(snap.pair_w[pos])} of {int(snap.pair_n[pos])} deals with this account"
-        return None
-    if key == "combined_logit":
-        return "strong across the account's industry, size and products combined"
-    if key.startswith("rep_"):
-        return f"its {key[4:].replace('_', ' ')} suits the account"
+    return (f"same {dim.column} as the account, unlike the current rep: reps win {_pct(w_in / n_in)} of deals in their "
+            f"own {dim.column} vs {_pct(w_out / n_out)} outside it ({int(n_in + n_out)} deals)")
+
+
+def _rep_sentence(ctx: Context, r: int, old: int) -> str | None:
+    snap = ctx.scorer.history
+    rep_rate = snap.w_r[r] / snap.n_r[r] if snap.n_r[r] else float("nan")
+    team = float(laplace_rate(snap.W, snap.N))
+    if _beats(rep_rate, team):
+        return f"wins {_pct(rep_rate)} of all its deals vs {_pct(team)} for the team ({int(snap.n_r[r])} deals)"
+    old_rate = snap.w_r[old] / snap.n_r[old] if old >= 0 and snap.n_r[old] else float("nan")
+    if _beats(rep_rate, old_rate):
+        return (f"wins {_pct(rep_rate)} of all its deals vs {_pct(old_rate)} for the current rep "
+                f"({int(snap.n_r[r])} vs {int(snap.n_r[old])} deals)")
+    return None
+
+
+def _pair_sentence(ctx: Context, r: int, a: int) -> str | None:
+    snap = ctx.scorer.history
+    code = r * len(ctx.scorer.space.account_ids) + a
+    pos = np.searchsorted(snap.pair_codes, code)
+    if pos < len(snap.pair_codes) and snap.pair_codes[pos] == code:
+        return f"has won {int(snap.pair_w[pos])} of {int(snap.pair_n[pos])} deals with this account"
+    return None
+
+
+def _sentence(ctx: Context, topic: Topic, r: int, a: int, old: int = -1) -> str | None:
+    """One sentence on why rep ``r`` (model index) suits account ``a`` on ``topic``, or None when no plain fact
+    supports the model's contribution there (the caller moves on to the next topic)."""
+    if topic.kind is TopicKind.DIMENSION:
+        dim = next(d for d in ctx.scorer.space.dims if d.name == topic.name)
+        return _dimension_sentence(ctx, dim, r, a, old)
+    if topic.kind is TopicKind.REP_HISTORY:
+        return _rep_sentence(ctx, r, old)
+    if topic.kind is TopicKind.PAIR_HISTORY:
+        return _pair_sentence(ctx, r, a)
+    if topic.kind is TopicKind.COMBINED:
+        names = [d.column for d in ctx.scorer.space.dims]
+        return f"strong across the account's {', '.join(dict.fromkeys(names))} combined" if names else None
+    if topic.kind is TopicKind.REP_ATTRIBUTE:
+        return f"its {topic.name.replace('_', ' ')} suits the account"
     return None
 
 
@@ -166,8 +207,7 @@ def pair_uncertainty(ctx: Context, acc_idx: np.ndarray, rep_idx: np.ndarray) -> 
     sp = ctx.scorer.space
     r_ids, a_ids = ctx.ds.reps[S.REP_ID].to_numpy(str), ctx.ds.accounts[S.ACCOUNT_ID].to_numpy(str)
     X = ctx.scorer.features(r_ids[rep_idx], a_ids[acc_idx])
-    ns = [X[f"{d.name}_n"].to_numpy() for d in sp.dims] or [X["rep_n"].to_numpy()]
-    n_eff = np.mean(ns, axis=0) + sp.cfg.prior_deals
+    n_eff = X[ctx.scorer.catalogue.volume_columns()].to_numpy().mean(axis=1) + sp.cfg.prior_deals
     p = ctx.p_win[acc_idx, rep_idx]
     return np.sqrt(p * (1 - p) / n_eff)
 
@@ -190,12 +230,14 @@ def _label(confident: np.ndarray) -> list[str]:
     return ["confident" if c else "within the model's uncertainty" for c in confident]
 
 
-def id_position(ds: S.Dataset, table: str, value: str, flag: str) -> int:
-    """Row of id ``value`` in ``table`` ("reps" or "accounts"), or a clear error naming ``flag`` and the file."""
+def id_position(ds: S.Dataset, table: str, value: str, option: str | None = None) -> int:
+    """Row of id ``value`` in ``table`` ("reps" or "accounts"), or a clear error naming the file (and the setting
+    ``option`` that gave the id)."""
     column = S.REP_ID if table == "reps" else S.ACCOUNT_ID
     pos = pd.Index(getattr(ds, table)[column].astype(str)).get_indexer([value])[0]
     if pos < 0:
-        raise RepfitError(f"{flag} {value!r} is not in {ds.paths[table]}. Fix: use a {column} from that file.")
+        raise RepfitError(f"{column} {value!r} is not in {ds.paths[table]}. Fix: use a {column} from that file.",
+                          option=option)
     return int(pos)
 
 
@@ -208,12 +250,13 @@ def _rep_room(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
 def for_account(ctx: Context, account_id: str, top: int = 5) -> pd.DataFrame:
     """Top reps for one account by expected value, with gain over the current rep, room, and the cheapest
     hand-offs that make room when the rep is full."""
-    a = id_position(ctx.ds, "accounts", account_id, "--account")
+    a = id_position(ctx.ds, "accounts", account_id, "account")
     ev, cur = ctx.ev(), ctx.current
     rep_ids, acc_ids = ctx.ds.reps[S.REP_ID].to_numpy(str), ctx.ds.accounts[S.ACCOUNT_ID].to_numpy(str)
     if ctx.ds.accounts[S.LOCKED].to_numpy(bool)[a]:
-        raise RepfitError(f"--account {account_id!r} is locked to {rep_ids[cur[a]]} in {ctx.ds.paths['accounts']} "
-                          "(column 'locked'), so repfit never moves it. Fix: set locked to false there to see suggestions.")
+        raise RepfitError(f"account {account_id!r} is locked to {rep_ids[cur[a]]} in {ctx.ds.paths['accounts']} "
+                          "(column 'locked'), so repfit never moves it. Fix: set locked to false there to see suggestions.",
+                          option="account")
     order = np.array([r for r in np.argsort(-ev[a], kind="stable") if r != cur[a]][:top], dtype=int)
     load, cap = _rep_room(ctx)
     old = np.full(len(order), cur[a])
@@ -273,7 +316,7 @@ def _make_room(ctx: Context, r: int, incoming: int, load, cap) -> tuple[str, flo
 def for_rep(ctx: Context, rep_id: str, top: int = 5) -> pd.DataFrame:
     """Accounts one rep should take on (largest gain over their current rep) and hand over (largest gain for
     another rep with room), with whether the rep has room to take on more."""
-    r = id_position(ctx.ds, "reps", rep_id, "--rep")
+    r = id_position(ctx.ds, "reps", rep_id, "rep")
     ev, cur = ctx.ev(), ctx.current
     A = ev.shape[0]
     load, cap = _rep_room(ctx)

@@ -23,6 +23,7 @@ from mlflow.tracking import MlflowClient
 
 from repfit import schema as S
 from repfit.errors import RepfitError
+from repfit.probability import log_loss
 
 MODEL_NAME = "repfit-winprob"
 EXPERIMENT = "repfit"
@@ -122,9 +123,9 @@ class Tracker:
         with mlflow.start_run(run_name="train") as run:
             run_id = run.info.run_id
             mlflow.set_tags({"repfit.kind": "train", "repfit.data_dir": str(data_dir), **result.fingerprint,
-                             **{f"split.{k}": v for k, v in result.split.items()},
+                             **{f"split.{k}": v for k, v in result.split.as_tags().items()},
                              "repfit.calibration": result.scorer.model.calibration_,
-                             "repfit.signal": "detected" if result.metrics.get("signal.detected") else "not detected"})
+                             "repfit.signal": "detected" if result.scorer.card.signal.detected else "not detected"})
             mlflow.log_params({k: (",".join(map(str, v)) if isinstance(v, (tuple, list)) else v) for k, v in result.params.items()})
             mlflow.log_metrics({k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float)) and np.isfinite(v)})
             for name, text in configs.items():
@@ -151,7 +152,7 @@ class Tracker:
                 info = self._log_pyfunc(bundle, pairs, out)
             version = str(info.registered_model_version)
             decision = self._decide(result, version, promote, score_champion)
-            mlflow.set_tag("repfit.booster_start", getattr(scorer.model, "offset_", None) or "constant")
+            mlflow.set_tag("repfit.booster_start", scorer.model.offset_ or "constant")
             mlflow.set_tags({"repfit.model_version": version, "repfit.promoted": str(decision.promoted),
                              "repfit.decision": decision.reason})
             if decision.champion_log_loss is not None:
@@ -171,8 +172,6 @@ class Tracker:
         )
 
     def _decide(self, result, version: str, promote: bool, score_champion) -> Decision:
-        from sklearn.metrics import log_loss
-
         c = self.client
         c.set_registered_model_alias(MODEL_NAME, CHALLENGER, version)
         try:
@@ -182,7 +181,7 @@ class Tracker:
         rows = result.test_rows
         y = rows[S.WON].to_numpy(float)
         mine = result.scorer.model.predict_win(result.test_features)
-        ours = float(log_loss(y, np.clip(mine, 1e-6, 1 - 1e-6), labels=[0, 1]))
+        ours = log_loss(y, mine)
         if champ is None:
             c.set_registered_model_alias(MODEL_NAME, CHAMPION, version)
             return Decision(version, True, "no champion yet", ours, None, None, len(rows))
@@ -192,8 +191,7 @@ class Tracker:
             reason = "champion cannot score this test period (no common reps/accounts)"
             theirs = None
         else:
-            ours = float(log_loss(y[ok], np.clip(mine[ok], 1e-6, 1 - 1e-6), labels=[0, 1]))
-            theirs = float(log_loss(y[ok], np.clip(theirs_p[ok], 1e-6, 1 - 1e-6), labels=[0, 1]))
+            ours, theirs = log_loss(y[ok], mine[ok]), log_loss(y[ok], theirs_p[ok])
             reason = (f"test log loss {ours:.5f} vs champion v{champ.version} {theirs:.5f} "
                       f"on the same {int(ok.sum())} test rows")
         better = theirs is None or ours < theirs

@@ -16,18 +16,16 @@ import numpy as np
 import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import log_loss
 
+from repfit.card import ModelCard
 from repfit.config import AUTO, TrainConfig
-from repfit.errors import NotFittedError
+from repfit.errors import NotFittedError, RepfitError
 from repfit.features import FeatureSpace, HistorySnapshot, pair_features
+from repfit.features.catalogue import Catalogue
+from repfit.probability import EPS, log_loss, sigmoid
+from repfit.probability import logit as _logit
 
-EPS = 1e-6
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, EPS, 1 - EPS)
-    return np.log(p / (1 - p))
+BUNDLE_VERSION = 2  # 2: the feature catalogue and a typed model card travel in the bundle
 
 
 class Calibrator:
@@ -58,7 +56,7 @@ def choose_calibration(p: np.ndarray, y: np.ndarray, requested: str, seed: int) 
         return requested, {}
     rng = np.random.default_rng(seed)
     half = rng.permutation(len(y)) < len(y) // 2
-    scores = {"none": log_loss(y, np.clip(p, EPS, 1 - EPS), labels=[0, 1])}
+    scores = {"none": log_loss(y, p)}
     for method in ("isotonic", "platt"):
         out = np.empty_like(p)
         ok = True
@@ -68,7 +66,7 @@ def choose_calibration(p: np.ndarray, y: np.ndarray, requested: str, seed: int) 
                 break
             out[~fit_m] = Calibrator(method).fit(p[fit_m], y[fit_m]).transform(p[~fit_m])
         if ok:
-            scores[method] = log_loss(y, out, labels=[0, 1])
+            scores[method] = log_loss(y, out)
     best = min(scores, key=scores.get)
     return best, scores
 
@@ -95,16 +93,16 @@ class WinProbModel:
             "verbosity": -1, "max_cat_to_onehot": 8,
         }
 
-    def _monotone(self, columns) -> list[int]:
-        """Win rates of the rep (overall, per dimension, with this account) can only raise P(win)."""
-        inc = ("_strength", "rep_rate", "pair_rate", "combined_logit", "joint_logit", "joint_rep_logit", "_joint")
-        return [1 if self.config.monotone and c.endswith(inc) else 0 for c in columns]
+    def fit(self, X: pd.DataFrame, y, X_val: pd.DataFrame, y_val, catalogue: Catalogue) -> WinProbModel:
+        """Fit on (X, y) with early stopping on (X_val, y_val); choose and fit calibration on validation.
 
-    def fit(self, X: pd.DataFrame, y, X_val: pd.DataFrame, y_val, categorical: list[str] = ()) -> WinProbModel:
-        """Fit on (X, y) with early stopping on (X_val, y_val); choose and fit calibration on validation."""
+        ``catalogue`` (the feature space's) says which columns are categorical, which are constrained
+        monotone (the rep's win rates can only raise P(win); ``config.monotone``) and how the booster's start
+        splits back into columns (``contributions``)."""
         y, y_val = np.asarray(y, float), np.asarray(y_val, float)
-        cats = [c for c in categorical if c in X.columns]
-        self.monotone_ = self._monotone(X.columns)
+        cats = [c for c in catalogue.categorical() if c in X.columns]
+        self.catalogue_ = catalogue
+        self.monotone_ = catalogue.monotone(X.columns) if self.config.monotone else [0] * X.shape[1]
         self.offset_ = self.config.boost_from if self.config.boost_from in X.columns else None
         self.offset_scale_ = (1.0, 0.0)
         if self.offset_ is not None:  # the start, recalibrated on the training rows: a * column + b
@@ -120,7 +118,7 @@ class WinProbModel:
         self.feature_names_in_ = np.asarray(X.columns)
         self.n_train_ = len(X)
         self.categorical_ = cats
-        raw_val = self._raw(X_val)
+        raw_val = self.predict_uncalibrated(X_val)
         self.calibration_, self.calibration_scores_ = choose_calibration(raw_val, y_val, self.config.calibration, self.config.seed)
         self.calibrator_ = None if self.calibration_ == "none" else Calibrator(self.calibration_).fit(raw_val, y_val)
         return self
@@ -142,21 +140,21 @@ class WinProbModel:
 
     def _offset(self, X: pd.DataFrame) -> np.ndarray | None:
         """The log-odds the booster starts from (``a * boost_from + b``), or None."""
-        off = getattr(self, "offset_", None)
-        if off is None:
+        if self.offset_ is None:
             return None
-        a, b = getattr(self, "offset_scale_", (1.0, 0.0))
-        return a * X[off].to_numpy(float) + b
+        a, b = self.offset_scale_
+        return a * X[self.offset_].to_numpy(float) + b
 
-    def _raw(self, X: pd.DataFrame) -> np.ndarray:
+    def predict_uncalibrated(self, X: pd.DataFrame) -> np.ndarray:
+        """The booster's P(win) (with its start, if any) before calibration, for each row of ``X`` (1-D)."""
+        self._check()
         z = self.booster_.predict(X[self.feature_names_in_], num_iteration=self.best_iteration_, raw_score=True)
         off = self._offset(X)
-        return 1.0 / (1.0 + np.exp(-(z if off is None else z + off)))
+        return sigmoid(z if off is None else z + off)
 
     def predict_win(self, X: pd.DataFrame) -> np.ndarray:
         """P(win) for each row of the feature frame ``X`` (1-D)."""
-        self._check()
-        p = self._raw(X)
+        p = self.predict_uncalibrated(X)
         return p if self.calibrator_ is None else self.calibrator_.transform(p)
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
@@ -167,35 +165,44 @@ class WinProbModel:
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
         """Per-feature contributions to the raw log-odds (LightGBM ``pred_contrib``); last column: bias.
 
-        When the booster starts from the joint model's log-odds (``boost_from="joint_logit"``, rescaled
-        ``a * joint_logit + b`` on the training rows), that start is split into the features that make it up: each ``<d>_joint`` column (the rep's own effect on
-        dimension ``d``), the rep's overall effect (credited to ``rep_rate``) and the rest (account and
-        intercept, credited to ``bias``). Rows still sum to the raw log-odds."""
+        When the booster starts from the joint model's log-odds (rescaled ``a * start + b`` on the training
+        rows), the catalogue splits that start into the columns that make it up (``Catalogue.start_parts``):
+        each dimension's joint part, the rep's own effect (credited to the rep's overall rate) and the rest
+        (account and intercept, credited to ``bias``). Any other start goes to ``bias``. Rows still sum to the
+        raw log-odds."""
         self._check()
         c = self.booster_.predict(X[self.feature_names_in_], num_iteration=self.best_iteration_, pred_contrib=True)
         out = pd.DataFrame(c, columns=list(self.feature_names_in_) + ["bias"], index=X.index)
-        off = getattr(self, "offset_", None)
-        if off is not None and off != "joint_logit":
+        if self.offset_ is None:
+            return out
+        a, b = self.offset_scale_
+        parts, rep_part, rep_credit = self.catalogue_.start_parts(self.offset_)
+        if rep_part is None:
             out["bias"] += self._offset(X)
-        elif off is not None:
-            a, b = getattr(self, "offset_scale_", (1.0, 0.0))
-            parts = [col for col in out.columns if col.endswith("_joint")]
-            for col in parts:
-                out[col] += a * X[col].to_numpy(float)
-            rep = X["joint_rep_logit"].to_numpy(float) - X[parts].to_numpy(float).sum(axis=1)
-            out["rep_rate"] += a * rep
-            out["bias"] += a * (X[off].to_numpy(float) - X["joint_rep_logit"].to_numpy(float)) + b
+            return out
+        for col in parts:
+            out[col] += a * X[col].to_numpy(float)
+        rep = X[rep_part].to_numpy(float) - X[parts].to_numpy(float).sum(axis=1)
+        out[rep_credit] += a * rep
+        out["bias"] += a * (X[self.offset_].to_numpy(float) - X[rep_part].to_numpy(float)) + b
         return out
 
 
-@dataclass
+@dataclass(frozen=True)
 class PairScorer:
-    """A fitted model with the feature space and history it scores pairs with. Saved with joblib."""
+    """A fitted model with the feature space and history it scores pairs with. Saved with joblib.
+
+    The bundle carries its format version (``BUNDLE_VERSION``); ``load`` refuses another one with the fix."""
 
     model: WinProbModel
     space: FeatureSpace
     history: HistorySnapshot
-    info: dict
+    card: ModelCard
+    version: int = BUNDLE_VERSION
+
+    @property
+    def catalogue(self) -> Catalogue:
+        return self.space.catalogue
 
     def features(self, rep_ids, account_ids) -> pd.DataFrame:
         return pair_features(self.space, self.history, self.space.rep_index(rep_ids), self.space.account_index(account_ids))
@@ -211,4 +218,9 @@ class PairScorer:
 
     @staticmethod
     def load(path: str | Path) -> PairScorer:
-        return joblib.load(path)
+        obj = joblib.load(path)
+        version = vars(obj).get("version", 1)  # bundles before version 2 had no such field
+        if not isinstance(obj, PairScorer) or version != BUNDLE_VERSION:
+            raise RepfitError(f"{path}: a model bundle of format version {version}, but this repfit reads version "
+                              f"{BUNDLE_VERSION}. Fix: retrain with `repfit train` (the data and configs are enough).")
+        return obj

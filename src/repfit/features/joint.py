@@ -35,6 +35,8 @@ import numpy as np
 from scipy import sparse
 from scipy.optimize import minimize
 
+from repfit.probability import sigmoid
+
 MAIN_SD = 3.0  # dimension main effects (how hard a value is for everyone): weak fixed prior
 MIN_SD = 1e-3
 
@@ -111,7 +113,7 @@ def _map_fit(X, y, scale, u0):
 
     def f(ub):
         z = Xs @ ub[:p] + ub[p]
-        pr = 0.5 * (1.0 + np.tanh(0.5 * z))  # sigmoid, overflow-free
+        pr = sigmoid(z)
         g = np.empty(p + 1)
         g[:p] = Xst @ (pr - y) + ub[:p]
         g[p] = (pr - y).sum()

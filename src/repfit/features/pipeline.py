@@ -24,7 +24,7 @@ for how hard the value is for everyone).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -32,10 +32,13 @@ import pandas as pd
 from repfit import schema as S
 from repfit.config import AUTO, FeatureConfig
 from repfit.errors import ConfigError
+from repfit.features.catalogue import Catalogue, DimensionKind, attribute_column
+from repfit.probability import laplace_rate, logit
 from repfit.features.joint import JointFit, fit_joint, learn_band_edges
 
-ACCOUNT, BAND, OPPORTUNITY, MATCH = "account", "band", "opportunity", "match"
+ACCOUNT, BAND, OPPORTUNITY, MATCH = DimensionKind.ACCOUNT, DimensionKind.BAND, DimensionKind.OPPORTUNITY, DimensionKind.MATCH
 T = "_t"
+RATE_EPS = 1e-4  # shrunk rates never come closer to 0 or 1 than this in log-odds features
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ class Dimension:
     """One axis of rep strength. ``levels``: values (account/opportunity/match) or band edges (band)."""
 
     name: str
-    kind: str
+    kind: DimensionKind
     column: str
     levels: tuple
 
@@ -113,8 +116,12 @@ class FeatureSpace:
     account_static: pd.DataFrame  # one row per account, model-ready columns
     account_value: dict[str, np.ndarray]  # dim -> account's level code (account/band dims)
     match_codes: dict[str, tuple[np.ndarray, np.ndarray]]  # dim -> (rep codes, account codes)
-    categorical: list[str] = field(default_factory=list)
+    catalogue: Catalogue
     joint_sd: dict[str, float] | None = None  # the joint model's learned prior sd per block (None: cfg.joint_prior_sd)
+
+    @property
+    def categorical(self) -> list[str]:
+        return self.catalogue.categorical()
 
     @classmethod
     def build(cls, ds: S.Dataset, cfg: FeatureConfig, band_edges: dict[str, tuple] | None = None,
@@ -122,22 +129,11 @@ class FeatureSpace:
         """The feature space of ``ds``; ``band_edges`` and ``joint_sd`` as learned by ``learn_joint``."""
         dims = resolve_dimensions(ds, cfg, band_edges)
         reps, accs = ds.reps, ds.accounts
-        rep_static, acc_static, categorical = {}, {}, []
-        for c in ds.categorical("reps"):
-            if c not in cfg.exclude and usable_category(reps[c], cfg):
-                rep_static[f"rep_{c}"] = _codes(reps[c], sorted(reps[c].dropna().unique())).astype(float)
-                categorical.append(f"rep_{c}")
-        for c in ds.numeric("reps"):
-            if c not in cfg.exclude:
-                rep_static[f"rep_{c}"] = reps[c].to_numpy(float)
-        for c in ds.categorical("accounts"):
-            if c not in cfg.exclude and usable_category(accs[c], cfg):
-                acc_static[f"account_{c}"] = _codes(accs[c], sorted(accs[c].dropna().unique())).astype(float)
-                categorical.append(f"account_{c}")
-        for c in ds.numeric("accounts"):
-            if c not in cfg.exclude:
-                acc_static[f"account_{c}"] = accs[c].to_numpy(float)
+        rep_static, rep_attrs = _static(ds, "reps", "rep", cfg)
+        acc_static, acc_attrs = _static(ds, "accounts", "account", cfg)
         acc_static["account_log_potential"] = np.log1p(accs[S.POTENTIAL].to_numpy(float))
+        catalogue = Catalogue.build(dimensions=[(d.name, d.kind) for d in dims], rep_attributes=rep_attrs,
+                                    account_attributes=acc_attrs, joint=cfg.joint_prior_sd > 0)
         account_value, match_codes = {}, {}
         for d in dims:
             if d.kind == ACCOUNT:
@@ -148,16 +144,12 @@ class FeatureSpace:
             elif d.kind == MATCH:
                 levels = sorted(set(reps[d.column].dropna()) | set(accs[d.column].dropna()))
                 match_codes[d.name] = (_codes(reps[d.column], levels), _codes(accs[d.column], levels))
-        # categorical codes: missing/unseen -> NaN (LightGBM's missing)
-        for frame in (rep_static, acc_static):
-            for c in categorical:
-                if c in frame:
-                    frame[c] = np.where(frame[c] < 0, np.nan, frame[c])
         return cls(
             cfg=cfg, dims=dims,
             rep_ids=reps[S.REP_ID].to_numpy(str), account_ids=accs[S.ACCOUNT_ID].to_numpy(str),
-            rep_static=pd.DataFrame(rep_static), account_static=pd.DataFrame(acc_static),
-            account_value=account_value, match_codes=match_codes, categorical=categorical, joint_sd=joint_sd,
+            rep_static=pd.DataFrame(rep_static, index=pd.RangeIndex(len(reps))),
+            account_static=pd.DataFrame(acc_static, index=pd.RangeIndex(len(accs))),
+            account_value=account_value, match_codes=match_codes, catalogue=catalogue, joint_sd=joint_sd,
         )
 
     # --- ids -> positions
@@ -182,6 +174,23 @@ class FeatureSpace:
         out = {c: self.rep_static[c].to_numpy()[r] for c in self.rep_static.columns}
         out.update({c: self.account_static[c].to_numpy()[a] for c in self.account_static.columns})
         return out
+
+
+def _static(ds: S.Dataset, table: str, subject: str, cfg: FeatureConfig) -> tuple[dict[str, np.ndarray], list[tuple[str, bool]]]:
+    """Model-ready static columns of one table (categorical as codes, missing or unseen -> NaN, LightGBM's
+    missing) and the (attribute, is categorical) list the catalogue describes them by."""
+    df = ds.reps if table == "reps" else ds.accounts
+    cols, attrs = {}, []
+    for c in ds.categorical(table):
+        if c not in cfg.exclude and usable_category(df[c], cfg):
+            codes = _codes(df[c], sorted(df[c].dropna().unique())).astype(float)
+            cols[attribute_column(subject, c)] = np.where(codes < 0, np.nan, codes)
+            attrs.append((c, True))
+    for c in ds.numeric(table):
+        if c not in cfg.exclude:
+            cols[attribute_column(subject, c)] = df[c].to_numpy(float)
+            attrs.append((c, False))
+    return cols, attrs
 
 
 def _positions(known: np.ndarray, ids, column: str, table: str) -> np.ndarray:
@@ -220,7 +229,7 @@ class Counts:
 
 def _strength_features(c: Counts, space: FeatureSpace) -> dict[str, np.ndarray]:
     k = space.cfg.prior_deals
-    g = (c.W + 1.0) / (c.N + 2.0)
+    g = laplace_rate(c.W, c.N)
     p_r = (c.w_r + k * g) / (c.n_r + k)
     out = {
         "rep_n": c.n_r.astype(float), "rep_rate": p_r,
@@ -247,8 +256,7 @@ def _strength_features(c: Counts, space: FeatureSpace) -> dict[str, np.ndarray]:
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-4, 1 - 1e-4)
-    return np.log(p / (1 - p))
+    return logit(p, RATE_EPS)
 
 
 def _frame(space: FeatureSpace, r: np.ndarray, a: np.ndarray, counts: Counts,
@@ -256,7 +264,7 @@ def _frame(space: FeatureSpace, r: np.ndarray, a: np.ndarray, counts: Counts,
     cols = space.static(r, a)
     cols.update(_strength_features(counts, space))
     cols.update(joint or {})
-    return pd.DataFrame(cols).astype(np.float64)
+    return pd.DataFrame({name: cols[name] for name in space.catalogue.names}).astype(np.float64)
 
 
 # --- the joint model (features/joint.py): its inputs from either path ------------------------------

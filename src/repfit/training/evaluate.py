@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
-from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
+from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from repfit import schema as S
-
-EPS = 1e-6
+from repfit.probability import EPS, log_loss
 
 
 def calibration_table(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> pd.DataFrame:
@@ -33,7 +32,7 @@ def score(y, p) -> dict[str, float]:
     auc = roc_auc_score(y, p) if len(np.unique(y)) == 2 else float("nan")
     return {
         "auc": float(auc),
-        "log_loss": float(log_loss(y, p, labels=[0, 1])),
+        "log_loss": log_loss(y, p),
         "brier": float(brier_score_loss(y, p)),
         "ece": expected_calibration_error(y, p),
     }
@@ -63,3 +62,20 @@ def truth_recovery(pred: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
         "truth_spearman_all_pairs": float(spearmanr(df["p_win"], df["p_true"]).statistic),
         "truth_pairs": float(len(df)),
     }
+
+
+def recovery_of(scorer, truth: pd.DataFrame) -> dict[str, float]:
+    """How well a scorer recovers planted win probabilities (for tests and benchmarks on synthetic orgs, which
+    pass the truth in): ``truth_recovery`` of its P(win), and as ``rep_rate.*`` that of the rep's overall rate
+    alone (the baseline the rep strengths must beat).
+
+    ``truth``: rep_id, account_id, p_true for every pair (e.g. ``repfit.synth.true_win_probability``)."""
+    from repfit.features.catalogue import Role, Subject
+
+    pairs = truth[[S.REP_ID, S.ACCOUNT_ID]]
+    X = scorer.features(pairs[S.REP_ID], pairs[S.ACCOUNT_ID])
+    out = truth_recovery(pairs.assign(p_win=scorer.model.predict_win(X)), truth)
+    rate = X[scorer.catalogue.one(role=Role.RATE, subject=Subject.REP)].to_numpy()
+    base = truth_recovery(pairs.assign(p_win=rate), truth)
+    out.update({f"rep_rate.{k}": v for k, v in base.items() if k != "truth_pairs"})
+    return out

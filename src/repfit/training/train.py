@@ -1,13 +1,15 @@
-"""Train and honestly evaluate a win-probability model on one data set.
+"""Train and honestly evaluate a win-probability model on one data set, as small typed steps:
 
-Pure library code: no MLflow here (``repfit.tracking`` logs what this returns).
+    split_by_time -> learn_space -> point_in_time_features -> fit_model -> evaluate -> make_bundle
+
+``train`` wires them. Pure library code: no MLflow here (``repfit.tracking`` logs what this returns), and no
+knowledge of synthetic orgs (recovery of planted truth is for tests and benchmarks: ``evaluate.truth_recovery``).
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,8 +22,12 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from repfit import schema as S
 from repfit.config import FeatureConfig, TrainConfig, as_dict
 from repfit.errors import SchemaError
-from repfit.features import learn_joint, point_in_time_features, snapshot
-from repfit.training.evaluate import calibration_table, score, truth_recovery
+from repfit.features import FeatureSpace, learn_joint, point_in_time_features, snapshot
+from repfit.features.catalogue import DimensionKind, Role, Subject
+from repfit.probability import log_losses
+from repfit.progress import NO_PROGRESS, Progress
+from repfit.training.evaluate import calibration_table, score
+from repfit.card import ModelCard, Period, SignalCheck, SplitInfo
 from repfit.winprob import PairScorer, WinProbModel
 
 SPLITS = ("train", "validation", "test")
@@ -29,14 +35,14 @@ MIN_REP_SPREAD = 0.01  # mean std of P(win) across reps for one deal: below this
 MIN_ROWS = {"train": 50, "validation": 20, "test": 20}
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainResult:
     scorer: PairScorer
-    metrics: dict[str, float]  # "<model>.<split>.<metric>" and truth_* figures
+    metrics: dict[str, float]  # "<model>.<split>.<metric>", validation and signal.* figures
     table: pd.DataFrame  # test-period evaluation: one row per model (repfit + baselines)
     calibration: pd.DataFrame  # reliability curve on validation and test
     importance: pd.DataFrame  # gain importance per feature
-    split: dict[str, str]  # date boundaries and row counts
+    split: SplitInfo
     fingerprint: dict[str, str]
     test_rows: pd.DataFrame = field(repr=False)  # test rows and labels: a champion is scored on the same rows
     test_features: pd.DataFrame = field(repr=False)
@@ -83,18 +89,49 @@ def _logistic_baseline(X: pd.DataFrame, y: np.ndarray, categorical: list[str], s
     return make_pipeline(pre, LogisticRegression(C=1.0, max_iter=2000, random_state=seed)).fit(X, y)
 
 
-def train(ds: S.Dataset, fcfg: FeatureConfig, tcfg: TrainConfig, truth_dir: str | Path | None = None,
-          progress=None) -> TrainResult:
-    """Build point-in-time features, split by time, fit LightGBM, calibrate, and evaluate on the test period
-    against baselines computed in the same run (global rate, rep overall rate, logistic regression).
+@dataclass(frozen=True)
+class Split:
+    """Closed opportunities (oldest first) and which period each falls in."""
 
-    With ``truth_dir`` (a synthetic org's ``truth/``), also compare predictions for *all* rep x account pairs
-    with the planted win probabilities.
-    """
-    step = progress or (lambda msg: None)
+    closed: pd.DataFrame
+    masks: dict[str, np.ndarray]  # period -> bool mask over ``closed``
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.closed[S.WON].to_numpy(float)
+
+    def info(self) -> SplitInfo:
+        def period(s: str) -> Period:
+            t = self.closed.loc[self.masks[s], S.CREATED_AT]
+            return Period(int(self.masks[s].sum()), str(t.min().date()), str(t.max().date()))
+
+        return SplitInfo(*(period(s) for s in SPLITS))
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """The fitted model with what was measured on validation before any refit saw those rows."""
+
+    model: WinProbModel
+    metrics: dict[str, float]
+    calibration: pd.DataFrame  # validation reliability curve
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    metrics: dict[str, float]  # "<model>.<split>.<metric>"
+    table: pd.DataFrame  # test-period evaluation: one row per model (repfit + baselines)
+    calibration: pd.DataFrame  # reliability curve on validation and test
+    importance: pd.DataFrame  # gain importance per feature
+
+
+def split_by_time(ds: S.Dataset, cfg: TrainConfig) -> Split:
+    """Closed opportunities split into train / validation / test by ``created_at`` (see ``time_split``).
+
+    Raises ``SchemaError`` when a period would be too small to fit or judge a model on."""
     closed = ds.closed.sort_values([S.CREATED_AT, S.OPPORTUNITY_ID]).reset_index(drop=True)
-    split = time_split(closed[S.CREATED_AT], tcfg)
-    counts = split.value_counts()
+    label = time_split(closed[S.CREATED_AT], cfg)
+    counts = label.value_counts()
     short = {s: int(counts.get(s, 0)) for s in SPLITS if counts.get(s, 0) < MIN_ROWS[s]}
     if short:
         raise SchemaError(
@@ -102,88 +139,100 @@ def train(ds: S.Dataset, fcfg: FeatureConfig, tcfg: TrainConfig, truth_dir: str 
             f"({', '.join(f'{k}: {v}' for k, v in short.items())}; need at least {MIN_ROWS}). "
             "Fix: provide more history, or change validation_fraction / test_fraction in the training config."
         )
-    m = {s: (split == s).to_numpy() for s in SPLITS}
-    step("features")
-    # band edges and prior strengths of the joint model are learned from the training period only
-    space = learn_joint(ds, fcfg, closed[m["train"] & (closed[S.CLOSED_AT] < closed.loc[~m["train"], S.CREATED_AT].min())])
-    X = point_in_time_features(space, closed, closed)
-    y = closed[S.WON].to_numpy(float)
-    step("lightgbm")
-    model = WinProbModel(tcfg).fit(X[m["train"]], y[m["train"]], X[m["validation"]], y[m["validation"]], space.categorical)
+    return Split(closed, {s: (label == s).to_numpy() for s in SPLITS})
 
-    # validation figures come from the early-stopped model, before the optional refit sees validation rows
+
+def learn_space(ds: S.Dataset, cfg: FeatureConfig, split: Split) -> FeatureSpace:
+    """The feature space, with the joint model's band edges and priors learned from the training period only
+    (deals closed before the validation period starts), so validation and test stay unseen."""
+    c, m = split.closed, split.masks
+    return learn_joint(ds, cfg, c[m["train"] & (c[S.CLOSED_AT] < c.loc[~m["train"], S.CREATED_AT].min())])
+
+
+def fit_model(X: pd.DataFrame, split: Split, space: FeatureSpace, cfg: TrainConfig) -> Fitted:
+    """Fit LightGBM with early stopping on validation, measure it there, then (``cfg.refit``) refit on
+    train + validation; the test period stays unseen."""
+    y, m = split.y, split.masks
+    model = WinProbModel(cfg).fit(X[m["train"]], y[m["train"]], X[m["validation"]], y[m["validation"]], space.catalogue)
     mv = m["validation"]
-    metrics: dict[str, float] = {f"repfit.validation.{k}": v for k, v in score(y[mv], model.predict_win(X[mv])).items()}
-    raw_val = model._raw(X[mv])  # before calibration (with the joint model's start, if the booster has one)
-    metrics["repfit.validation.ece_uncalibrated"] = score(y[mv], raw_val)["ece"]
-    cal_val = calibration_table(y[mv], model.predict_win(X[mv])).assign(split="validation")
+    p_val = model.predict_win(X[mv])
+    metrics = {f"repfit.validation.{k}": v for k, v in score(y[mv], p_val).items()}
+    metrics["repfit.validation.ece_uncalibrated"] = score(y[mv], model.predict_uncalibrated(X[mv]))["ece"]
     metrics["best_iteration"] = float(model.best_iteration_)
-    if tcfg.refit:
-        tv = m["train"] | m["validation"]
+    metrics.update({f"calibration_cv_log_loss.{k}": v for k, v in model.calibration_scores_.items()})
+    if cfg.refit:
+        tv = m["train"] | mv
         model.refit(X[tv], y[tv])
         metrics["refit_rounds"] = float(model.best_iteration_)
+    return Fitted(model, metrics, calibration_table(y[mv], p_val).assign(split="validation"))
 
-    step("baselines")
-    preds = {"repfit": model.predict_win(X)}
-    preds["global_rate"] = np.full(len(y), y[m["train"]].mean())
-    preds["rep_rate"] = X["rep_rate"].to_numpy()  # the rep's shrunk overall win rate, point-in-time
-    logit = _logistic_baseline(X[m["train"]], y[m["train"]], space.categorical, tcfg.seed)
-    preds["logistic"] = logit.predict_proba(X)[:, 1]
-    rows = []
+
+def evaluate(fitted: Fitted, X: pd.DataFrame, split: Split, space: FeatureSpace, cfg: TrainConfig) -> Evaluation:
+    """The model and its baselines, fitted in the same run, on the test period (baselines on validation too):
+    the global win rate, the rep's shrunk overall rate, and a logistic regression on the same features."""
+    y, m, model = split.y, split.masks, fitted.model
+    rep_rate = space.catalogue.one(role=Role.RATE, subject=Subject.REP)
+    preds = {"repfit": model.predict_win(X), "global_rate": np.full(len(y), y[m["train"]].mean()),
+             "rep_rate": X[rep_rate].to_numpy(),
+             "logistic": _logistic_baseline(X[m["train"]], y[m["train"]], space.categorical, cfg.seed).predict_proba(X)[:, 1]}
+    metrics, rows = dict(fitted.metrics), []
     for name, p in preds.items():
-        splits = ("test",) if name == "repfit" else ("validation", "test")
-        for s in splits:
-            for k, v in score(y[m[s]], p[m[s]]).items():
-                metrics[f"{name}.{s}.{k}"] = v
+        for s in ("test",) if name == "repfit" else ("validation", "test"):
+            metrics.update({f"{name}.{s}.{k}": v for k, v in score(y[m[s]], p[m[s]]).items()})
         rows.append({"model": name, **{k: metrics[f"{name}.test.{k}"] for k in ("auc", "log_loss", "brier", "ece")}})
-    for method, v in model.calibration_scores_.items():
-        metrics[f"calibration_cv_log_loss.{method}"] = v
-    cal = pd.concat([cal_val, calibration_table(y[m["test"]], preds["repfit"][m["test"]]).assign(split="test")],
-                    ignore_index=True)
+    test_cal = calibration_table(y[m["test"]], preds["repfit"][m["test"]]).assign(split="test")
     importance = pd.DataFrame({
         "feature": model.feature_names_in_,
         "gain": model.booster_.feature_importance("gain", iteration=model.best_iteration_),
     }).sort_values("gain", ascending=False, ignore_index=True)
+    return Evaluation(metrics, pd.DataFrame(rows), pd.concat([fitted.calibration, test_cal], ignore_index=True), importance)
 
-    step("snapshot")
-    bounds = {s: closed.loc[m[s], S.CREATED_AT] for s in SPLITS}
-    split_info = {}
-    for s in SPLITS:
-        split_info[f"{s}_rows"] = str(int(m[s].sum()))
-        split_info[f"{s}_from"] = str(bounds[s].min().date())
-        split_info[f"{s}_to"] = str(bounds[s].max().date())
-    info = {"feature_config": as_dict(fcfg), "train_config": as_dict(tcfg), "split": split_info,
-            "dimensions": [d.name for d in space.dims], "calibration": model.calibration_}
-    scorer = PairScorer(model=model, space=space, history=snapshot(space, closed), info=info)
-    step("signal")
-    metrics.update(rep_signal_check(scorer, closed, closed.loc[m["test"]], tcfg.seed))
-    scorer.info["signal"] = {k: metrics[k] for k in metrics if k.startswith("signal.")}
-    scorer.info["test_metrics"] = {k: v for k, v in metrics.items() if ".test." in k}
-    scorer.info["calibration_table"] = cal.to_dict("list")  # for `repfit report`
-    if truth_dir is not None and Path(truth_dir).is_dir():
-        step("truth")
-        from repfit.synth import true_win_probability
 
-        truth = true_win_probability(Path(truth_dir).parent)
-        pred = truth[[S.REP_ID, S.ACCOUNT_ID]].assign(p_win=scorer.score(truth[S.REP_ID], truth[S.ACCOUNT_ID]))
-        metrics.update(truth_recovery(pred, truth))
-        base = truth[[S.REP_ID, S.ACCOUNT_ID]].assign(p_win=scorer.features(truth[S.REP_ID], truth[S.ACCOUNT_ID])["rep_rate"].to_numpy())
-        metrics.update({f"rep_rate.{k}": v for k, v in truth_recovery(base, truth).items() if k != "truth_pairs"})
-    # what the joint model learned from the training period: band edges and each block's prior sd
-    learned = {f"learned.{d.name}_edges": ", ".join(f"{e:.6g}" for e in d.levels) for d in space.dims if d.kind == "band"}
-    learned.update({f"learned.prior_sd.{k.replace(':', '.')}": round(v, 4) for k, v in (space.joint_sd or {}).items()})
-    scorer.info["learned"] = learned
-    test_rows = closed.loc[m["test"]].reset_index(drop=True)  # every column: features may use attributes
+def learned_settings(space: FeatureSpace) -> dict[str, float | str]:
+    """What the joint model learned from the training period: band edges and each block's prior sd."""
+    out: dict[str, float | str] = {f"learned.{d.name}_edges": ", ".join(f"{e:.6g}" for e in d.levels)
+                                   for d in space.dims if d.kind is DimensionKind.BAND}
+    out.update({f"learned.prior_sd.{k.replace(':', '.')}": round(v, 4) for k, v in (space.joint_sd or {}).items()})
+    return out
+
+
+def make_bundle(model: WinProbModel, space: FeatureSpace, split: Split, ev: Evaluation, fcfg: FeatureConfig,
+                tcfg: TrainConfig) -> PairScorer:
+    """The scorer a deployed model is: model, space, the history snapshot over all closed deals, and its card
+    (with the signal check of its rep strengths on the test period)."""
+    signal = rep_signal_check(model, space, split.closed, split.closed.loc[split.masks["test"]], tcfg.seed)
+    card = ModelCard(feature_config=as_dict(fcfg), train_config=as_dict(tcfg), split=split.info(),
+                     calibration=model.calibration_, signal=signal,
+                     test_metrics={k: v for k, v in ev.metrics.items() if ".test." in k},
+                     calibration_table=ev.calibration, learned=learned_settings(space))
+    return PairScorer(model=model, space=space, history=snapshot(space, split.closed), card=card)
+
+
+def train(ds: S.Dataset, fcfg: FeatureConfig, tcfg: TrainConfig, progress: Progress = NO_PROGRESS) -> TrainResult:
+    """Split by time, learn the feature space, fit LightGBM, evaluate it against baselines on the test
+    period, and bundle it: the pipeline of the steps above, nothing else."""
+    split = split_by_time(ds, tcfg)
+    progress.stage("features")
+    space = learn_space(ds, fcfg, split)
+    X = point_in_time_features(space, split.closed, split.closed)
+    progress.stage("lightgbm")
+    fitted = fit_model(X, split, space, tcfg)
+    progress.stage("baselines")
+    ev = evaluate(fitted, X, split, space, tcfg)
+    progress.stage("snapshot")
+    scorer = make_bundle(fitted.model, space, split, ev, fcfg, tcfg)
+    test = split.masks["test"]
     return TrainResult(
-        scorer=scorer, metrics=metrics, table=pd.DataFrame(rows), calibration=cal, importance=importance,
-        split=split_info, fingerprint=fingerprint(ds), test_rows=test_rows,
-        test_features=X[m["test"]].reset_index(drop=True),
-        params={**as_dict(tcfg), **{f"features.{k}": v for k, v in as_dict(fcfg).items()}, **learned},
+        scorer=scorer, metrics={**ev.metrics, **scorer.card.signal.metrics()}, table=ev.table,
+        calibration=ev.calibration, importance=ev.importance, split=scorer.card.split, fingerprint=fingerprint(ds),
+        test_rows=split.closed.loc[test].reset_index(drop=True),  # every column: features may use attributes
+        test_features=X[test].reset_index(drop=True),
+        params={**as_dict(tcfg), **{f"features.{k}": v for k, v in as_dict(fcfg).items()}, **scorer.card.learned},
     )
 
 
-def rep_signal_check(scorer: PairScorer, closed: pd.DataFrame, rows: pd.DataFrame, seed: int,
-                     n_boot: int = 300) -> dict[str, float]:
+def rep_signal_check(model: WinProbModel, space: FeatureSpace, closed: pd.DataFrame, rows: pd.DataFrame, seed: int,
+                     n_boot: int = 300) -> SignalCheck:
     """Does the test period bear out the model's rep strengths?
 
     For each test deal, compare the model's P(win) for the rep who worked it with the same model's
@@ -193,23 +242,18 @@ def rep_signal_check(scorer: PairScorer, closed: pd.DataFrame, rows: pd.DataFram
     across reps by at least ``MIN_REP_SPREAD`` on average (a real but negligible difference is no reason
     to move an account).
     """
-    space, R = scorer.space, len(scorer.space.rep_ids)
+    R = len(space.rep_ids)
     expanded = rows.loc[rows.index.repeat(R)].assign(**{S.REP_ID: np.tile(space.rep_ids, len(rows))})
-    p_all = scorer.model.predict_win(point_in_time_features(space, closed, expanded)).reshape(len(rows), R)
+    p_all = model.predict_win(point_in_time_features(space, closed, expanded)).reshape(len(rows), R)
     p_rep = p_all[np.arange(len(rows)), space.rep_index(rows[S.REP_ID])]
     p_blind = p_all.mean(axis=1)
     y = rows[S.WON].to_numpy(float)
-
-    def ll(p):
-        p = np.clip(p, 1e-6, 1 - 1e-6)
-        return -(y * np.log(p) + (1 - y) * np.log(1 - p))
-
-    gain = ll(p_blind) - ll(p_rep)
+    gain = log_losses(y, p_blind) - log_losses(y, p_rep)
     spread = float(p_all.std(axis=1).mean())
     boot = gain[np.random.default_rng(seed).integers(0, len(y), (n_boot, len(y)))].mean(axis=1)
     lo, hi = np.quantile(boot, [0.05, 0.95])
-    return {"signal.log_loss_gain": float(gain.mean()), "signal.gain_p05": float(lo), "signal.gain_p95": float(hi),
-            "signal.detected": float(lo > 0 and spread >= MIN_REP_SPREAD), "signal.rep_spread": spread}
+    return SignalCheck(log_loss_gain=float(gain.mean()), gain_p05=float(lo), gain_p95=float(hi), rep_spread=spread,
+                       detected=bool(lo > 0 and spread >= MIN_REP_SPREAD))
 
 
 def score_rows(scorer: PairScorer, ds: S.Dataset, rows: pd.DataFrame) -> np.ndarray:
