@@ -31,7 +31,7 @@ def top1_quality(data_dir: Path, seed: int) -> dict:
     ds = load_dataset(data_dir)
     scorer = train(ds, FeatureConfig(), TrainConfig()).scorer
     P = score_matrix(scorer, ds)
-    ctx = Context(ds, scorer, P, bool(scorer.info["signal"]["signal.detected"]))
+    ctx = Context(ds, scorer, P, scorer.card.signal.detected)
     truth = true_win_matrix(data_dir, ds.reps.rep_id, ds.accounts.account_id)
     cur = ctx.current
     A, R = P.shape

@@ -156,10 +156,9 @@ def test_capacity_figures_match_independent_solves(trained):
     assert summary["shortfall"] == 0 and len(values) == 12 and values.value_lost_if_gone.is_monotonic_decreasing
 
     # rebuild the problem from the same scores and check every figure with scipy's Hungarian method
-    from repfit.jobs import _context
-    from repfit.tracking import open_tracker
+    from repfit.jobs import DataSource, Store, suggestion_context
 
-    ctx, _, _ = _context(org, None, None, None, open_tracker(uri, tmp), None)
+    ctx = suggestion_context(data=DataSource(org), store=Store(uri, tmp))
     ev = ctx.ev()
     lk = ctx.ds.accounts.locked.to_numpy(bool)
     cur = ctx.current

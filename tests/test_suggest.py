@@ -84,7 +84,7 @@ def test_move_groups_partition_the_moves_and_every_prefix_fits(case):
 def test_move_groups_take_the_best_available_group_at_almost_every_step():
     """Greedy by gain: measured against recomputing every pending group at each step (1% of steps differ,
     where a chain's value changed deeper down; see ``group_moves``)."""
-    from repfit.suggest import _chain
+    from repfit.suggest import move_chain
 
     rng = np.random.default_rng(1)
     steps = worse = 0
@@ -101,7 +101,7 @@ def test_move_groups_take_the_best_available_group_at_almost_every_step():
             out_of: dict = {}
             for a in pending:
                 out_of.setdefault(int(cur[a]), set()).add(a)
-            chains = [_chain(a, cur, new, gain, load, cap, out_of)[0] for a in pending]
+            chains = [move_chain(a, cur, new, gain, load, cap, out_of)[0] for a in pending]
             best = max(sum(gain[i] for i in c) for c in chains if c is not None)
             steps += 1
             worse += sum(gain[i] for i in g) < best - 1e-9
@@ -171,8 +171,7 @@ def test_exchanges_make_room_and_charge_only_their_cost(trained, tmp_path):
     import re
     import shutil
 
-    from repfit.jobs import _context
-    from repfit.tracking import open_tracker
+    from repfit.jobs import DataSource, Store, suggestion_context
 
     org, uri, _ = trained
     full = tmp_path / "full"
@@ -186,7 +185,7 @@ def test_exchanges_make_room_and_charge_only_their_cost(trained, tmp_path):
     reps.loc[reps.rep_id.isin(over), "capacity"] -= 1  # today above capacity by one
     reps.loc[reps.rep_id == load.index[-1], "capacity"] += 2  # one rep with room: over-full reps need two slots
     reps.to_csv(full / "reps.csv", index=False)
-    ctx, _, _ = _context(full, None, None, None, open_tracker(uri, tmp_path), None)
+    ctx = suggestion_context(data=DataSource(full), store=Store(uri, tmp_path))
     ev, cur = ctx.ev(), ctx.current
     rep_pos = {r: i for i, r in enumerate(ctx.ds.reps.rep_id)}
     acc_pos = {a: i for i, a in enumerate(ctx.ds.accounts.account_id)}
@@ -275,15 +274,16 @@ def test_maven_suggest_all_marks_noise_as_uncertain(maven_dir, tracking_uri, tmp
     assert len(t) == 0 or (t.confidence == "within the model's uncertainty").all()
     assert "NOT borne out" in res.output and "[confident]" not in res.output
     # the per-pair check alone (ignoring the training verdict) also finds no gain beyond twice its standard error
-    from repfit.jobs import _context
-    from repfit.suggest import _confidence
-    from repfit.tracking import open_tracker
+    from dataclasses import replace
 
-    ctx, _, _ = _context(maven_dir, MAVEN_MAPPING, None, None, open_tracker(tracking_uri, tmp_path), None)
-    ctx.signal = True
+    from repfit.jobs import DataSource, Store, suggestion_context
+    from repfit.suggest import confidence
+
+    ctx = suggestion_context(data=DataSource(maven_dir, MAVEN_MAPPING), store=Store(tracking_uri, tmp_path))
+    ctx = replace(ctx, signal=True)
     A = len(ctx.p_win)
     masked = ctx.p_win.copy()
     has = ctx.current >= 0
     masked[np.flatnonzero(has), ctx.current[has]] = -1
-    confident, _ = _confidence(ctx, np.arange(A), masked.argmax(axis=1), ctx.current)
+    confident, _ = confidence(ctx, np.arange(A), masked.argmax(axis=1), ctx.current)
     assert not confident.any()

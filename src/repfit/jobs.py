@@ -175,6 +175,13 @@ def _context(s: Scored):
     return Context(s.ds, s.scorer, s.p_win, s.scorer.card.signal.detected)
 
 
+def suggestion_context(*, data: DataSource, store: Store, pairs: PairSource = PairSource(),
+                       progress: Progress = NO_PROGRESS):
+    """What suggestions are computed from (``suggest.Context``): the data, the model with its history refreshed
+    from the data, P(win) of every pair, and the model's verdict on its rep strengths."""
+    return _context(scored(data, pairs, store.open(), progress, need_scorer=True))
+
+
 # --- assign ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AssignOutcome:

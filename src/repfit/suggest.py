@@ -11,6 +11,7 @@ much history stands behind each of the two pairs.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -28,7 +29,7 @@ from repfit.winprob import PairScorer
 N_REASONS = 2
 
 
-@dataclass
+@dataclass(frozen=True)
 class Context:
     """Everything suggestions are computed from."""
 
@@ -212,7 +213,9 @@ def pair_uncertainty(ctx: Context, acc_idx: np.ndarray, rep_idx: np.ndarray) -> 
     return np.sqrt(p * (1 - p) / n_eff)
 
 
-def _confidence(ctx: Context, acc_idx, new_rep, old_rep) -> tuple[np.ndarray, np.ndarray]:
+def confidence(ctx: Context, acc_idx, new_rep, old_rep) -> tuple[np.ndarray, np.ndarray]:
+    """Is each suggestion (account, new rep, old rep or -1) confident, and the standard error of its gain in P(win):
+    confident when the model's rep strengths were borne out at training and the gain exceeds twice that error."""
     se_new = pair_uncertainty(ctx, acc_idx, new_rep)
     has = old_rep >= 0
     se_old = np.zeros(len(acc_idx))
@@ -261,7 +264,7 @@ def for_account(ctx: Context, account_id: str, top: int = 5) -> pd.DataFrame:
     load, cap = _rep_room(ctx)
     old = np.full(len(order), cur[a])
     aa = np.full(len(order), a)
-    confident, _ = _confidence(ctx, aa, order, old)
+    confident, _ = confidence(ctx, aa, order, old)
     base = ev[a, cur[a]] if cur[a] >= 0 else 0.0
     rows = []
     why = reasons(ctx, aa, order, old)
@@ -341,7 +344,7 @@ def for_rep(ctx: Context, rep_id: str, top: int = 5) -> pd.DataFrame:
                                 ("hand over", give, give_to, np.full(len(give), r))):
         if not len(acc):
             continue
-        conf, _ = _confidence(ctx, acc, new, old)
+        conf, _ = confidence(ctx, acc, new, old)
         why = reasons(ctx, acc, new, old)
         for i in range(len(acc)):
             o = old[i]
@@ -359,7 +362,7 @@ def for_rep(ctx: Context, rep_id: str, top: int = 5) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _chain(a: int, cur, new, gain, load, cap, out_of: dict[int, set]) -> tuple[list[int] | None, set[int]]:
+def move_chain(a: int, cur, new, gain, load, cap, out_of: dict[int, set]) -> tuple[list[int] | None, set[int]]:
     """The moves that must go with move ``a`` so that every rep stays within capacity: while the rep receiving
     the last move is over capacity, add a pending move out of it, preferring one that lands where there is room
     (which ends the chain; landing back at the start closes an exchange), then the largest gain.
@@ -388,6 +391,72 @@ def _chain(a: int, cur, new, gain, load, cap, out_of: dict[int, set]) -> tuple[l
     return seq, deps
 
 
+class _MoveQueue:
+    """The pending moves of ``group_moves``, each with the chain it needs, in a max-heap by the chain's gain."""
+
+    def __init__(self, cur: np.ndarray, new: np.ndarray, gain: np.ndarray, cap: np.ndarray):
+        self.cur, self.new, self.gain = cur, new, gain
+        self.load = np.bincount(cur[cur >= 0], minlength=len(cap)).astype(int)
+        self.cap = np.maximum(cap, self.load)
+        self.pending = {int(a) for a in np.flatnonzero(new != cur)}
+        self.out_of: dict[int, set] = {}
+        self.watchers: dict[int, set[int]] = {}  # rep -> pending moves into it
+        for a in self.pending:
+            if cur[a] >= 0:
+                self.out_of.setdefault(int(cur[a]), set()).add(a)
+            self.watchers.setdefault(int(new[a]), set()).add(a)
+        self.version = dict.fromkeys(self.pending, 0)
+        self.heap: list = []
+        for a in sorted(self.pending):
+            self.refresh(a)
+
+    def value(self, seq) -> float:
+        return float(sum(self.gain[i] for i in seq))
+
+    def chain(self, a: int) -> list[int] | None:
+        return move_chain(a, self.cur, self.new, self.gain, self.load, self.cap, self.out_of)[0]
+
+    def refresh(self, a: int) -> None:
+        """Recompute move ``a``'s chain and queue it under a new version (older entries become stale)."""
+        seq = self.chain(a)
+        self.version[a] += 1
+        if seq is not None:
+            heapq.heappush(self.heap, (-self.value(seq), a, self.version[a]))
+
+    def pop(self) -> list[int] | None:
+        """The best group that fits now, or None when no pending move can be made to fit."""
+        while self.heap:
+            neg, a, ver = heapq.heappop(self.heap)
+            if a not in self.pending or ver != self.version[a]:
+                continue
+            seq = self.chain(a)  # deeper reps may have changed since it was queued
+            if seq is None:
+                continue
+            if self.value(seq) < -neg - 1e-9 * max(1.0, abs(neg)):  # worth less now: back in the queue
+                self.version[a] += 1
+                heapq.heappush(self.heap, (-self.value(seq), a, self.version[a]))
+                continue
+            return seq
+        return None
+
+    def apply(self, seq: list[int]) -> None:
+        """Make the moves of ``seq``; the moves into a rep that gained room are recomputed at once (their chains
+        shorten, so their gains may rise; gains that fall are caught when they reach the top)."""
+        net: dict[int, int] = {}
+        for b in seq:
+            self.pending.discard(b)
+            self.watchers[int(self.new[b])].discard(b)
+            if self.cur[b] >= 0:
+                self.load[self.cur[b]] -= 1
+                self.out_of[int(self.cur[b])].discard(b)
+                net[int(self.cur[b])] = net.get(int(self.cur[b]), 0) - 1
+            self.load[self.new[b]] += 1
+            net[int(self.new[b])] = net.get(int(self.new[b]), 0) + 1
+        for rep in sorted(r for r, d in net.items() if d < 0):
+            for b in sorted(self.watchers.get(rep, ())):
+                self.refresh(b)
+
+
 def group_moves(cur: np.ndarray, new: np.ndarray, gain: np.ndarray, cap: np.ndarray) -> list[list[int]]:
     """Order the moves from ``cur`` to ``new`` (``new`` within capacity) into groups that ops can accept
     top-down: applying any prefix of the groups to the current assignment keeps every rep within capacity (a
@@ -400,69 +469,15 @@ def group_moves(cur: np.ndarray, new: np.ndarray, gain: np.ndarray, cap: np.ndar
     change deeper along a chain is only seen when the chain reaches the top, so the order is greedy up to such
     changes; gains can also rise as earlier groups make room, so the list is not strictly decreasing.
     """
-    import heapq
-
-    R = len(cap)
-    load = np.bincount(cur[cur >= 0], minlength=R).astype(int)
-    cap = np.maximum(cap, load)
-    pending = {int(a) for a in np.flatnonzero(new != cur)}
-    out_of: dict[int, set] = {}
-    for a in pending:
-        if cur[a] >= 0:
-            out_of.setdefault(int(cur[a]), set()).add(a)
-    chains: dict[int, list[int] | None] = {}
-    watchers: dict[int, set[int]] = {}  # rep -> pending moves into it
-    version = dict.fromkeys(pending, 0)
-    heap: list = []
-
-    for a in pending:
-        watchers.setdefault(int(new[a]), set()).add(a)
-
-    def value(seq) -> float:
-        return float(sum(gain[i] for i in seq))
-
-    def refresh(a: int) -> None:
-        seq, _ = _chain(a, cur, new, gain, load, cap, out_of)
-        chains[a] = seq
-        version[a] += 1
-        if seq is not None:
-            heapq.heappush(heap, (-value(seq), a, version[a]))
-
-    for a in sorted(pending):
-        refresh(a)
+    queue = _MoveQueue(cur, new, gain, cap)
     groups = []
-    while pending:
-        if not heap:  # cannot happen when ``new`` is within capacity; keep every move rather than drop any
-            groups.append(sorted(pending))
+    while queue.pending:
+        seq = queue.pop()
+        if seq is None:  # cannot happen when ``new`` is within capacity; keep every move rather than drop any
+            groups.append(sorted(queue.pending))
             break
-        neg, a, ver = heapq.heappop(heap)
-        if a not in pending or ver != version[a]:
-            continue
-        seq, _ = _chain(a, cur, new, gain, load, cap, out_of)  # deeper reps may have changed since it was queued
-        if seq is None:
-            chains[a] = None
-            continue
-        if value(seq) < -neg - 1e-9 * max(1.0, abs(neg)):
-            chains[a] = seq
-            version[a] += 1
-            heapq.heappush(heap, (-value(seq), a, version[a]))
-            continue
-        net: dict[int, int] = {}
-        for b in seq:
-            pending.discard(b)
-            watchers[int(new[b])].discard(b)
-            if cur[b] >= 0:
-                load[cur[b]] -= 1
-                out_of[int(cur[b])].discard(b)
-                net[int(cur[b])] = net.get(int(cur[b]), 0) - 1
-            load[new[b]] += 1
-            net[int(new[b])] = net.get(int(new[b]), 0) + 1
+        queue.apply(seq)
         groups.append(seq)
-        # a rep with more room now shortens the chains into it: their gains may rise, so recompute them now
-        # (gains that fall are caught when they reach the top of the queue)
-        for rep in sorted(r for r, d in net.items() if d < 0):
-            for b in sorted(watchers.get(rep, ())):
-                refresh(b)
     return groups
 
 
@@ -479,7 +494,7 @@ def for_all(ctx: Context, cfg: AssignConfig, plan=None) -> tuple[pd.DataFrame, d
     rows = []
     if groups:
         flat = np.array([a for g in groups for a in g])
-        conf, se = _confidence(ctx, flat, x[flat], cur[flat])
+        conf, se = confidence(ctx, flat, x[flat], cur[flat])
         why = reasons(ctx, flat, x[flat], cur[flat])
         info = {int(a): (c, w) for a, c, w in zip(flat, conf, why)}
         rep_ids, acc_ids = ctx.ds.reps[S.REP_ID].to_numpy(str), ctx.ds.accounts[S.ACCOUNT_ID].to_numpy(str)

@@ -70,18 +70,60 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+@dataclass(frozen=True)
+class _Reps:
+    table: pd.DataFrame
+    ids: np.ndarray
+    region: np.ndarray
+    skill: np.ndarray
+    eff: dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class _Accounts:
+    table: pd.DataFrame
+    ids: np.ndarray
+    industry: np.ndarray
+    region: np.ndarray
+    band: np.ndarray
+    potential: np.ndarray
+    difficulty: np.ndarray
+    mix: np.ndarray
+    owner: np.ndarray
+
+
 def generate(n_reps: int, n_accounts: int, seed: int = 0, params: SynthParams | None = None) -> dict[str, pd.DataFrame]:
     """Generate an org. Returns the tables ``reps``, ``accounts``, ``opportunities`` and the truth
     tables ``truth_reps`` (long: rep_id, dimension, value, effect), ``truth_accounts``
     (account_id, difficulty, mix_<product>...) and ``truth_opportunities`` (opportunity_id, p_true).
-    Deterministic for a seed."""
+    Deterministic for a seed (the steps draw from one generator in a fixed order)."""
     if n_reps < 1 or n_accounts < 1:
         raise RepfitError(f"synth: need at least 1 rep and 1 account (got {n_reps} reps, {n_accounts} accounts).")
     p = params or SynthParams()
     rng = np.random.default_rng(seed)
-    R, A = n_reps, n_accounts
+    reps = _make_reps(rng, p, n_reps, n_accounts)
+    accounts = _make_accounts(rng, p, n_accounts, reps)
+    opportunities, p_true = _make_opportunities(rng, p, reps, accounts)
+    truth_reps = pd.concat(
+        [pd.DataFrame({S.REP_ID: reps.ids, "dimension": "overall", "value": "", "effect": reps.skill})]
+        + [pd.DataFrame({S.REP_ID: np.repeat(reps.ids, len(values)), "dimension": dim,
+                         "value": np.tile(values, n_reps), "effect": reps.eff[dim].ravel()})
+           for dim, values in DIMENSIONS.items()],
+        ignore_index=True,
+    )
+    truth_accounts = pd.DataFrame({S.ACCOUNT_ID: accounts.ids, "difficulty": accounts.difficulty}).assign(
+        **{f"mix_{prod}": accounts.mix[:, k] for k, prod in enumerate(PRODUCTS)}
+    )
+    truth_opps = pd.DataFrame({S.OPPORTUNITY_ID: opportunities[S.OPPORTUNITY_ID].to_numpy(), "p_true": p_true})
+    return {
+        "reps": reps.table, "accounts": accounts.table, "opportunities": opportunities,
+        "truth_reps": truth_reps, "truth_accounts": truth_accounts, "truth_opportunities": truth_opps,
+        "params": p,
+    }
 
-    # --- reps and their hidden strengths
+
+def _make_reps(rng: np.random.Generator, p: SynthParams, R: int, A: int) -> _Reps:
+    """Reps and their hidden strengths."""
     rep_ids = np.array([f"R{i:0{max(3, len(str(R)))}d}" for i in range(1, R + 1)])
     rep_region = np.array(REGIONS)[np.arange(R) % len(REGIONS)]
     rng.shuffle(rep_region)
@@ -97,7 +139,7 @@ def generate(n_reps: int, n_accounts: int, seed: int = 0, params: SynthParams | 
     eff["industry"][np.arange(R), strong] += p.industry_strong
     eff["industry"][np.arange(R), weak] += p.industry_weak
     stated = np.where(rng.random(R) < p.stated_matches_truth, strong, rng.integers(0, len(INDUSTRIES), R))
-    reps = pd.DataFrame({
+    table = pd.DataFrame({
         S.REP_ID: rep_ids,
         "name": [f"Rep {i}" for i in range(1, R + 1)],
         "region": rep_region,
@@ -105,8 +147,12 @@ def generate(n_reps: int, n_accounts: int, seed: int = 0, params: SynthParams | 
         "tenure_years": rng.integers(0, 15, R),
         S.CAPACITY: math.ceil(1.15 * A / R),
     })
+    return _Reps(table, rep_ids, rep_region, skill, eff)
 
-    # --- accounts
+
+def _make_accounts(rng: np.random.Generator, p: SynthParams, A: int, reps: _Reps) -> _Accounts:
+    """Accounts, owned by territory: each goes to a rep of its region, balanced by count."""
+    R = len(reps.ids)
     acc_ids = np.array([f"A{i:0{max(5, len(str(A)))}d}" for i in range(1, A + 1)])
     industry = rng.integers(0, len(INDUSTRIES), A)
     region = rng.integers(0, len(REGIONS), A)
@@ -115,44 +161,54 @@ def generate(n_reps: int, n_accounts: int, seed: int = 0, params: SynthParams | 
     potential = np.round(2000 * np.sqrt(employees) * np.exp(rng.normal(0, 0.4, A)), -2)
     difficulty = rng.normal(0, p.difficulty_sd, A)
     mix = rng.dirichlet(np.full(len(PRODUCTS), 0.8), A)
-    # territory ownership: each account goes to a rep of its region, balanced by count
     owner = np.empty(A, dtype=int)
     for r_i, reg in enumerate(REGIONS):
         in_region = np.flatnonzero(region == r_i)
-        reps_here = np.flatnonzero(rep_region == reg)
+        reps_here = np.flatnonzero(reps.region == reg)
         if len(reps_here) == 0:
             reps_here = np.arange(R)
         owner[in_region] = rng.permutation(np.resize(reps_here, len(in_region)))
     locked = rng.random(A) < p.locked_share
-    accounts = pd.DataFrame({
+    table = pd.DataFrame({
         S.ACCOUNT_ID: acc_ids,
         "name": [f"Company {i}" for i in range(1, A + 1)],
         "industry": np.array(INDUSTRIES)[industry],
         "region": np.array(REGIONS)[region],
         "employees": employees,
         S.POTENTIAL: potential,
-        S.CURRENT_REP_ID: rep_ids[owner],
+        S.CURRENT_REP_ID: reps.ids[owner],
         S.LOCKED: locked,
     })
+    return _Accounts(table, acc_ids, industry, region, band, potential, difficulty, mix, owner)
 
-    # --- opportunities: territory-biased history
-    n_opp = int(round(p.opportunities_per_account * A))
-    o_acc = rng.integers(0, A, n_opp)
-    u = rng.random(n_opp)
-    o_rep = owner[o_acc].copy()
+
+def _deal_reps(rng: np.random.Generator, p: SynthParams, reps: _Reps, acc: _Accounts, o_acc: np.ndarray) -> np.ndarray:
+    """Who worked each deal: territory-biased (the owner, another rep of the region, or anyone)."""
+    u = rng.random(len(o_acc))
+    o_rep = acc.owner[o_acc].copy()
     same = (u >= p.owner_share) & (u < p.owner_share + p.same_region_share)
     anyone = u >= p.owner_share + p.same_region_share
     if same.any():
         # another rep of the account's region, drawn uniformly among them
-        region_reps = {r_i: np.flatnonzero(rep_region == reg) for r_i, reg in enumerate(REGIONS)}
-        for r_i, members in region_reps.items():
-            rows = np.flatnonzero(same & (region[o_acc] == r_i))
+        for r_i, reg in enumerate(REGIONS):
+            members = np.flatnonzero(reps.region == reg)
+            rows = np.flatnonzero(same & (acc.region[o_acc] == r_i))
             if len(rows) and len(members):
                 o_rep[rows] = members[rng.integers(0, len(members), len(rows))]
-    o_rep[anyone] = rng.integers(0, R, int(anyone.sum()))
-    cum = np.cumsum(mix, axis=1)
+    o_rep[anyone] = rng.integers(0, len(reps.ids), int(anyone.sum()))
+    return o_rep
+
+
+def _make_opportunities(rng: np.random.Generator, p: SynthParams, reps: _Reps,
+                        acc: _Accounts) -> tuple[pd.DataFrame, np.ndarray]:
+    """The history of deals with their outcomes, drawn from the planted probabilities (also returned)."""
+    n_opp = int(round(p.opportunities_per_account * len(acc.ids)))
+    o_acc = rng.integers(0, len(acc.ids), n_opp)
+    o_rep = _deal_reps(rng, p, reps, acc, o_acc)
+    cum = np.cumsum(acc.mix, axis=1)
     o_prod = (rng.random(n_opp)[:, None] > cum[o_acc]).sum(axis=1).clip(max=len(PRODUCTS) - 1)
-    logit = _pair_logit(p, skill, eff, rep_region, o_rep, o_acc, industry, band, region, o_prod, difficulty)
+    logit = _pair_logit(p, reps.skill, reps.eff, reps.region, o_rep, o_acc, acc.industry, acc.band, acc.region,
+                        o_prod, acc.difficulty)
     p_true = _sigmoid(logit)
     won = rng.random(n_opp) < p_true
     start = pd.Timestamp(p.start)
@@ -163,41 +219,18 @@ def generate(n_reps: int, n_accounts: int, seed: int = 0, params: SynthParams | 
     is_open = closed_at > start + pd.Timedelta(days=span_days)
     is_open |= rng.random(n_opp) < p.open_share * 0.2
     outcome = np.where(is_open, S.OUTCOME_OPEN, np.where(won, S.OUTCOME_WON, S.OUTCOME_LOST))
-    opp_ids = np.array([f"O{i:0{max(6, len(str(n_opp)))}d}" for i in range(1, n_opp + 1)])
-    amount = np.where(outcome == S.OUTCOME_WON, np.round(potential[o_acc] * rng.uniform(0.05, 0.2, n_opp), -1), np.nan)
-    opportunities = pd.DataFrame({
-        S.OPPORTUNITY_ID: opp_ids,
-        S.REP_ID: rep_ids[o_rep],
-        S.ACCOUNT_ID: acc_ids[o_acc],
+    amount = np.where(outcome == S.OUTCOME_WON, np.round(acc.potential[o_acc] * rng.uniform(0.05, 0.2, n_opp), -1), np.nan)
+    table = pd.DataFrame({
+        S.OPPORTUNITY_ID: np.array([f"O{i:0{max(6, len(str(n_opp)))}d}" for i in range(1, n_opp + 1)]),
+        S.REP_ID: reps.ids[o_rep],
+        S.ACCOUNT_ID: acc.ids[o_acc],
         "product": np.array(PRODUCTS)[o_prod],
         S.CREATED_AT: created.strftime("%Y-%m-%d"),
         S.CLOSED_AT: np.where(is_open, "", pd.DatetimeIndex(closed_at).strftime("%Y-%m-%d")),
         S.OUTCOME: outcome,
         S.AMOUNT: amount,
     })
-
-    truth_reps = pd.concat(
-        [pd.DataFrame({S.REP_ID: rep_ids, "dimension": "overall", "value": "", "effect": skill})]
-        + [
-            pd.DataFrame({
-                S.REP_ID: np.repeat(rep_ids, len(values)),
-                "dimension": dim,
-                "value": np.tile(values, R),
-                "effect": eff[dim].ravel(),
-            })
-            for dim, values in DIMENSIONS.items()
-        ],
-        ignore_index=True,
-    )
-    truth_accounts = pd.DataFrame({S.ACCOUNT_ID: acc_ids, "difficulty": difficulty}).assign(
-        **{f"mix_{prod}": mix[:, k] for k, prod in enumerate(PRODUCTS)}
-    )
-    truth_opps = pd.DataFrame({S.OPPORTUNITY_ID: opp_ids, "p_true": p_true})
-    return {
-        "reps": reps, "accounts": accounts, "opportunities": opportunities,
-        "truth_reps": truth_reps, "truth_accounts": truth_accounts, "truth_opportunities": truth_opps,
-        "params": p,
-    }
+    return table, p_true
 
 
 def _pair_logit(p, skill, eff, rep_region, r, a, industry, band, region, prod, difficulty) -> np.ndarray:

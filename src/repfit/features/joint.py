@@ -153,35 +153,44 @@ def fit_joint(r: np.ndarray, a: np.ndarray, codes: dict[str, np.ndarray], won: n
     if warm is not None and warm.solution is not None and len(warm.solution) == len(u):
         u = warm.solution.copy()
     for _ in range(max_updates if learn_sd else 1):
-        scale = s[group]
-        u = _map_fit(X, won, scale, u)
-        w = scale * u[:-1]
+        u = _map_fit(X, won, s[group], u)
         if not learn_sd:
             break
-        z = X @ w + u[-1]
-        pr = 0.5 * (1.0 + np.tanh(0.5 * z))
-        lam = 1.0 / scale**2
-        gamma = 1.0 - lam / (Xt @ (pr * (1 - pr)) + lam)  # how well the data determine each effect
-        wsq = np.bincount(group, weights=w**2, minlength=len(bnames))
-        dof = np.bincount(group, weights=gamma, minlength=len(bnames))
-        new = np.where(fixed, s, np.sqrt(np.maximum(wsq / np.maximum(dof, 1e-12), MIN_SD**2)))
+        new = _evidence_update(X, Xt, won, u, s, group, fixed)
         done = np.allclose(new, s, rtol=1e-3)
-        u[:-1] = w / new[group]  # same coefficients, new scale: a warm start
+        u[:-1] = s[group] * u[:-1] / new[group]  # same coefficients, new scale: a warm start
         s = new
         if done:
             break
+    return _unpack(X, Xt, won, u, s, group, bnames, n_reps, n_accounts, n_levels)
+
+
+def _evidence_update(X, Xt, won, u, s, group, fixed) -> np.ndarray:
+    """MacKay's update of each learnable block's prior sd: sqrt(sum of squared effects / effective dof)."""
+    scale = s[group]
+    w = scale * u[:-1]
+    pr = sigmoid(X @ w + u[-1])
+    lam = 1.0 / scale**2
+    gamma = 1.0 - lam / (Xt @ (pr * (1 - pr)) + lam)  # how well the data determine each effect
+    wsq = np.bincount(group, weights=w**2, minlength=len(s))
+    dof = np.bincount(group, weights=gamma, minlength=len(s))
+    return np.where(fixed, s, np.sqrt(np.maximum(wsq / np.maximum(dof, 1e-12), MIN_SD**2)))
+
+
+def _unpack(X, Xt, won, u, s, group, bnames, n_reps, n_accounts, n_levels) -> JointFit:
+    """The fit's coefficients per block, with its Laplace log evidence."""
     scale = s[group]
     w = scale * u[:-1]
     lam = 1.0 / scale**2
     z = X @ w + u[-1]
-    pr = 0.5 * (1.0 + np.tanh(0.5 * z))
+    pr = sigmoid(z)
     H = Xt @ (pr * (1 - pr)) + lam
     ll = float((won * z - np.logaddexp(0.0, z)).sum())
     evidence = ll - 0.5 * float((lam * w**2).sum()) - 0.5 * float(np.log(H / lam).sum())
     out = JointFit(float(u[-1]), w[:n_reps], w[n_reps:n_reps + n_accounts], {}, {},
                    sd={b: float(v) for b, v in zip(bnames, s) if not b.startswith("level:")}, evidence=evidence, solution=u)
     offset = n_reps + n_accounts
-    for d in names:
+    for d in n_levels:
         V = n_levels[d]
         out.levels[d] = w[offset:offset + V]
         out.rep_levels[d] = w[offset + V:offset + V + n_reps * V].reshape(n_reps, V)
