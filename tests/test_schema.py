@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from repfit import schema as S
 from repfit.cli import app
-from repfit.errors import SchemaError
+from repfit.errors import ConfigError, SchemaError
 from repfit.schema import Mapping, derive_tiers, load_dataset
 
 from conftest import MAVEN_MAPPING
@@ -183,7 +183,9 @@ def test_bad_input_gives_one_clear_error(org_copy, case):
 def test_bad_mapping_section_is_named(org_copy):
     (org_copy / "repfit.toml").write_text("[colums.reps]\nid = 'rep_id'\n")
     res = run("validate", "--data", org_copy)
-    assert res.exit_code == 2 and "unknown section(s) 'colums'" in res.output
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "Traceback" not in res.output
+    assert "repfit.toml: [colums] unknown section (holding 'reps')" in res.output
+    assert "Fix: rename it [columns]." in res.output
 
 
 def test_mapping_of_absent_column_is_named(org_copy):
@@ -212,8 +214,61 @@ def test_parquet_tables_load_too(small_org, tmp_path):
     assert len(a.closed) == len(b.closed) and a.summary()["win_rate"] == b.summary()["win_rate"]
 
 
-def test_mapping_class_rejects_unknown_table(tmp_path):
-    p = tmp_path / "m.toml"
-    p.write_text("[files]\nrepz = 'x.csv'\n")
-    with pytest.raises(Exception, match="unknown table"):
+# repfit.toml (issue 10, point 6): unknown sections/keys and wrong types give one line naming file, key and fix.
+BAD_MAPPINGS = {
+    "unknown table in [files]": ("[files]\nrepz = 'x.csv'\n",
+                                 r"\[files\] unknown table 'repz'; known keys in \[files\]: reps, accounts, opportunities; "
+                                 r"Fix: use one of those \(did you mean 'reps'\?\)"),
+    "unknown table in [columns.*]": ("[columns.rep]\nid = 'rep_id'\n", r"\[columns\] unknown table 'rep'"),
+    "unknown section": ("[outcomes]\nwon = ['W']\n",
+                        r"\[outcomes\] unknown section \(holding 'won'\).*rename it \[outcome\]"),
+    "unknown key": ("[outcome]\nwin = ['W']\n",
+                    r"\[outcome\] unknown key 'win'; known keys in \[outcome\]: won, lost, open"),
+    "top-level key": ("format = '%d.%m.%Y'\n",
+                      r"key 'format' is at the top level, outside any section; .*Fix: put it under \[dates\]"),
+    "section given as a value": ("files = 'team.csv'\n", r"'files' must be a section, got files = 'team.csv'"),
+    "bare string for labels": ("[outcome]\nwon = 'Won'\n",
+                               r"\[outcome\] key 'won' must be a list of strings, got 'Won'; Fix: won = \[\"Won\"\]"),
+    "numbers for labels": ("[outcome]\nlost = [0]\n", r"\[outcome\] key 'lost' must be a list of strings, got \[0\]; "
+                                                         r"Fix: lost = \[\"0\"\]"),
+    "number for a column name": ("[columns.reps]\nagent = 5\n", r"\[columns.reps\] key 'agent' must be a string, got 5"),
+    "list for a file name": ("[files]\nreps = ['a.csv']\n", r"\[files\] key 'reps' must be a string"),
+    "value for a table": ("[columns]\nreps = 'team.csv'\n", r"\[columns\] key 'reps' must be a table .*"
+                                                               r"Fix: write \[columns.reps\] on a line of its own"),
+    "number for a value": ("[values.opportunities.product]\nCLD = 1\n",
+                           r"\[values.opportunities.product\] key 'CLD' must be a string, got 1; Fix: CLD = \"1\""),
+    "number for the date format": ("[dates]\nformat = 1\n", r"\[dates\] key 'format' must be a string"),
+    "not TOML": ("[files\n", r"not valid TOML"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MAPPINGS))
+def test_bad_mapping_gives_one_line_naming_file_key_and_fix(tmp_path, case):
+    text, pattern = BAD_MAPPINGS[case]
+    p = tmp_path / "repfit.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(str(p)) + ": " + pattern) as err:
         Mapping.from_toml(p)
+    assert "\n" not in str(err.value) and "Fix" in str(err.value)
+
+
+def test_bad_mapping_through_cli_is_one_line(org_copy):
+    (org_copy / "repfit.toml").write_text("[outcome]\nwon = 'won'\n")
+    res = run("validate", "--data", org_copy)
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert res.output == f"error: {org_copy / 'repfit.toml'}: [outcome] key 'won' must be a list of strings, got 'won'; " \
+                         'Fix: won = ["won"].\n'
+
+
+def test_missing_mapping_file_names_the_flag(small_org, tmp_path):
+    res = run("validate", "--data", small_org, "--mapping", tmp_path / "nope.toml")
+    assert res.exit_code == 2 and res.output.startswith("error: --mapping: ")
+    assert "nope.toml: mapping file not found" in res.output
+
+
+def test_maven_mapping_loads_unchanged():
+    mp = Mapping.from_toml(MAVEN_MAPPING)
+    assert mp.files == {"reps": "sales_teams.csv", "accounts": "accounts.csv", "opportunities": "sales_pipeline.csv"}
+    assert mp.columns["opportunities"]["deal_stage"] == "outcome" and mp.columns["reps"] == {"sales_agent": "rep_id"}
+    assert (mp.won, mp.lost, mp.open) == (("Won",), ("Lost",), ("Engaging", "Prospecting"))
+    assert mp.values == {"opportunities": {"product": {"GTXPro": "GTX Pro"}}} and mp.date_format == "ISO8601"

@@ -85,7 +85,8 @@ def test_champion_only_changes_for_a_better_model_and_runs_read_back(small_org, 
     weak.write_text("[lightgbm]\nmax_rounds = 1\nlearning_rate = 0.01\nrefit = false\nboost_from = \"\"\n")
     worse = tmp_path / "overfit.toml"  # no regularisation, no early stopping: memorises the training period
     worse.write_text("[lightgbm]\nmax_rounds = 300\nearly_stopping_rounds = 1000\nlearning_rate = 0.5\nnum_leaves = 63\n"
-                     "min_child_samples = 2\nlambda_l2 = 0.0\nmonotone = false\nrefit = false\ncalibration = \"none\"\n")
+                     "min_child_samples = 2\nlambda_l2 = 0.0\nmonotone = false\nrefit = false\n"
+                     "[calibration]\ncalibration = \"none\"\n")
 
     first = _train(small_org, tracking_uri, tmp_path, "--config", weak)
     assert first.exit_code == 0, first.output

@@ -10,15 +10,19 @@ or line numbers, and the fix.
 
 from __future__ import annotations
 
+import difflib
+import json
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
 import numpy as np
 import pandas as pd
 
+from repfit.config import describe, fits, shown
 from repfit.errors import ConfigError, SchemaError
 
 # --- column names (the contract) -------------------------------------------------------------
@@ -107,39 +111,109 @@ class Mapping:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Mapping:
+        """Read a ``repfit.toml``.
+
+        Raises
+        ------
+        ConfigError
+            One line naming the file, ``[section]``, key and fix: for a missing or malformed file, an
+            unknown section, table or key, a key outside any section, or a value of the wrong type
+            (e.g. ``won = "Won"`` for ``won = ["Won"]``).
+        """
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"{path}: mapping file not found. Fix: pass an existing file to --mapping.")
+            raise ConfigError(f"{path}: mapping file not found. Fix: pass an existing file.", option="mapping")
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid TOML ({exc}). Fix the syntax of the mapping file.") from None
-        known = {"files", "columns", "values", "outcome", "dates"}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ConfigError(
-                f"{path}: unknown section(s) {_show(unknown)}; expected {_show(sorted(known))}. "
-                "Fix: rename or remove them."
-            )
-        for section in ("files", "columns", "values"):
-            bad = sorted(set(raw.get(section, {})) - set(TABLES))
-            if bad:
-                raise ConfigError(
-                    f"{path}: [{section}] names unknown table(s) {_show(bad)}; tables are "
-                    f"{_show(TABLES)}. Fix: use one of those names."
-                )
+        _check_mapping(path, raw)
         outcome = raw.get("outcome", {})
-        labels = {k: tuple(str(v) for v in outcome.get(k, ())) for k in ("won", "lost", "open")}
         return cls(
-            files={k: str(v) for k, v in raw.get("files", {}).items()},
-            columns={t: {str(k): str(v) for k, v in cols.items()} for t, cols in raw.get("columns", {}).items()},
+            files=raw.get("files", {}),
+            columns=raw.get("columns", {}),
             values=raw.get("values", {}),
-            won=labels["won"],
-            lost=labels["lost"],
-            open=labels["open"],
-            date_format=str(raw.get("dates", {}).get("format", "ISO8601")),
+            won=tuple(outcome.get("won", ())),
+            lost=tuple(outcome.get("lost", ())),
+            open=tuple(outcome.get("open", ())),
+            date_format=raw.get("dates", {}).get("format", "ISO8601"),
             source=str(path),
         )
+
+
+# What a repfit.toml may hold: [section] -> key -> type. A dict[str, ...] is a sub-table keyed by the
+# source's own names: [columns.reps] sales_agent = "rep_id"; [values.opportunities.product] GTXPro = "GTX Pro".
+MAPPING_LAYOUT: dict[str, dict[str, Any]] = {
+    "files": {t: str for t in TABLES},
+    "columns": {t: dict[str, str] for t in TABLES},
+    "values": {t: dict[str, dict[str, str]] for t in TABLES},
+    "outcome": {k: tuple[str, ...] for k in ("won", "lost", "open")},
+    "dates": {"format": str},
+}
+_MAPPING_SECTIONS = "known sections: " + ", ".join(f"[{s}]" for s in MAPPING_LAYOUT)
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def _check_mapping(path: Path, raw: dict[str, Any]) -> None:
+    """Raise one ``ConfigError`` for the first section, key or value that ``MAPPING_LAYOUT`` does not allow."""
+    for section, body in raw.items():
+        if section not in MAPPING_LAYOUT or not isinstance(body, dict):
+            raise _mapping_section_error(path, section, body)
+        layout = MAPPING_LAYOUT[section]
+        for key, value in body.items():
+            if key not in layout:
+                what = "table" if set(layout) == set(TABLES) else "key"
+                close = difflib.get_close_matches(key, list(layout), n=1)
+                raise ConfigError(
+                    f"{path}: [{section}] unknown {what} '{key}'; known keys in [{section}]: {', '.join(layout)}; "
+                    f"Fix: use one of those{f' (did you mean {close[0]!r}?)' if close else ''}."
+                )
+            _check_mapping_value(path, section, key, value, layout[key])
+
+
+def _mapping_section_error(path: Path, name: str, body: Any) -> ConfigError:
+    """The error for a top-level ``name = body`` that is not one of the mapping's sections as a table."""
+    if name in MAPPING_LAYOUT:
+        return ConfigError(
+            f"{path}: '{name}' must be a section, got {name} = {shown(body)}; known keys in [{name}]: "
+            f"{', '.join(MAPPING_LAYOUT[name])}; Fix: write [{name}] on a line of its own, with its entries below it."
+        )
+    homes = [s for s, keys in MAPPING_LAYOUT.items() if name in keys]
+    if homes:
+        return ConfigError(
+            f"{path}: key '{name}' is at the top level, outside any section; {_MAPPING_SECTIONS}; "
+            f"Fix: put it under {' or '.join(f'[{s}]' for s in homes)}."
+        )
+    close = difflib.get_close_matches(name, list(MAPPING_LAYOUT), n=1)
+    fix = f"rename it [{close[0]}]" if close else "rename or remove it"
+    if not isinstance(body, dict):
+        return ConfigError(f"{path}: unknown top-level key '{name}'; {_MAPPING_SECTIONS}; Fix: {fix}.")
+    keys = ", ".join(map(repr, body)) or "no keys"
+    return ConfigError(f"{path}: [{name}] unknown section (holding {keys}); {_MAPPING_SECTIONS}; Fix: {fix}.")
+
+
+def _check_mapping_value(path: Path, section: str, key: str, value: Any, tp: Any) -> None:
+    if get_origin(tp) is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f"{path}: [{section}] key '{key}' must be a table of name = \"value\" lines, got {shown(value)}; "
+                f"Fix: write [{section}.{_toml_key(key)}] on a line of its own, with the lines below it."
+            )
+        for k, v in value.items():
+            _check_mapping_value(path, f"{section}.{_toml_key(key)}", k, v, get_args(tp)[1])
+        return
+    if fits(value, tp):
+        return
+    items = value if isinstance(value, list) else [value]
+    strings = [str(v) for v in items if not isinstance(v, (dict, list))] or ["..."]
+    example = json.dumps(strings if get_origin(tp) is tuple else strings[0])
+    raise ConfigError(
+        f"{path}: [{section}] key '{key}' must be {describe(tp)}, got {shown(value)}; "
+        f"Fix: {_toml_key(key)} = {example}."
+    )
 
 
 def resolve_mapping(data_dir: Path, mapping: str | Path | Mapping | None) -> Mapping:
