@@ -7,6 +7,7 @@ respected, tiers within one of their fair share, the move budget held, and the o
 from __future__ import annotations
 
 import itertools
+from dataclasses import FrozenInstanceError, replace
 
 import numpy as np
 import pytest
@@ -183,10 +184,26 @@ def test_move_budget_below_forced_moves_is_infeasible_with_the_count():
 
 def test_move_budget_on_a_medium_instance_matches_milp():
     rng = np.random.default_rng(3)
-    p = _random_instance(rng, 120, 8)
-    p.continuity = 0.05
+    base = replace(_random_instance(rng, 120, 8), continuity=0.05)
     for k in (0, 5, 17, 40):
-        p.max_moves = k
+        p = replace(base, max_moves=k)
         a, b = solve(p), solve_milp(p)
         check_contract(p, a.assignment)
         assert a.int_objective == b.int_objective, (k, a.notes)
+
+
+def test_a_problem_cannot_change_and_replace_derives_its_own_integer_values():
+    """Issue 10: no cache to clear by hand. ``replace`` gives a new problem whose integer values follow its fields."""
+    values = np.array([[1.0, 2.0], [3.0, 4.0]])
+    p = Problem(values=values, capacity=np.array([1, 1]), current=np.array([0, -1]), locked=np.zeros(2, bool))
+    before = p.int_values.copy()
+    with pytest.raises(FrozenInstanceError):
+        p.continuity = 1.0
+    with pytest.raises(ValueError, match="read-only"):
+        p.values[0, 0] = 9.0
+    with pytest.raises(ValueError, match="read-only"):
+        p.int_values[0, 0] = 0
+    q = replace(p, continuity=1.0)  # keeping rep 0 on account 0 is worth twice its value
+    assert q.int_values[0, 0] == 2 * p.int_values[0, 0] and q.int_values[1, 1] == p.int_values[1, 1]
+    np.testing.assert_array_equal(p.int_values, before)
+    values[0, 0] = 1.0  # the caller's array stays writeable

@@ -110,7 +110,7 @@ def test_budget_curve_points_are_the_best_for_their_move_count(seed):
     assert len(curve) >= 4 and curve.moves.is_monotonic_increasing and curve.uplift.is_monotonic_increasing
     now = float(p.values[np.arange(len(p.current)), p.current].sum())
     for row in curve.itertuples():
-        best = solve_milp(replace(p, max_moves=int(row.moves), _int=None))
+        best = solve_milp(replace(p, max_moves=int(row.moves)))
         x = best.assignment
         assert float(p.values[np.arange(len(x)), x].sum()) - now == pytest.approx(row.uplift, rel=1e-9, abs=1e-6)
     assert curve.moves.iloc[0] == 0 and curve.uplift.iloc[0] == 0  # today's owners fit: keeping all is feasible

@@ -35,7 +35,7 @@ def _without(prob: Problem, r: int) -> Problem:
     return replace(prob, values=prob.values[:, keep], capacity=prob.capacity[keep], current=cur,
                    locked=prob.locked & (prob.current != r),
                    allowed=None if prob.allowed is None else prob.allowed[:, keep],
-                   rep_names=None if prob.rep_names is None else prob.rep_names[keep], _int=None)
+                   rep_names=None if prob.rep_names is None else prob.rep_names[keep])
 
 
 def _with_copies(prob: Problem, like: int, n: int) -> Problem:
@@ -47,7 +47,7 @@ def _with_copies(prob: Problem, like: int, n: int) -> Problem:
     names = None if prob.rep_names is None else np.concatenate([prob.rep_names, [f"new{i + 1}" for i in range(n)]])
     return replace(prob, values=np.hstack([prob.values, extra]),
                    capacity=np.concatenate([prob.capacity, np.full(n, prob.capacity[like])]),
-                   allowed=allowed, rep_names=names, _int=None)
+                   allowed=allowed, rep_names=names)
 
 
 def median_rep(p_win: np.ndarray) -> int:

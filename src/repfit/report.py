@@ -34,7 +34,7 @@ def budget_curve(prob: Problem, points: int = 14) -> pd.DataFrame:
     straight line is an upper bound. Bonuses run geometrically from 0 to the one that keeps everything
     that can stay.
     """
-    prob = replace(prob, continuity=0.0, max_moves=None, _int=None)
+    prob = replace(prob, continuity=0.0, max_moves=None)
     name = choose_solver(prob)
     base = SOLVERS["flow" if prob.tiers is not None and name != "flow" else name]
     V = prob.int_values

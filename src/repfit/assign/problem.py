@@ -7,7 +7,8 @@ compared exactly; the float objective is reported from the original values.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -16,9 +17,22 @@ from repfit.errors import InfeasibleAssignment
 INT_SCALE_MAX = 10_000_000  # the largest |value| maps to this integer: relative precision 1e-7
 
 
-@dataclass
+def _read_only(a: np.ndarray | None) -> np.ndarray | None:
+    """A read-only view of ``a`` (the caller's array stays writeable): a problem's arrays cannot change under it."""
+    if a is None:
+        return None
+    view = np.asarray(a).view()
+    view.flags.writeable = False
+    return view
+
+
+@dataclass(frozen=True, eq=False)
 class Problem:
     """Assign each of A accounts to one of R reps.
+
+    Immutable: derive a changed problem with ``dataclasses.replace(p, ...)``; the derived integer values
+    (``int_values``, ``scale``) are computed from the fields on first use, so a replaced problem gets its own.
+    The array fields are read-only views of the arrays passed in (no copy: do not change those afterwards).
 
     Parameters
     ----------
@@ -26,10 +40,11 @@ class Problem:
     capacity : (R,) int, most accounts per rep.
     current : (A,) int, index of the current rep or -1.
     locked : (A,) bool, must keep the current rep.
-    allowed : (A, R) bool or None, pairs permitted by --require-match (None: all).
+    allowed : (A, R) bool or None, pairs permitted by the required attribute match (None: all).
     tiers : (A,) int tier codes, or None when tiers are not balanced.
     continuity : W, bonus of W x value for keeping the current rep.
     max_moves : at most this many accounts with a current rep change rep (None: no limit).
+    rep_names, account_names, tier_names : (R,), (A,), (T,) labels for messages, or None.
     """
 
     values: np.ndarray
@@ -43,7 +58,10 @@ class Problem:
     rep_names: np.ndarray | None = None
     account_names: np.ndarray | None = None
     tier_names: np.ndarray | None = None
-    _int: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("values", "capacity", "current", "locked", "allowed", "tiers"):
+            object.__setattr__(self, name, _read_only(getattr(self, name)))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -58,17 +76,16 @@ class Problem:
             v[a, self.current[a]] *= 1.0 + self.continuity
         return v
 
-    @property
+    @cached_property
     def scale(self) -> float:
+        """Integer units per value unit: the largest |objective value| maps to ``INT_SCALE_MAX``."""
         vmax = float(np.abs(self.objective_values()).max()) if self.values.size else 0.0
         return INT_SCALE_MAX / vmax if vmax > 0 else 1.0
 
-    @property
+    @cached_property
     def int_values(self) -> np.ndarray:
-        """(A, R) int64: objective values scaled and rounded; forbidden pairs are not marked here (see ``mask``)."""
-        if self._int is None:
-            self._int = np.rint(self.objective_values() * self.scale).astype(np.int64)
-        return self._int
+        """(A, R) int64, read-only: objective values scaled and rounded; forbidden pairs are not marked here (see ``mask``)."""
+        return _read_only(np.rint(self.objective_values() * self.scale).astype(np.int64))
 
     def mask(self) -> np.ndarray:
         """(A, R) bool: pairs a solution may use (require-match and locks applied)."""

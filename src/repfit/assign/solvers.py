@@ -35,23 +35,36 @@ class Solution:
     notes: list[str] = field(default_factory=list)
 
 
-def _keep_matrix_bonus(p: Problem, bonus: int) -> np.ndarray:
-    """int_values plus ``bonus`` on each account's current-rep pair (Lagrangian keep bonus)."""
+def keep_bonus_values(p: Problem, keep_bonus: int = 0) -> np.ndarray:
+    """The integer value matrix a solver works on: ``p.int_values`` plus ``keep_bonus`` on each account's
+    current-rep pair (the Lagrangian keep bonus of the move budget).
+
+    Returns
+    -------
+    (A, R) int64; ``p.int_values`` itself (read-only) when ``keep_bonus`` is 0, else a new array.
+    """
     V = p.int_values
-    if not bonus:
+    if not keep_bonus:
         return V
     V = V.copy()
     a = np.flatnonzero(p.current >= 0)
-    V[a, p.current[a]] += bonus
+    V[a, p.current[a]] += keep_bonus
     return V
 
 
 # --- Hungarian over slots -----------------------------------------------------------------------
-def solve_hungarian(p: Problem, bonus: int = 0) -> Solution:
+def solve_hungarian(p: Problem, keep_bonus: int = 0) -> Solution:
+    """Exact optimum of ``p`` (no tier balance) by ``linear_sum_assignment`` over capacity slots, with
+    ``keep_bonus`` integer units added for each account kept (see ``keep_bonus_values``)."""
     if p.tiers is not None:
         raise ValueError("hungarian does not model tier balance; use flow")
+    assignment = _hungarian(p, keep_bonus_values(p, keep_bonus))
+    return Solution(assignment, "hungarian", p.int_objective(assignment))
+
+
+def _hungarian(p: Problem, V: np.ndarray) -> np.ndarray:
+    """The assignment maximising integer values ``V`` (A, R) over the allowed pairs of ``p``."""
     A, R = p.shape
-    V = _keep_matrix_bonus(p, bonus)
     mask = p.mask()
     cap = np.minimum(p.capacity, A)
     slot_rep = np.repeat(np.arange(R), cap)
@@ -62,7 +75,7 @@ def solve_hungarian(p: Problem, bonus: int = 0) -> Solution:
     assignment[rows] = slot_rep[cols]
     if not mask[np.arange(A), assignment].all():
         raise InfeasibleAssignment("no assignment satisfies every constraint (require-match / locks / capacity).")
-    return Solution(assignment, "hungarian", p.int_objective(assignment))
+    return assignment
 
 
 # --- min-cost flow --------------------------------------------------------------------------------
@@ -130,12 +143,19 @@ def _flow_on_arcs(p: Problem, acc: np.ndarray, rep: np.ndarray, gain: np.ndarray
     return assignment
 
 
-def solve_flow(p: Problem, bonus: int = 0) -> Solution:
-    V = _keep_matrix_bonus(p, bonus)
+def solve_flow(p: Problem, keep_bonus: int = 0) -> Solution:
+    """Exact optimum of ``p`` by min-cost flow over every allowed pair (tier balance included), with
+    ``keep_bonus`` integer units added for each account kept (see ``keep_bonus_values``)."""
+    assignment = _flow(p, keep_bonus_values(p, keep_bonus))
+    return Solution(assignment, "flow", p.int_objective(assignment))
+
+
+def _flow(p: Problem, V: np.ndarray) -> np.ndarray:
+    """The assignment maximising integer values ``V`` (A, R) over every allowed pair of ``p``."""
     acc, rep = np.nonzero(p.mask())
     assignment = _flow_on_arcs(p, acc, rep, V[acc, rep])
     _check_complete(p, assignment)
-    return Solution(assignment, "flow", p.int_objective(assignment))
+    return assignment
 
 
 def _check_complete(p: Problem, assignment: np.ndarray) -> None:
@@ -190,27 +210,52 @@ def _top_k(V: np.ndarray, mask: np.ndarray, prices: np.ndarray, k: int, block: i
     return cand
 
 
-def solve_pruned(p: Problem, bonus: int = 0, k: int = 15, sample_share: float = 0.1, max_rounds: int = 30,
+def _sample_prices(p: Problem, V: np.ndarray, k: int, sample_share: float, seed: int) -> np.ndarray:
+    """(R,) rep prices estimated by solving a sample of accounts (capacities scaled alike) on each sampled
+    account's top ``3 k`` reps; zeros when there are too few accounts per rep for a sample to tell."""
+    A, R = p.shape
+    prices = np.zeros(R)
+    if A <= 20 * R:
+        return prices
+    rng = np.random.default_rng(seed)
+    n = max(R * 5, int(A * sample_share))
+    s = np.sort(rng.choice(A, size=n, replace=False))
+    sub = Problem(values=p.values[s], capacity=np.maximum(1, np.ceil(p.capacity * n / A)).astype(np.int64),
+                  current=p.current[s], locked=np.zeros(n, bool), allowed=None if p.allowed is None else p.allowed[s])
+    Vs = V[s]
+    sa, sr = np.nonzero(_top_k(Vs, sub.mask(), prices, 3 * k))
+    x = _flow_on_arcs(sub, sa, sr, Vs[sa, sr])
+    return rep_prices(sub, Vs, x, sa, sr)
+
+
+def _add_violators(V: np.ndarray, mask: np.ndarray, cand: np.ndarray, prices: np.ndarray,
+                   assignment: np.ndarray, block: int = 4096) -> int:
+    """Add to ``cand`` (in place) every allowed pair outside it with positive reduced cost; return how many."""
+    A = len(assignment)
+    u = V[np.arange(A), assignment] - prices[assignment]
+    added = 0
+    for lo in range(0, A, block):
+        hi = min(A, lo + block)
+        viol = mask[lo:hi] & ~cand[lo:hi] & ((V[lo:hi] - prices[None, :]) > u[lo:hi, None] + 1e-9)
+        if viol.any():
+            cand[lo:hi] |= viol
+            added += int(viol.sum())
+    return added
+
+
+def solve_pruned(p: Problem, keep_bonus: int = 0, k: int = 15, sample_share: float = 0.1, max_rounds: int = 30,
                  seed: int = 0) -> Solution:
+    """Exact optimum of ``p`` (no tier balance) by min-cost flow on each account's top ``k`` reps by value minus
+    rep price, widened until the dual certificate proves the solution optimal over every allowed pair.
+
+    ``keep_bonus`` integer units are added for each account kept (see ``keep_bonus_values``). The notes say how
+    many rounds the certificate took; if it does not converge within ``max_rounds``, every pair is solved.
+    """
     if p.tiers is not None:
         raise ValueError("pruned does not model tier balance; use flow")
-    A, R = p.shape
-    V = _keep_matrix_bonus(p, bonus)
+    V = keep_bonus_values(p, keep_bonus)
     mask = p.mask()
-    prices = np.zeros(R)
-    if A > 20 * R:  # estimate prices on a sample of accounts with capacities scaled alike
-        rng = np.random.default_rng(seed)
-        n = max(R * 5, int(A * sample_share))
-        s = np.sort(rng.choice(A, size=n, replace=False))
-        sub = Problem(values=p.values[s], capacity=np.maximum(1, np.ceil(p.capacity * n / A)).astype(np.int64),
-                      current=p.current[s], locked=np.zeros(n, bool),
-                      allowed=None if p.allowed is None else p.allowed[s])
-        sub._int = V[s]
-        sc = _top_k(sub._int, sub.mask(), prices, 3 * k)
-        sa, sr = np.nonzero(sc)
-        x = _flow_on_arcs(sub, sa, sr, sub._int[sa, sr])
-        prices = rep_prices(sub, sub._int, x, sa, sr)
-    cand = _top_k(V, mask, prices, k)
+    cand = _top_k(V, mask, _sample_prices(p, V, k, sample_share, seed), k)
     has = np.flatnonzero(p.current >= 0)
     cand[has, p.current[has]] = mask[has, p.current[has]]  # continuity needs the current rep in the graph
     notes = []
@@ -224,23 +269,16 @@ def solve_pruned(p: Problem, bonus: int = 0, k: int = 15, sample_share: float = 
                 _check_complete(p, assignment)
             cand[miss] = mask[miss]
             continue
-        u = V[np.arange(A), assignment] - prices[assignment]
-        added = 0
-        for lo in range(0, A, 4096):
-            hi = min(A, lo + 4096)
-            viol = mask[lo:hi] & ~cand[lo:hi] & ((V[lo:hi] - prices[None, :]) > u[lo:hi, None] + 1e-9)
-            if viol.any():
-                cand[lo:hi] |= viol
-                added += int(viol.sum())
+        added = _add_violators(V, mask, cand, prices, assignment)
         if added == 0:
             notes.append(f"certified optimal over all {int(mask.sum()):,} allowed pairs after {rnd} round(s) "
                          f"on {int(cand.sum()):,} candidate pairs")
             return Solution(assignment, "pruned-flow", p.int_objective(assignment), True, notes)
         notes.append(f"round {rnd}: added {added:,} pairs with positive reduced cost")
     # could not certify within the rounds: solve on every allowed pair
-    sol = solve_flow(p, bonus)
-    sol.notes = notes + ["certificate did not converge; solved on all pairs"]
-    return sol
+    assignment = _flow(p, V)
+    return Solution(assignment, "flow", p.int_objective(assignment), True,
+                    notes + ["certificate did not converge; solved on all pairs"])
 
 
 # --- exact MILP (reference and max-moves fallback) --------------------------------------------------
