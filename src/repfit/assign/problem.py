@@ -140,9 +140,31 @@ def _show(items, n: int = 5) -> str:
 def check_feasible(p: Problem, match_column: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
     """Raise ``InfeasibleAssignment`` with the shortfall and the fix if the constraints cannot all hold.
 
-    ``match_column``: attribute -> (rep values, account values), for the --require-match messages.
+    Checks, in order: total capacity, locked accounts against capacity, the required attribute match, tier
+    balance, the move budget. Each is a necessary condition: passing them all does not prove feasibility
+    (the solvers say so when it fails), but failing one proves infeasibility.
+
+    Parameters
+    ----------
+    p : the problem.
+    match_column : attribute -> (rep values (R,), account values (A,)), for the require-match messages.
+
+    Raises
+    ------
+    InfeasibleAssignment
     """
-    A, R = p.shape
+    _check_total_capacity(p)
+    _check_locked_capacity(p)
+    if p.allowed is not None:
+        _check_require_match(p, match_column or {})
+    if p.tiers is not None:
+        _check_tier_balance(p)
+    if p.max_moves is not None and p.max_moves < 0:
+        raise InfeasibleAssignment(f"--max-moves must be 0 or more (got {p.max_moves}).")
+
+
+def _check_total_capacity(p: Problem) -> None:
+    A, _ = p.shape
     cap = p.capacity.astype(np.int64)
     total = int(cap.sum())
     if total < A:
@@ -153,67 +175,75 @@ def check_feasible(p: Problem, match_column: dict[str, tuple[np.ndarray, np.ndar
             f"capacity {total:,} < {A:,} accounts: raise capacity by {short:,} or add {add} rep"
             f"{'s' if add > 1 else ''} of capacity {typical}."
         )
+
+
+def _check_locked_capacity(p: Problem) -> None:
+    lk = np.flatnonzero(p.locked)
+    if not len(lk):
+        return
+    cap = p.capacity.astype(np.int64)
+    n_locked = np.bincount(p.current[lk], minlength=p.shape[1])
+    over = np.flatnonzero(n_locked > cap)
+    if len(over):
+        parts = [f"{p.name_rep(r)} has {n_locked[r]} locked accounts but capacity {cap[r]}" for r in over]
+        raise InfeasibleAssignment(
+            f"locked accounts exceed capacity: {_show(parts)}. Fix: raise those reps' capacity to their "
+            f"locked count, or unlock {int((n_locked - cap)[over].sum())} account(s)."
+        )
+
+
+def _check_require_match(p: Problem, match_column: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    cap = p.capacity.astype(np.int64)
+    for attr, (rep_vals, acc_vals) in match_column.items():
+        have = set(rep_vals[~_isna(rep_vals)])
+        orphan = [v for v in dict.fromkeys(acc_vals) if not _isna_scalar(v) and v not in have]
+        if orphan:
+            counts = {v: int((acc_vals == v).sum()) for v in orphan}
+            raise InfeasibleAssignment(
+                f"--require-match {attr}: no rep has {attr} {_show(repr(v) for v in orphan)} "
+                f"({_show(f'{k!r}: {c} accounts' for k, c in counts.items())}). Fix: add a rep with that {attr}, "
+                f"or drop --require-match {attr}."
+            )
+        for v in dict.fromkeys(acc_vals):
+            need = int((acc_vals == v).sum())
+            can = int(cap[rep_vals == v].sum())
+            if can < need:
+                raise InfeasibleAssignment(
+                    f"--require-match {attr}: {attr} {v!r} has {need:,} accounts but its reps' capacity is {can:,}: "
+                    f"raise their capacity by {need - can:,} or add reps with {attr} {v!r}."
+                )
+    lk = np.flatnonzero(p.locked)
+    bad = lk[~p.allowed[lk, p.current[lk]]]
+    if len(bad):
+        names = [str(p.account_names[a]) if p.account_names is not None else str(a) for a in bad]
+        raise InfeasibleAssignment(
+            f"locked accounts {_show(names)} are owned by reps that --require-match forbids. Fix: unlock them "
+            "or correct the attribute."
+        )
+    empty = np.flatnonzero(~p.allowed.any(axis=1))
+    if len(empty):
+        raise InfeasibleAssignment(f"{len(empty)} account(s) have no allowed rep under --require-match.")
+
+
+def _check_tier_balance(p: Problem) -> None:
+    lower, upper = p.tier_bounds()
     lk = np.flatnonzero(p.locked)
     if len(lk):
-        n_locked = np.bincount(p.current[lk], minlength=R)
-        over = np.flatnonzero(n_locked > cap)
+        locked_rt = np.zeros(lower.shape, np.int64)
+        np.add.at(locked_rt, (p.current[lk], p.tiers[lk]), 1)
+        over = np.argwhere(locked_rt > upper)
         if len(over):
-            parts = [f"{p.name_rep(r)} has {n_locked[r]} locked accounts but capacity {cap[r]}" for r in over]
+            parts = [f"{p.name_rep(r)} has {locked_rt[r, t]} locked tier-{p.name_tier(t)} accounts, fair share allows "
+                     f"at most {upper[r, t]}" for r, t in over]
             raise InfeasibleAssignment(
-                f"locked accounts exceed capacity: {_show(parts)}. Fix: raise those reps' capacity to their "
-                f"locked count, or unlock {int((n_locked - cap)[over].sum())} account(s)."
+                f"tiers cannot be balanced: {_show(parts)}. Fix: unlock some of them, or drop --balance-tiers."
             )
-    if p.allowed is not None:
-        for attr, (rep_vals, acc_vals) in (match_column or {}).items():
-            have = set(rep_vals[~_isna(rep_vals)])
-            orphan = [v for v in dict.fromkeys(acc_vals) if not _isna_scalar(v) and v not in have]
-            if orphan:
-                counts = {v: int((acc_vals == v).sum()) for v in orphan}
-                raise InfeasibleAssignment(
-                    f"--require-match {attr}: no rep has {attr} {_show(repr(v) for v in orphan)} "
-                    f"({_show(f'{k!r}: {c} accounts' for k, c in counts.items())}). Fix: add a rep with that {attr}, "
-                    f"or drop --require-match {attr}."
-                )
-            for v in dict.fromkeys(acc_vals):
-                need = int((acc_vals == v).sum())
-                can = int(cap[rep_vals == v].sum())
-                if can < need:
-                    raise InfeasibleAssignment(
-                        f"--require-match {attr}: {attr} {v!r} has {need:,} accounts but its reps' capacity is {can:,}: "
-                        f"raise their capacity by {need - can:,} or add reps with {attr} {v!r}."
-                    )
-        if len(lk):
-            bad = lk[~p.allowed[lk, p.current[lk]]]
-            if len(bad):
-                names = [str(p.account_names[a]) if p.account_names is not None else str(a) for a in bad]
-                raise InfeasibleAssignment(
-                    f"locked accounts {_show(names)} are owned by reps that --require-match forbids. Fix: unlock them "
-                    "or correct the attribute."
-                )
-        empty = np.flatnonzero(~p.allowed.any(axis=1))
-        if len(empty):
-            raise InfeasibleAssignment(f"{len(empty)} account(s) have no allowed rep under --require-match.")
-    if p.tiers is not None:
-        lower, upper = p.tier_bounds()
-        if len(lk):
-            T = lower.shape[1]
-            locked_rt = np.zeros((R, T), np.int64)
-            np.add.at(locked_rt, (p.current[lk], p.tiers[lk]), 1)
-            over = np.argwhere(locked_rt > upper)
-            if len(over):
-                parts = [f"{p.name_rep(r)} has {locked_rt[r, t]} locked tier-{p.name_tier(t)} accounts, fair share allows "
-                         f"at most {upper[r, t]}" for r, t in over]
-                raise InfeasibleAssignment(
-                    f"tiers cannot be balanced: {_show(parts)}. Fix: unlock some of them, or drop --balance-tiers."
-                )
-        over_r = np.flatnonzero(lower.sum(axis=1) > cap)
-        if len(over_r):
-            raise InfeasibleAssignment(
-                f"tiers cannot be balanced: reps {_show(p.name_rep(r) for r in over_r)} need more accounts for their "
-                "tier shares than their capacity. Fix: even out capacities, or drop --balance-tiers."
-            )
-    if p.max_moves is not None and p.max_moves < 0:
-        raise InfeasibleAssignment(f"--max-moves must be 0 or more (got {p.max_moves}).")
+    over_r = np.flatnonzero(lower.sum(axis=1) > p.capacity)
+    if len(over_r):
+        raise InfeasibleAssignment(
+            f"tiers cannot be balanced: reps {_show(p.name_rep(r) for r in over_r)} need more accounts for their "
+            "tier shares than their capacity. Fix: even out capacities, or drop --balance-tiers."
+        )
 
 
 def _isna(a: np.ndarray) -> np.ndarray:

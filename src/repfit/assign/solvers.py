@@ -79,67 +79,98 @@ def _hungarian(p: Problem, V: np.ndarray) -> np.ndarray:
 
 
 # --- min-cost flow --------------------------------------------------------------------------------
-def _flow_on_arcs(p: Problem, acc: np.ndarray, rep: np.ndarray, gain: np.ndarray) -> np.ndarray:
-    """Max-gain assignment restricted to the arcs (acc, rep) with integer ``gain``; -1 = unassigned."""
-    from ortools.graph.python import min_cost_flow
+@dataclass(frozen=True)
+class _Network:
+    """A min-cost flow network as arc arrays: node 0 sends ``supply`` units to node ``sink``."""
 
+    tails: np.ndarray  # (n_arcs,) int32
+    heads: np.ndarray  # (n_arcs,) int32
+    caps: np.ndarray  # (n_arcs,) int64
+    costs: np.ndarray  # (n_arcs,) int64
+    n_nodes: int
+    supply: int
+    sink: int
+    pairs: slice  # the arcs of the candidate (account, rep) pairs, in the order given
+    floors: slice  # the mandatory (rep, tier) arcs, whose capacity is the tier's lower bound (empty without tiers)
+
+
+def _flow_network(p: Problem, acc: np.ndarray, rep: np.ndarray, gain: np.ndarray) -> _Network:
+    """source -> account (cap 1) -> rep, or its (rep, tier) node, at cost -gain -> sink (cap = capacity).
+
+    Each account also has an arc straight to the sink whose penalty outweighs any total gain, so the flow is
+    always feasible and leaves an account unassigned only when it cannot be placed. With tiers, each (rep, tier)
+    node reaches its rep by a mandatory arc (capacity = lower bound, a bonus that outweighs any value
+    difference) and an optional one (upper - lower).
+    """
     A, R = p.shape
     src, sink = 0, A + R + 1
     acc_node = 1 + np.arange(A)
     rep_node = 1 + A + np.arange(R)
-    vmax = int(np.abs(gain).max()) + 1 if len(gain) else 1
-    if p.tiers is not None:
+    big = (int(np.abs(gain).max()) + 1 if len(gain) else 1) * (A + 1)
+    if p.tiers is None:
+        n_nodes, pair_head, unassigned, tier_arcs = sink + 1, rep_node[rep], big, []
+    else:
         lower, upper = p.tier_bounds()
         T = lower.shape[1]
         tier_node = sink + 1 + np.arange(R * T).reshape(R, T)
-        bonus_m = vmax * (A + 1)  # filling a mandatory tier slot outweighs any value difference
-        unassigned = 3 * bonus_m
-    else:
-        unassigned = vmax * (A + 1)
+        n_nodes, pair_head, unassigned = sink + 1 + R * T, tier_node[rep, p.tiers[acc]], 3 * big
+        tier_arcs = _tier_arcs(tier_node, rep_node, lower, upper, bonus=big)
+    ones = np.ones(A, np.int64)
+    blocks = [
+        (np.full(A, src), acc_node, ones, np.zeros(A, np.int64)),
+        (acc_node, np.full(A, sink), ones, np.full(A, unassigned, np.int64)),
+        (acc_node[acc], pair_head, np.ones(len(acc), np.int64), -gain.astype(np.int64)),
+        *tier_arcs,
+        (rep_node, np.full(R, sink), p.capacity.astype(np.int64), np.zeros(R, np.int64)),
+    ]
+    tails, heads, caps, costs = (np.concatenate(column) for column in zip(*blocks))
+    pairs = slice(2 * A, 2 * A + len(acc))
+    floors = slice(pairs.stop, pairs.stop + (len(tier_arcs[0][0]) if tier_arcs else 0))
+    return _Network(tails.astype(np.int32), heads.astype(np.int32), caps.astype(np.int64), costs.astype(np.int64),
+                    n_nodes, A, sink, pairs, floors)
+
+
+def _tier_arcs(tier_node: np.ndarray, rep_node: np.ndarray, lower: np.ndarray, upper: np.ndarray, bonus: int) -> list:
+    """The mandatory (capacity ``lower``, cost -``bonus``) and optional (``upper - lower``) arcs of each
+    (rep, tier) node (R, T) to its rep, as two arc blocks (tails, heads, caps, costs)."""
+    R, T = lower.shape
+    nodes, to = tier_node.ravel(), rep_node[np.repeat(np.arange(R), T)]
+    lo, hi = lower.ravel().astype(np.int64), upper.ravel().astype(np.int64)
+    return [(nodes, to, lo, np.full(R * T, -bonus, np.int64)),
+            (nodes, to, np.maximum(hi - lo, 0), np.zeros(R * T, np.int64))]
+
+
+def _min_cost_flows(net: _Network) -> np.ndarray:
+    """(n_arcs,) int64: the flow on each arc of a min-cost flow of ``net`` (OR-tools)."""
+    from ortools.graph.python import min_cost_flow
+
     g = min_cost_flow.SimpleMinCostFlow()
-    tails = [np.full(A, src), acc_node]
-    heads = [acc_node, np.full(A, sink)]
-    caps = [np.ones(A, np.int64), np.ones(A, np.int64)]
-    costs = [np.zeros(A, np.int64), np.full(A, unassigned, np.int64)]
-    first_pair_arc = 2 * A
-    tails.append(acc_node[acc])
-    heads.append(tier_node[rep, p.tiers[acc]] if p.tiers is not None else rep_node[rep])
-    caps.append(np.ones(len(acc), np.int64))
-    costs.append(-gain.astype(np.int64))
-    if p.tiers is not None:
-        rr, tt = np.meshgrid(np.arange(R), np.arange(T), indexing="ij")
-        rr, tt = rr.ravel(), tt.ravel()
-        lo, hi = lower.ravel(), upper.ravel()
-        tails += [tier_node[rr, tt], tier_node[rr, tt]]
-        heads += [rep_node[rr], rep_node[rr]]
-        caps += [lo, np.maximum(hi - lo, 0)]
-        costs += [np.full(len(rr), -bonus_m, np.int64), np.zeros(len(rr), np.int64)]
-    tails.append(rep_node)
-    heads.append(np.full(R, sink))
-    caps.append(p.capacity.astype(np.int64))
-    costs.append(np.zeros(R, np.int64))
-    g.add_arcs_with_capacity_and_unit_cost(
-        np.concatenate(tails).astype(np.int32), np.concatenate(heads).astype(np.int32),
-        np.concatenate(caps).astype(np.int64), np.concatenate(costs).astype(np.int64),
-    )
-    supplies = np.zeros(sink + 1 + (R * T if p.tiers is not None else 0), np.int64)
-    supplies[src], supplies[sink] = A, -A
-    g.set_nodes_supplies(np.arange(len(supplies), dtype=np.int32), supplies)
+    g.add_arcs_with_capacity_and_unit_cost(net.tails, net.heads, net.caps, net.costs)
+    supplies = np.zeros(net.n_nodes, np.int64)
+    supplies[0], supplies[net.sink] = net.supply, -net.supply
+    g.set_nodes_supplies(np.arange(net.n_nodes, dtype=np.int32), supplies)
     status = g.solve()
     if status != g.OPTIMAL:
         raise InfeasibleAssignment(f"min-cost flow failed with status {status}.")
-    flows = g.flows(np.arange(first_pair_arc, first_pair_arc + len(acc), dtype=np.int32))
-    assignment = np.full(A, -1, np.int64)
-    used = flows > 0
+    return np.asarray(g.flows(np.arange(len(net.tails), dtype=np.int32)))
+
+
+def _flow_on_arcs(p: Problem, acc: np.ndarray, rep: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """Max-gain assignment restricted to the arcs (acc, rep) with integer ``gain``; -1 = unassigned.
+
+    Raises ``InfeasibleAssignment`` when some (rep, tier) pair cannot reach the lower bound of its tier share.
+    """
+    net = _flow_network(p, acc, rep, gain)
+    flows = _min_cost_flows(net)
+    assignment = np.full(p.shape[0], -1, np.int64)
+    used = flows[net.pairs] > 0
     assignment[acc[used]] = rep[used]
-    if p.tiers is not None:
-        lo_flow = g.flows(np.arange(first_pair_arc + len(acc), first_pair_arc + len(acc) + R * T, dtype=np.int32))
-        if (lo_flow < lower.ravel()).any():
-            short = np.flatnonzero(lo_flow < lower.ravel())
-            raise InfeasibleAssignment(
-                f"tiers cannot be balanced: {len(short)} (rep, tier) pairs cannot reach their fair share within one "
-                "under the other constraints (require-match, locks, capacity). Fix: drop --balance-tiers or relax those."
-            )
+    short = np.flatnonzero(flows[net.floors] < net.caps[net.floors])
+    if len(short):
+        raise InfeasibleAssignment(
+            f"tiers cannot be balanced: {len(short)} (rep, tier) pairs cannot reach their fair share within one "
+            "under the other constraints (require-match, locks, capacity). Fix: drop --balance-tiers or relax those."
+        )
     return assignment
 
 
