@@ -14,8 +14,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from repfit.assign import Problem, check_feasible, solve, solve_milp
-from repfit.assign.solvers import solve_flow, solve_hungarian, solve_max_moves, solve_pruned
+from repfit.assign import (
+    Problem,
+    check_feasible,
+    solve,
+    solve_flow,
+    solve_hungarian,
+    solve_max_moves,
+    solve_milp,
+    solve_pruned,
+)
 from repfit.errors import InfeasibleAssignment
 
 

@@ -14,10 +14,9 @@ import pandas as pd
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from repfit.assign import Problem, solve_milp
+from repfit.assign import Problem, budget_curve, solve_milp
 
 from conftest import run
-from repfit.report import budget_curve
 
 
 def _chromium() -> str | None:

@@ -12,43 +12,15 @@ from __future__ import annotations
 import html
 import io
 import itertools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from repfit import schema as S
-from repfit.assign.plan import AssignConfig, Plan, build_problem
-from repfit.assign.problem import Problem
-from repfit.assign.solvers import SOLVERS, choose_solver
+from repfit.assign.plan import AssignConfig, Plan
 
 BLUE, ORANGE, GREY = "#1f77b4", "#ff7f0e", "#7f7f7f"
-
-
-# --- the uplift / move-budget trade-off ------------------------------------------------------------
-def budget_curve(prob: Problem, points: int = 14) -> pd.DataFrame:
-    """Optimal (moves, value) pairs along the move-budget trade-off.
-
-    Each point maximises value + lam x (accounts kept) for one keep bonus lam, so it is the best assignment
-    with at most its own number of moves (Lagrangian duality, as in ``solve_max_moves``); between points the
-    straight line is an upper bound. Bonuses run geometrically from 0 to the one that keeps everything
-    that can stay.
-    """
-    prob = replace(prob, continuity=0.0, max_moves=None)
-    name = choose_solver(prob)
-    base = SOLVERS["flow" if prob.tiers is not None and name != "flow" else name]
-    V = prob.int_values
-    hi = int(V.max() - V.min()) * 2 + 2
-    bonuses = sorted({0, *(int(hi * 0.5 ** k) for k in range(points - 1))})
-    has = prob.current >= 0
-    now = float(prob.values[np.flatnonzero(has), prob.current[has]].sum())
-    rows = []
-    for b in bonuses:
-        x = base(prob, b).assignment
-        value = float(prob.values[np.arange(len(x)), x].sum())
-        rows.append({"keep_bonus": b / prob.scale, "moves": prob.moves(x), "value": value, "uplift": value - now})
-    df = pd.DataFrame(rows).sort_values(["moves", "value"]).drop_duplicates("moves", keep="last")
-    return df.reset_index(drop=True)
 
 
 # --- figures -----------------------------------------------------------------------------------------
@@ -290,15 +262,15 @@ def render(r: ReportInput) -> str:
 def build(ctx, cfg: AssignConfig, top: int, model_uri: str, model_version: str | None, title: str,
           progress=None) -> tuple[str, Plan, pd.DataFrame]:
     """The report's HTML for a suggestion context (data, model, P(win)) under assignment options ``cfg``, with
-    the plan and the trade-off curve it shows."""
+    the plan and the trade-off curve it shows (computed on the plan's own problem)."""
     from repfit.assign.plan import plan_assignment
+    from repfit.assign.solvers import budget_curve
     from repfit.suggest import for_all
 
     plan = plan_assignment(ctx.ds, ctx.p_win, cfg)
     if progress:
         progress("trade-off curve")
-    prob, _ = build_problem(ctx.ds, ctx.p_win, cfg)
-    curve = budget_curve(prob)
+    curve = budget_curve(plan.problem)
     if progress:
         progress("suggestions")
     table, _ = for_all(ctx, cfg, plan=plan)

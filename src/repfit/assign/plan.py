@@ -28,12 +28,15 @@ class AssignConfig:
     solver: str = "auto"
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Plan:
+    """A solved assignment: its tables, its summary, and the problem and solution it came from."""
+
     assignment: pd.DataFrame  # account_id, rep_id, previous_rep_id, p_win, expected_value, moved, tier
     reps: pd.DataFrame  # per rep: capacity, load / expected value before and after, tier mix after
     summary: dict
     solution: Solution = field(repr=False)
+    problem: Problem = field(repr=False)  # as built from the data and options (for further solves on it)
 
 
 def build_problem(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> tuple[Problem, dict]:
@@ -136,7 +139,7 @@ def plan_assignment(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> Plan
         "spread_after": _spreads(per_rep, tiers, "after"),
         "spread_before": _spreads(per_rep, tiers, "before"),
     }
-    return Plan(assignment, per_rep, summary, sol)
+    return Plan(assignment, per_rep, summary, sol, prob)
 
 
 def format_plan(summary: dict) -> str:

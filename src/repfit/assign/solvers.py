@@ -9,13 +9,16 @@
   solution optimal over *all* pairs.
 - ``max_moves``: Lagrangian search over an integer keep-bonus; exact when the move budget binds at the
   bonus found, otherwise settled by ``milp`` (HiGHS), the independent exact reference also used in tests.
+  The same keep-bonus optima, swept, give ``budget_curve``: the best value for each number of moves.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
 from repfit.assign.problem import Problem
@@ -26,13 +29,15 @@ FLOW_MAX_ARCS = 25_000_000
 MILP_MAX_ARCS = 400_000
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Solution:
+    """An assignment and how it was found."""
+
     assignment: np.ndarray  # (A,) rep index per account
     solver: str
     int_objective: int  # sum of Problem.int_values over the assignment (comparable across solvers)
     certified: bool = True  # proven optimal
-    notes: list[str] = field(default_factory=list)
+    notes: tuple[str, ...] = ()
 
 
 def keep_bonus_values(p: Problem, keep_bonus: int = 0) -> np.ndarray:
@@ -304,12 +309,12 @@ def solve_pruned(p: Problem, keep_bonus: int = 0, k: int = 15, sample_share: flo
         if added == 0:
             notes.append(f"certified optimal over all {int(mask.sum()):,} allowed pairs after {rnd} round(s) "
                          f"on {int(cand.sum()):,} candidate pairs")
-            return Solution(assignment, "pruned-flow", p.int_objective(assignment), True, notes)
+            return Solution(assignment, "pruned-flow", p.int_objective(assignment), True, tuple(notes))
         notes.append(f"round {rnd}: added {added:,} pairs with positive reduced cost")
     # could not certify within the rounds: solve on every allowed pair
     assignment = _flow(p, V)
     return Solution(assignment, "flow", p.int_objective(assignment), True,
-                    notes + ["certificate did not converge; solved on all pairs"])
+                    (*notes, "certificate did not converge; solved on all pairs"))
 
 
 # --- exact MILP (reference and max-moves fallback) --------------------------------------------------
@@ -352,60 +357,131 @@ def solve_milp(p: Problem, time_limit: float | None = None) -> Solution:
     return Solution(assignment, "milp", p.int_objective(assignment), res.status == 0)
 
 
-# --- the move budget ------------------------------------------------------------------------------
-def solve_max_moves(p: Problem, base) -> Solution:
-    """Best assignment with at most ``p.max_moves`` moves.
+# --- the move budget: a keep bonus traded against moves ---------------------------------------------
+# Lagrangian relaxation of "at most K moves": maximise value + lam x (accounts kept) for an integer keep bonus
+# lam. The optimum x_lam is the best assignment with at most moves(x_lam) moves: for any y with
+# moves(y) <= moves(x_lam), v(y) <= v(y) + lam (moves(x_lam) - moves(y)) <= v(x_lam). Moves fall as lam rises.
+# solve_max_moves searches lam for a budget; budget_curve sweeps lam to draw the whole trade-off.
 
-    Lagrangian: maximise value + lam * kept over integer lam. The smallest lam whose solution x has
-    moves(x) <= K is optimal for the budget if moves(x) == K or lam == 0 (for any y with moves(y) <= K:
-    v(y) <= v(y) + lam (K - moves(y)) <= v(x) + lam (K - moves(x)) = v(x)). Otherwise the budget falls
-    between two Lagrangian solutions and the exact MILP settles it.
-    """
-    K = p.max_moves
-    free = base(p, 0)
-    if p.moves(free.assignment) <= K:
-        free.notes.append(f"move budget {K} not binding ({p.moves(free.assignment)} moves)")
-        return free
+BaseSolver = Callable[[Problem, int], Solution]  # (problem, keep bonus) -> optimum, e.g. solve_flow
+
+
+@dataclass(frozen=True)
+class KeepBonusPoint:
+    """The optimum of ``p`` under one keep bonus: the best assignment with at most ``moves`` moves."""
+
+    keep_bonus: int  # integer units (``Problem.int_values``) per account kept
+    solution: Solution
+    moves: int
+
+
+def solve_with_keep_bonus(p: Problem, base: BaseSolver, keep_bonus: int) -> KeepBonusPoint:
+    """Solve ``p`` with ``base`` under ``keep_bonus`` and count the moves of its optimum."""
+    sol = base(p, keep_bonus)
+    return KeepBonusPoint(keep_bonus, sol, p.moves(sol.assignment))
+
+
+def keep_bonus_ceiling(p: Problem) -> int:
+    """A keep bonus (integer units) under which keeping every account that can stay always wins."""
     V = p.int_values
-    hi = int(V.max() - V.min()) * 2 + 2  # with this keep bonus, keeping always wins where feasible
-    top = base(p, hi)
-    if p.moves(top.assignment) > K:
-        raise InfeasibleAssignment(
-            f"--max-moves {K}: even keeping every account that can stay needs {p.moves(top.assignment)} moves "
-            "(capacity, locks or require-match force them). Fix: raise --max-moves or relax the constraints."
-        )
-    lo = 0  # moves(lo) > K, moves(hi) <= K
-    best = top
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        s = base(p, mid)
-        if p.moves(s.assignment) <= K:
-            hi, best = mid, s
+    return int(V.max() - V.min()) * 2 + 2
+
+
+def _smallest_keep_bonus_within(p: Problem, base: BaseSolver, max_moves: int, top: KeepBonusPoint) -> KeepBonusPoint:
+    """Bisection between 0 (too many moves) and ``top`` (within ``max_moves``): the point of the smallest keep
+    bonus whose optimum moves at most ``max_moves`` accounts."""
+    lo, best = 0, top
+    while best.keep_bonus - lo > 1:
+        point = solve_with_keep_bonus(p, base, (lo + best.keep_bonus) // 2)
+        if point.moves <= max_moves:
+            best = point
         else:
-            lo = mid
-    m = p.moves(best.assignment)
-    if m == K:
-        best.int_objective = p.int_objective(best.assignment)
-        best.notes.append(f"move budget {K} binds at keep bonus {hi}: optimal by Lagrangian duality")
-        best.solver += "+lagrangian"
-        return best
-    n_arcs = int(p.mask().sum())
-    if n_arcs <= MILP_MAX_ARCS:
-        sol = solve_milp(p)
-        sol.notes.append(f"Lagrangian gap (bonus {hi} gives {m} < {K} moves): settled by exact MILP on {n_arcs:,} pairs")
-        return sol
-    best.int_objective = p.int_objective(best.assignment)
-    best.certified = False
-    gap = hi * (K - m) / p.scale
-    best.notes.append(f"not certified: Lagrangian solution with {m} moves (< {K}); at most {gap:,.4g} below the optimum")
-    best.solver += "+lagrangian"
+            lo = point.keep_bonus
     return best
 
 
-SOLVERS = {"hungarian": solve_hungarian, "flow": solve_flow, "pruned": solve_pruned}
+def _noted(sol: Solution, note: str, **changes) -> Solution:
+    return replace(sol, notes=(*sol.notes, note), **changes)
+
+
+def solve_max_moves(p: Problem, base: BaseSolver) -> Solution:
+    """Best assignment of ``p`` with at most ``p.max_moves`` moves, by the keep-bonus search above.
+
+    The smallest keep bonus whose optimum x has moves(x) <= K is optimal for the budget if moves(x) == K or the
+    bonus is 0. Otherwise the budget falls between two Lagrangian solutions and the exact MILP settles it
+    (up to ``MILP_MAX_ARCS`` allowed pairs; beyond, the Lagrangian solution is returned, not certified, with
+    its bound on the gap).
+
+    Raises
+    ------
+    InfeasibleAssignment
+        When even keeping every account that can stay needs more than ``p.max_moves`` moves.
+    """
+    K = p.max_moves
+    free = solve_with_keep_bonus(p, base, 0)
+    if free.moves <= K:
+        return _noted(free.solution, f"move budget {K} not binding ({free.moves} moves)")
+    top = solve_with_keep_bonus(p, base, keep_bonus_ceiling(p))
+    if top.moves > K:
+        raise InfeasibleAssignment(
+            f"--max-moves {K}: even keeping every account that can stay needs {top.moves} moves "
+            "(capacity, locks or require-match force them). Fix: raise --max-moves or relax the constraints."
+        )
+    best = _smallest_keep_bonus_within(p, base, K, top)
+    hi, m, sol = best.keep_bonus, best.moves, best.solution
+    if m == K:
+        return _noted(sol, f"move budget {K} binds at keep bonus {hi}: optimal by Lagrangian duality",
+                      solver=sol.solver + "+lagrangian")
+    n_arcs = int(p.mask().sum())
+    if n_arcs <= MILP_MAX_ARCS:
+        return _noted(solve_milp(p), f"Lagrangian gap (bonus {hi} gives {m} < {K} moves): settled by exact MILP "
+                                     f"on {n_arcs:,} pairs")
+    gap = hi * (K - m) / p.scale
+    return _noted(sol, f"not certified: Lagrangian solution with {m} moves (< {K}); at most {gap:,.4g} below the optimum",
+                  solver=sol.solver + "+lagrangian", certified=False)
+
+
+def budget_curve(p: Problem, points: int = 14, solver: str = "auto") -> pd.DataFrame:
+    """Optimal (moves, value) pairs along the move-budget trade-off of ``p``.
+
+    Each point is the optimum under one keep bonus, so it is the best assignment with at most its own number
+    of moves (see ``solve_max_moves``); between points the straight line is an upper bound. Bonuses run
+    geometrically from 0 to ``keep_bonus_ceiling``. The continuity bonus and move budget of ``p`` are
+    ignored: the curve is the trade-off they choose a point on.
+
+    Parameters
+    ----------
+    p : the problem.
+    points : keep bonuses tried (fewer rows when two give the same number of moves).
+    solver : as in ``solve``.
+
+    Returns
+    -------
+    DataFrame, one row per distinct move count, by moves: keep_bonus (value units per account kept), moves,
+    value (total of ``p.values``), uplift (value minus today's).
+    """
+    p = replace(p, continuity=0.0, max_moves=None)
+    base = base_solver(p, solver)
+    hi = keep_bonus_ceiling(p)
+    bonuses = sorted({0, *(int(hi * 0.5 ** k) for k in range(points - 1))})
+    has = p.current >= 0
+    now = float(p.values[np.flatnonzero(has), p.current[has]].sum())
+    rows = []
+    for b in bonuses:
+        point = solve_with_keep_bonus(p, base, b)
+        x = point.solution.assignment
+        value = float(p.values[np.arange(len(x)), x].sum())
+        rows.append({"keep_bonus": b / p.scale, "moves": point.moves, "value": value, "uplift": value - now})
+    df = pd.DataFrame(rows).sort_values(["moves", "value"]).drop_duplicates("moves", keep="last")
+    return df.reset_index(drop=True)
+
+
+# --- choosing a solver ----------------------------------------------------------------------------
+SOLVERS: dict[str, BaseSolver] = {"hungarian": solve_hungarian, "flow": solve_flow, "pruned": solve_pruned}
 
 
 def choose_solver(p: Problem) -> str:
+    """The solver ``auto`` picks: ``flow`` under tier balance, else by size (dense slots, all pairs, pruned)."""
     A, R = p.shape
     if p.tiers is not None:
         return "flow"
@@ -417,14 +493,19 @@ def choose_solver(p: Problem) -> str:
     return "pruned"
 
 
-def solve(p: Problem, solver: str = "auto") -> Solution:
-    """Solve ``p`` exactly with ``solver`` (``auto`` picks by size and constraints)."""
+def base_solver(p: Problem, solver: str = "auto") -> BaseSolver:
+    """The solver function for ``solver`` (a name in ``SOLVERS``, or ``auto``); ``flow`` under tier balance."""
     name = choose_solver(p) if solver == "auto" else solver
     if name not in SOLVERS:
         raise ValueError(f"unknown solver {name!r}; choose from auto, {', '.join(SOLVERS)}")
     if p.tiers is not None and name in ("hungarian", "pruned"):
         name = "flow"
-    base = SOLVERS[name]
+    return SOLVERS[name]
+
+
+def solve(p: Problem, solver: str = "auto") -> Solution:
+    """Solve ``p`` exactly with ``solver`` (``auto`` picks by size and constraints), within its move budget."""
+    base = base_solver(p, solver)
     if p.max_moves is not None:
         return solve_max_moves(p, base)
-    return base(p)
+    return base(p, 0)
