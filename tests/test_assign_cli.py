@@ -73,9 +73,9 @@ INFEASIBLE = {
     "locked above capacity": (lambda d: d["reps"].assign(capacity=[1] + [20] * 11), [],
                               r"R001 has \d+ locked accounts but capacity 1.*Fix: raise those reps' capacity"),
     "require-match value no rep has": (lambda d: d["reps"].assign(region="north"), ["--require-match", "region"],
-                                       r"--require-match region: no rep has region '(south|east|west|central)'"),
+                                       r"--require-match: no rep has region '(south|east|west|central)'"),
     "require-match missing column": (lambda d: d["reps"], ["--require-match", "language"],
-                                     r"--require-match language: .*reps.csv has no column 'language'"),
+                                     r"--require-match: .*reps.csv has no column 'language'"),
     "tiers cannot be balanced": (lambda d: d["reps"], ["--balance-tiers", "--require-match", "region"], None),
 }
 
@@ -100,7 +100,7 @@ def test_infeasible_problems_fail_before_solving_with_the_shortfall(trained, cas
         ten = acc.index[acc.region == "north"][:10]  # ten tier-A accounts locked to one rep (capacity 15, fair share ~3)
         acc.loc[ten, ["potential", "current_rep_id", "locked"]] = [1e6, north_rep, True]
         acc.to_csv(data / "accounts.csv", index=False)
-        pattern = rf"tiers cannot be balanced: .*{north_rep} has \d+ locked tier-A accounts"
+        pattern = rf"--balance-tiers: tiers cannot be balanced: .*{north_rep} has \d+ locked tier-A accounts"
         flags = ["--balance-tiers"]
     edit(tables).to_csv(data / "reps.csv", index=False)
     res = run("assign", "--data", data, "--tracking-uri", uri, "--model", tmp / "models" / "repfit-winprob-champion.joblib",

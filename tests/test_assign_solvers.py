@@ -24,7 +24,7 @@ from repfit.assign import (
     solve_milp,
     solve_pruned,
 )
-from repfit.errors import InfeasibleAssignment
+from repfit.errors import InfeasibleAssignment, SolverError
 
 
 def brute_force(p: Problem):
@@ -186,8 +186,10 @@ def test_pruned_certificate_adds_pairs_when_popular_reps_fill_up():
 def test_move_budget_below_forced_moves_is_infeasible_with_the_count():
     p = Problem(values=np.ones((3, 2)), capacity=np.array([1, 2]), current=np.array([0, 0, 0]), locked=np.zeros(3, bool),
                 max_moves=1)
-    with pytest.raises(InfeasibleAssignment, match="--max-moves 1: even keeping every account that can stay needs 2 moves"):
+    with pytest.raises(InfeasibleAssignment, match="keeping every account that can stay needs 2 moves, more than the "
+                                                    "budget of 1") as exc:
         solve(p)
+    assert exc.value.option == "max_moves" and "--" not in str(exc.value)  # the CLI names the flag, not the library
 
 
 def test_move_budget_on_a_medium_instance_matches_milp():
@@ -215,3 +217,15 @@ def test_a_problem_cannot_change_and_replace_derives_its_own_integer_values():
     assert q.int_values[0, 0] == 2 * p.int_values[0, 0] and q.int_values[1, 1] == p.int_values[1, 1]
     np.testing.assert_array_equal(p.int_values, before)
     values[0, 0] = 1.0  # the caller's array stays writeable
+
+
+def test_solvers_refuse_what_they_do_not_model_with_a_solver_error():
+    p = Problem(values=np.ones((2, 2)), capacity=np.array([1, 1]), current=np.array([-1, -1]), locked=np.zeros(2, bool),
+                tiers=np.array([0, 1]))
+    for name, solver in (("hungarian", solve_hungarian), ("pruned", solve_pruned)):
+        with pytest.raises(SolverError, match=f"the {name} solver does not model tier balance; use the flow solver"):
+            solver(p)
+    with pytest.raises(SolverError, match="unknown solver 'simplex'; choose from auto, hungarian, flow, pruned") as exc:
+        solve(p, "simplex")
+    assert exc.value.option == "solver"
+    assert solve(p, "hungarian").solver == "flow"  # solve() itself routes tier balance to flow

@@ -1,6 +1,6 @@
 """Headcount check for planners: can the reps cover the accounts, what each rep is worth, and what more
 reps would add (with diminishing returns). Every figure is an exact optimum of the assignment problem
-(free re-assignment: no continuity bonus, no move budget; locks and --require-match hold)."""
+(free re-assignment: no continuity bonus, no move budget; locks and the required match hold)."""
 
 from __future__ import annotations
 
@@ -73,14 +73,14 @@ def headcount(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig | None = None,
     needed = math.ceil(shortfall / max(1, int(cap[lk])))
     coverage = {"accounts": A, "reps": R, "capacity": int(cap.sum()), "shortfall": shortfall,
                 "reps_needed": needed, "like": rep_ids[lk], "like_capacity": int(cap[lk])}
-    # beyond the total: locks above a rep's capacity, or a --require-match value short of capacity, must stop
+    # beyond the total: locks above a rep's capacity, or a required-match value short of capacity, must stop
     # here with their own message rather than show as "covered" with no value
     with_needed = _with_copies(prob, lk, needed)
     try:
         check_feasible(with_needed, {k: (np.concatenate([rv, np.repeat(rv[lk], needed)]), av) for k, (rv, av) in match.items()})
     except InfeasibleAssignment as exc:
         prefix = f"even with the {needed} rep(s) like {rep_ids[lk]} that cover the shortfall: " if needed else ""
-        raise InfeasibleAssignment(prefix + str(exc)) from None
+        raise InfeasibleAssignment(prefix + str(exc), option=exc.option) from None
     base = _optimum(prob)
     rows = []
     if np.isfinite(base):

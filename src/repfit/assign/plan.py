@@ -11,7 +11,7 @@ import pandas as pd
 from repfit import schema as S
 from repfit.assign.problem import Problem, check_feasible
 from repfit.assign.solvers import Solution, solve
-from repfit.errors import RepfitError
+from repfit.errors import ConfigError
 
 OBJECTIVES = ("expected_value", "p_win")
 
@@ -41,9 +41,9 @@ class Plan:
 
 def build_problem(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> tuple[Problem, dict]:
     if cfg.objective not in OBJECTIVES:
-        raise RepfitError(f"--objective {cfg.objective!r} is not one of {', '.join(OBJECTIVES)}.")
+        raise ConfigError(f"objective {cfg.objective!r} is not one of {', '.join(OBJECTIVES)}.", option="objective")
     if cfg.continuity < 0:
-        raise RepfitError(f"--continuity must be 0 or more (got {cfg.continuity}).")
+        raise ConfigError(f"the continuity bonus must be 0 or more (got {cfg.continuity}).", option="continuity")
     reps, accs = ds.reps, ds.accounts
     potential = accs[S.POTENTIAL].to_numpy(float)
     values = p_win * (potential[:, None] if cfg.objective == "expected_value" else 1.0)
@@ -53,9 +53,9 @@ def build_problem(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> tuple[
     for attr in cfg.require_match:
         for table, df in (("reps", reps), ("accounts", accs)):
             if attr not in df.columns:
-                raise RepfitError(
-                    f"--require-match {attr}: {ds.paths[table]} has no column '{attr}' (found: "
-                    f"{', '.join(c for c in df.columns)}). Fix: name an attribute both tables carry."
+                raise ConfigError(
+                    f"{ds.paths[table]} has no column '{attr}' (found: {', '.join(c for c in df.columns)}). "
+                    "Fix: name an attribute both tables carry.", option="require_match"
                 )
         rv, av = reps[attr].astype(str).to_numpy(), accs[attr].astype(str).to_numpy()
         ok = av[:, None] == rv[None, :]

@@ -40,7 +40,7 @@ class Problem:
     capacity : (R,) int, most accounts per rep.
     current : (A,) int, index of the current rep or -1.
     locked : (A,) bool, must keep the current rep.
-    allowed : (A, R) bool or None, pairs permitted by the required attribute match (None: all).
+    allowed : (A, R) bool or None, pairs permitted by the required attribute match (``require_match``; None: all).
     tiers : (A,) int tier codes, or None when tiers are not balanced.
     continuity : W, bonus of W x value for keeping the current rep.
     max_moves : at most this many accounts with a current rep change rep (None: no limit).
@@ -88,7 +88,7 @@ class Problem:
         return _read_only(np.rint(self.objective_values() * self.scale).astype(np.int64))
 
     def mask(self) -> np.ndarray:
-        """(A, R) bool: pairs a solution may use (require-match and locks applied)."""
+        """(A, R) bool: pairs a solution may use (the required match and locks applied)."""
         A, R = self.shape
         m = np.ones((A, R), bool) if self.allowed is None else self.allowed.copy()
         lk = np.flatnonzero(self.locked)
@@ -107,7 +107,7 @@ class Problem:
     def tier_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """(R, T) lower and upper counts per rep and tier: within one of the fair share.
 
-        Each account's unit is shared among the reps allowed to own it (require-match), in proportion to
+        Each account's unit is shared among the reps allowed to own it (required match), in proportion to
         capacity; a rep's fair share of tier t is the sum over tier-t accounts. With no restriction this is
         ``n_t * capacity_r / sum(capacity)``.
         """
@@ -147,11 +147,12 @@ def check_feasible(p: Problem, match_column: dict[str, tuple[np.ndarray, np.ndar
     Parameters
     ----------
     p : the problem.
-    match_column : attribute -> (rep values (R,), account values (A,)), for the require-match messages.
+    match_column : attribute -> (rep values (R,), account values (A,)), for the required-match messages.
 
     Raises
     ------
     InfeasibleAssignment
+        With ``option`` naming the setting at fault (``require_match``, ``balance_tiers``, ``max_moves``), if any.
     """
     _check_total_capacity(p)
     _check_locked_capacity(p)
@@ -160,7 +161,7 @@ def check_feasible(p: Problem, match_column: dict[str, tuple[np.ndarray, np.ndar
     if p.tiers is not None:
         _check_tier_balance(p)
     if p.max_moves is not None and p.max_moves < 0:
-        raise InfeasibleAssignment(f"--max-moves must be 0 or more (got {p.max_moves}).")
+        raise InfeasibleAssignment(f"the move budget must be 0 or more (got {p.max_moves}).", option="max_moves")
 
 
 def _check_total_capacity(p: Problem) -> None:
@@ -200,29 +201,30 @@ def _check_require_match(p: Problem, match_column: dict[str, tuple[np.ndarray, n
         if orphan:
             counts = {v: int((acc_vals == v).sum()) for v in orphan}
             raise InfeasibleAssignment(
-                f"--require-match {attr}: no rep has {attr} {_show(repr(v) for v in orphan)} "
+                f"no rep has {attr} {_show(repr(v) for v in orphan)} "
                 f"({_show(f'{k!r}: {c} accounts' for k, c in counts.items())}). Fix: add a rep with that {attr}, "
-                f"or drop --require-match {attr}."
+                f"or stop matching on {attr}.", option="require_match"
             )
         for v in dict.fromkeys(acc_vals):
             need = int((acc_vals == v).sum())
             can = int(cap[rep_vals == v].sum())
             if can < need:
                 raise InfeasibleAssignment(
-                    f"--require-match {attr}: {attr} {v!r} has {need:,} accounts but its reps' capacity is {can:,}: "
-                    f"raise their capacity by {need - can:,} or add reps with {attr} {v!r}."
+                    f"{attr} {v!r} has {need:,} accounts but its reps' capacity is {can:,}: "
+                    f"raise their capacity by {need - can:,} or add reps with {attr} {v!r}.", option="require_match"
                 )
     lk = np.flatnonzero(p.locked)
     bad = lk[~p.allowed[lk, p.current[lk]]]
     if len(bad):
         names = [str(p.account_names[a]) if p.account_names is not None else str(a) for a in bad]
         raise InfeasibleAssignment(
-            f"locked accounts {_show(names)} are owned by reps that --require-match forbids. Fix: unlock them "
-            "or correct the attribute."
+            f"locked accounts {_show(names)} are owned by reps that the required match forbids. Fix: unlock them "
+            "or correct the attribute.", option="require_match"
         )
     empty = np.flatnonzero(~p.allowed.any(axis=1))
     if len(empty):
-        raise InfeasibleAssignment(f"{len(empty)} account(s) have no allowed rep under --require-match.")
+        raise InfeasibleAssignment(f"{len(empty)} account(s) have no allowed rep under the required match.",
+                                   option="require_match")
 
 
 def _check_tier_balance(p: Problem) -> None:
@@ -236,13 +238,14 @@ def _check_tier_balance(p: Problem) -> None:
             parts = [f"{p.name_rep(r)} has {locked_rt[r, t]} locked tier-{p.name_tier(t)} accounts, fair share allows "
                      f"at most {upper[r, t]}" for r, t in over]
             raise InfeasibleAssignment(
-                f"tiers cannot be balanced: {_show(parts)}. Fix: unlock some of them, or drop --balance-tiers."
+                f"tiers cannot be balanced: {_show(parts)}. Fix: unlock some of them, or stop balancing tiers.",
+                option="balance_tiers"
             )
     over_r = np.flatnonzero(lower.sum(axis=1) > p.capacity)
     if len(over_r):
         raise InfeasibleAssignment(
             f"tiers cannot be balanced: reps {_show(p.name_rep(r) for r in over_r)} need more accounts for their "
-            "tier shares than their capacity. Fix: even out capacities, or drop --balance-tiers."
+            "tier shares than their capacity. Fix: even out capacities, or stop balancing tiers.", option="balance_tiers"
         )
 
 

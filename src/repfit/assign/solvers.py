@@ -22,7 +22,7 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
 from repfit.assign.problem import Problem
-from repfit.errors import InfeasibleAssignment
+from repfit.errors import InfeasibleAssignment, SolverError
 
 HUNGARIAN_MAX_CELLS = 6_000_000  # accounts x slots
 FLOW_MAX_ARCS = 25_000_000
@@ -62,7 +62,7 @@ def solve_hungarian(p: Problem, keep_bonus: int = 0) -> Solution:
     """Exact optimum of ``p`` (no tier balance) by ``linear_sum_assignment`` over capacity slots, with
     ``keep_bonus`` integer units added for each account kept (see ``keep_bonus_values``)."""
     if p.tiers is not None:
-        raise ValueError("hungarian does not model tier balance; use flow")
+        raise SolverError("the hungarian solver does not model tier balance; use the flow solver.", option="solver")
     assignment = _hungarian(p, keep_bonus_values(p, keep_bonus))
     return Solution(assignment, "hungarian", p.int_objective(assignment))
 
@@ -79,7 +79,7 @@ def _hungarian(p: Problem, V: np.ndarray) -> np.ndarray:
     assignment = np.empty(A, np.int64)
     assignment[rows] = slot_rep[cols]
     if not mask[np.arange(A), assignment].all():
-        raise InfeasibleAssignment("no assignment satisfies every constraint (require-match / locks / capacity).")
+        raise InfeasibleAssignment("no assignment satisfies every constraint (required match, locks, capacity).")
     return assignment
 
 
@@ -156,7 +156,7 @@ def _min_cost_flows(net: _Network) -> np.ndarray:
     g.set_nodes_supplies(np.arange(net.n_nodes, dtype=np.int32), supplies)
     status = g.solve()
     if status != g.OPTIMAL:
-        raise InfeasibleAssignment(f"min-cost flow failed with status {status}.")
+        raise SolverError(f"min-cost flow failed with status {status} (this is not a proof of infeasibility).")
     return np.asarray(g.flows(np.arange(len(net.tails), dtype=np.int32)))
 
 
@@ -174,7 +174,8 @@ def _flow_on_arcs(p: Problem, acc: np.ndarray, rep: np.ndarray, gain: np.ndarray
     if len(short):
         raise InfeasibleAssignment(
             f"tiers cannot be balanced: {len(short)} (rep, tier) pairs cannot reach their fair share within one "
-            "under the other constraints (require-match, locks, capacity). Fix: drop --balance-tiers or relax those."
+            "under the other constraints (required match, locks, capacity). Fix: stop balancing tiers, or relax those.",
+            option="balance_tiers"
         )
     return assignment
 
@@ -198,7 +199,8 @@ def _check_complete(p: Problem, assignment: np.ndarray) -> None:
     missing = np.flatnonzero(assignment < 0)
     if len(missing):
         raise InfeasibleAssignment(
-            f"{len(missing)} account(s) cannot be assigned under the constraints (require-match, locks, capacity, tiers)."
+            f"{len(missing)} account(s) cannot be assigned under the constraints (required match, locks, capacity, "
+            "tier balance)."
         )
 
 
@@ -288,7 +290,7 @@ def solve_pruned(p: Problem, keep_bonus: int = 0, k: int = 15, sample_share: flo
     many rounds the certificate took; if it does not converge within ``max_rounds``, every pair is solved.
     """
     if p.tiers is not None:
-        raise ValueError("pruned does not model tier balance; use flow")
+        raise SolverError("the pruned solver does not model tier balance; use the flow solver.", option="solver")
     V = keep_bonus_values(p, keep_bonus)
     mask = p.mask()
     cand = _top_k(V, mask, _sample_prices(p, V, k, sample_share, seed), k)
@@ -415,7 +417,7 @@ def solve_max_moves(p: Problem, base: BaseSolver) -> Solution:
     Raises
     ------
     InfeasibleAssignment
-        When even keeping every account that can stay needs more than ``p.max_moves`` moves.
+        When even keeping every account that can stay needs more than ``p.max_moves`` moves (``option="max_moves"``).
     """
     K = p.max_moves
     free = solve_with_keep_bonus(p, base, 0)
@@ -424,8 +426,9 @@ def solve_max_moves(p: Problem, base: BaseSolver) -> Solution:
     top = solve_with_keep_bonus(p, base, keep_bonus_ceiling(p))
     if top.moves > K:
         raise InfeasibleAssignment(
-            f"--max-moves {K}: even keeping every account that can stay needs {top.moves} moves "
-            "(capacity, locks or require-match force them). Fix: raise --max-moves or relax the constraints."
+            f"even keeping every account that can stay needs {top.moves} moves, more than the budget of {K} "
+            "(capacity, locks or the required match force them). Fix: raise the move budget or relax the constraints.",
+            option="max_moves",
         )
     best = _smallest_keep_bonus_within(p, base, K, top)
     hi, m, sol = best.keep_bonus, best.moves, best.solution
@@ -497,7 +500,7 @@ def base_solver(p: Problem, solver: str = "auto") -> BaseSolver:
     """The solver function for ``solver`` (a name in ``SOLVERS``, or ``auto``); ``flow`` under tier balance."""
     name = choose_solver(p) if solver == "auto" else solver
     if name not in SOLVERS:
-        raise ValueError(f"unknown solver {name!r}; choose from auto, {', '.join(SOLVERS)}")
+        raise SolverError(f"unknown solver {name!r}; choose from auto, {', '.join(SOLVERS)}.", option="solver")
     if p.tiers is not None and name in ("hungarian", "pruned"):
         name = "flow"
     return SOLVERS[name]
