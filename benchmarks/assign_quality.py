@@ -52,8 +52,8 @@ def captured_share(data_dir: Path, cfg: AssignConfig = AssignConfig(), tcfg: Tra
     ev, now, opt = _valuer(data_dir, ds, cfg)
     model = ev(plan.solution.assignment)
     return {"true_ev_current": now, "true_ev_model": model, "true_ev_optimal": opt,
-            "captured": (model - now) / (opt - now), "predicted_ev_model": plan.summary["expected_value_proposed"],
-            "moves": plan.summary["moves"], "solver": plan.summary["solver"], "scorer": scorer}
+            "captured": (model - now) / (opt - now), "predicted_ev_model": plan.summary.expected_value_proposed,
+            "moves": plan.summary.moves, "solver": plan.summary.solver, "scorer": scorer}
 
 
 def variants(data_dir: Path) -> dict[str, float]:

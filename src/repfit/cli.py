@@ -269,7 +269,7 @@ def report(data_dir, mapping, out, top, title, require_match, balance_tiers, con
     res = report_job(data_dir, mapping, scores, model_uri, cfg, top, out, title, tracking_uri, Path.cwd(),
                      progress=_progress, step=lambda name: click.echo(f"  .. {name}", err=True))
     s = res.summary
-    click.echo(f"wrote {res.out}: uplift {s['uplift']:+,.0f} ({s['uplift_pct']:+.2f}%) with {s['moves']:,} moves; "
+    click.echo(f"wrote {res.out}: uplift {s.uplift:+,.0f} ({s.uplift_pct:+.2f}%) with {s.moves:,} moves; "
                f"trade-off curve of {len(res.curve)} optimal points; run {res.run_id}")
     if not res.signal:
         click.echo("note: the model's rep strengths were NOT borne out on its test period; the report says so.")
@@ -337,11 +337,11 @@ def format_suggestions(res) -> str:
             lines.append(f"  ... {n_groups - SHOW_GROUPS:,} more groups" + (f" in {res.out}" if res.out else " (write them all with --out FILE)"))
         if res.summary:
             s = res.summary
-            first = s["accounts"] - s["accounts_with_current_rep"]
-            pct = f" ({s['uplift_pct']:+.2f}%)" if s["expected_value_current"] else ""
-            lines.append(f"total: {s['moves']:,} moves" + (f" and {first:,} first owners for accounts without a rep" if first else "")
-                         + f"; expected value {_gain(s['expected_value_current'], sign=False)} -> "
-                         f"{_gain(s['expected_value_proposed'], sign=False)}{pct}")
+            first = s.accounts - s.accounts_with_current_rep
+            pct = f" ({s.uplift_pct:+.2f}%)" if s.expected_value_current else ""
+            lines.append(f"total: {s.moves:,} moves" + (f" and {first:,} first owners for accounts without a rep" if first else "")
+                         + f"; expected value {_gain(s.expected_value_current, sign=False)} -> "
+                         f"{_gain(s.expected_value_proposed, sign=False)}{pct}")
     elif "rank" in t.columns:
         for r in t.itertuples():
             room = "has room" if r.has_room else f"full; exchange: {r.exchange}"

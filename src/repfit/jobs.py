@@ -126,16 +126,16 @@ def assign_job(data_dir: Path, mapping: Path | None, scores: Path | None, model_
     paths = {
         "assignment": write_table(plan.assignment, out),
         "reps": write_table(plan.reps, out.with_name(out.stem + "_reps.csv")),
-        "summary": write_json(plan.summary, out.with_name(out.stem + "_summary.json")),
+        "summary": write_json(plan.summary.to_dict(), out.with_name(out.stem + "_summary.json")),
     }
     s = plan.summary
     run_id = tracker.log_job(
         "assign",
         params={"objective": cfg.objective, "require_match": cfg.require_match, "balance_tiers": cfg.balance_tiers,
-                "continuity": cfg.continuity, "max_moves": cfg.max_moves, "solver": s["solver"], "data_dir": str(data_dir)},
-        metrics={k: s[k] for k in ("expected_value_current", "expected_value_proposed", "uplift", "uplift_pct",
+                "continuity": cfg.continuity, "max_moves": cfg.max_moves, "solver": s.solver, "data_dir": str(data_dir)},
+        metrics={k: getattr(s, k) for k in ("expected_value_current", "expected_value_proposed", "uplift", "uplift_pct",
                                    "expected_wins_current", "expected_wins_proposed", "moves", "solve_seconds")},
-        tags={"repfit.model_uri": uri, "repfit.model_version": version, "repfit.certified_optimal": s["certified_optimal"],
+        tags={"repfit.model_uri": uri, "repfit.model_version": version, "repfit.certified_optimal": s.certified_optimal,
               "repfit.scores": str(scores) if scores else None},
         artifacts=list(paths.values()),
     )
@@ -175,7 +175,7 @@ class SuggestOutcome:
     table: object  # DataFrame
     mode: str
     signal: bool
-    summary: dict | None
+    summary: object | None  # PlanSummary (mode "all")
     out: Path | None
     run_id: str
 
@@ -210,7 +210,7 @@ def suggest_job(data_dir: Path, mapping: Path | None, account: str | None, rep: 
 @dataclass
 class ReportOutcome:
     out: Path
-    summary: dict
+    summary: object  # PlanSummary
     curve: object  # DataFrame
     signal: bool
     run_id: str
@@ -230,7 +230,7 @@ def report_job(data_dir: Path, mapping: Path | None, scores: Path | None, model_
     run_id = tracker.log_job(
         "report", params={"top": top, "max_moves": cfg.max_moves, "balance_tiers": cfg.balance_tiers,
                           "require_match": cfg.require_match, "continuity": cfg.continuity, "data_dir": str(data_dir)},
-        metrics={"uplift": s["uplift"], "moves": s["moves"], "curve_points": len(curve)},
+        metrics={"uplift": s.uplift, "moves": s.moves, "curve_points": len(curve)},
         tags={"repfit.model_uri": uri, "repfit.model_version": version, "repfit.signal": str(ctx.signal)},
         artifacts=[path],
     )
@@ -239,7 +239,7 @@ def report_job(data_dir: Path, mapping: Path | None, scores: Path | None, model_
 
 @dataclass
 class CapacityOutcome:
-    result: dict
+    result: object  # capacity.Headcount
     paths: dict
     run_id: str
 
@@ -260,18 +260,18 @@ def capacity_job(data_dir: Path, mapping: Path | None, scores: Path | None, mode
     if bar:
         bar.close()
     out = Path(out)
-    c = h["coverage"]
-    summary = {**c, "base_value": h["base_value"], "model_uri": uri, "model_version": version}
+    c = h.coverage
+    summary = {**c.to_dict(), "base_value": h.base_value, "model_uri": uri, "model_version": version}
     paths = {
-        "rep_value": write_table(h["rep_value"], out),
-        "added": write_table(h["added"], out.with_name(out.stem + "_added.csv")),
-        "plot": write_text(headcount_svg(h["added"], h["base_value"], c["like"]), out.with_name(out.stem + "_added.svg")),
+        "rep_value": write_table(h.rep_value, out),
+        "added": write_table(h.added, out.with_name(out.stem + "_added.csv")),
+        "plot": write_text(headcount_svg(h.added, h.base_value, c.like), out.with_name(out.stem + "_added.svg")),
         "summary": write_json(summary, out.with_name(out.stem + "_summary.json")),
     }
     run_id = tracker.log_job(
-        "capacity", params={"add": add, "like": c["like"], "require_match": cfg.require_match, "data_dir": str(data_dir)},
-        metrics={"shortfall": c["shortfall"], "reps_needed": c["reps_needed"], "base_value": h["base_value"],
-                 **{f"value_with_{int(r.reps_added)}_added": r.total_value for r in h["added"].itertuples()}},
+        "capacity", params={"add": add, "like": c.like, "require_match": cfg.require_match, "data_dir": str(data_dir)},
+        metrics={"shortfall": c.shortfall, "reps_needed": c.reps_needed, "base_value": h.base_value,
+                 **{f"value_with_{int(r.reps_added)}_added": r.total_value for r in h.added.itertuples()}},
         tags={"repfit.model_uri": uri, "repfit.model_version": version},
         artifacts=list(paths.values()),
     )

@@ -214,11 +214,11 @@ def render(r: ReportInput) -> str:
                      'rep-account signal it can stand behind; treat the reassignments below as noise.</p>')
     parts.append('<div class="kpi">' + "".join(
         f"<div>{_e(k)}<b>{_e(v)}</b></div>" for k, v in (
-            ("expected value, current", f"{s['expected_value_current']:,.0f}"),
-            ("expected value, proposed", f"{s['expected_value_proposed']:,.0f}"),
-            ("uplift", f"{s['uplift']:+,.0f} ({s['uplift_pct']:+.1f}%)"),
-            ("moves", f"{s['moves']:,}"),
-            ("solver", f"{s['solver']} ({'certified optimal' if s['certified_optimal'] else 'not certified'})"))) + "</div>")
+            ("expected value, current", f"{s.expected_value_current:,.0f}"),
+            ("expected value, proposed", f"{s.expected_value_proposed:,.0f}"),
+            ("uplift", f"{s.uplift:+,.0f} ({s.uplift_pct:+.1f}%)"),
+            ("moves", f"{s.moves:,}"),
+            ("solver", f"{s.solver} ({'certified optimal' if s.certified_optimal else 'not certified'})"))) + "</div>")
 
     parts.append("<h2>Model quality</h2>")
     cal = info.get("calibration_table")
@@ -233,15 +233,14 @@ def render(r: ReportInput) -> str:
     parts.append("<h2>Per rep: expected value and tier mix</h2>")
     parts.append(_fig("rep_value", rep_value_svg(r.plan.reps), "Each rep's total expected value before and after."))
     parts.append(_fig("tier_mix", tier_mix_svg(r.plan.reps), "How many accounts of each tier each rep holds."))
-    spread = pd.DataFrame([{"measure": k, "current min": s["spread_before"][k]["min"], "current max": s["spread_before"][k]["max"],
-                            "current CV": s["spread_before"][k]["cv"], "proposed min": s["spread_after"][k]["min"],
-                            "proposed max": s["spread_after"][k]["max"], "proposed CV": s["spread_after"][k]["cv"]}
-                           for k in s["spread_after"]])
+    spread = pd.DataFrame([{"measure": k, "current min": s.spread_before[k].min, "current max": s.spread_before[k].max,
+                            "current CV": s.spread_before[k].cv, "proposed min": a.min, "proposed max": a.max,
+                            "proposed CV": a.cv} for k, a in s.spread_after.items()])
     parts.append(_table(spread, {c: ",.1f" for c in spread.columns if "CV" not in c} | {c: ".3f" for c in spread.columns if "CV" in c}))
 
     parts.append("<h2>Disruption vs gain</h2>")
-    unit = "expected value" if s["objective"] == "expected_value" else "expected wins"
-    parts.append(_fig("budget", budget_svg(r.curve, s["moves"], unit),
+    unit = "expected value" if s.objective == "expected_value" else "expected wins"
+    parts.append(_fig("budget", budget_svg(r.curve, s.moves, unit),
                       f"Best uplift in {unit} for each number of accounts moved (each point is the optimum for its move "
                       "count; the lines between points are upper bounds). Under the same constraints as the plan above."))
     parts.append(_table(r.curve[["moves", "uplift", "keep_bonus"]], {"uplift": "+,.2f", "keep_bonus": ",.4g"}))

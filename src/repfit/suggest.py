@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from repfit import schema as S
-from repfit.assign.plan import AssignConfig, plan_assignment
+from repfit.assign.plan import AssignConfig, PlanSummary, plan_assignment
 from repfit.errors import RepfitError
 from repfit.features.pipeline import ACCOUNT, BAND, MATCH, OPPORTUNITY
 from repfit.winprob import PairScorer
@@ -423,7 +423,7 @@ def group_moves(cur: np.ndarray, new: np.ndarray, gain: np.ndarray, cap: np.ndar
     return groups
 
 
-def for_all(ctx: Context, cfg: AssignConfig, plan=None) -> tuple[pd.DataFrame, dict]:
+def for_all(ctx: Context, cfg: AssignConfig, plan=None) -> tuple[pd.DataFrame, PlanSummary]:
     """The moves of the optimal assignment (same constraints as ``repfit assign``; ``plan`` if already solved),
     grouped and ranked."""
     plan = plan or plan_assignment(ctx.ds, ctx.p_win, cfg)
