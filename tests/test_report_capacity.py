@@ -229,7 +229,7 @@ def test_capacity_stops_on_constraints_that_cannot_hold(trained, tmp_path):
     reps.loc[reps.rep_id == holder, "capacity"] = "2"
     reps.to_csv(bad / "reps.csv", index=False)
     res = run("capacity", "--data", bad, "--tracking-uri", uri, "--out", tmp_path / "c.csv")
-    assert res.exit_code == 2 and f"locked accounts exceed capacity: {holder} has" in res.output
+    assert res.exit_code == 2 and f"locked accounts exceed capacity: '{holder} has" in res.output
     assert not (tmp_path / "c.csv").exists() and "Traceback" not in res.output
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from repfit import schema as S
-from repfit.assign.plan import AssignConfig, PlanSummary, plan_assignment
+from repfit.assign.plan import AssignConfig, PlanSummary, current_rep_index, plan_assignment
 from repfit.errors import RepfitError
 from repfit.features.pipeline import ACCOUNT, BAND, MATCH, OPPORTUNITY
 from repfit.winprob import PairScorer
@@ -41,7 +41,7 @@ class Context:
 
     @cached_property
     def current(self) -> np.ndarray:
-        return pd.Index(self.ds.reps[S.REP_ID]).get_indexer(self.ds.accounts[S.CURRENT_REP_ID].fillna("\0"))
+        return current_rep_index(self.ds)
 
     @cached_property
     def _ev(self) -> np.ndarray:

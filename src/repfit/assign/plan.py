@@ -94,7 +94,30 @@ class Plan:
     problem: Problem = field(repr=False)  # as built from the data and options (for further solves on it)
 
 
+def current_rep_index(ds: S.Dataset) -> np.ndarray:
+    """(A,) int: the position in ``ds.reps`` of each account's current rep, -1 for an account without one."""
+    return pd.Index(ds.reps[S.REP_ID]).get_indexer(ds.accounts[S.CURRENT_REP_ID].fillna("\0"))
+
+
 def build_problem(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> tuple[Problem, dict]:
+    """The assignment problem of ``ds`` under ``cfg``, before any feasibility check.
+
+    Parameters
+    ----------
+    ds : the data set (reps, accounts).
+    p_win : (A, R) P(win) of each pair, in ``ds`` order.
+    cfg : the objective and constraints (``cfg.solver`` is not used here).
+
+    Returns
+    -------
+    (Problem, match) : the problem, and for each ``require_match`` attribute its (rep values (R,), account
+    values (A,)) as strings, for ``check_feasible``'s messages.
+
+    Raises
+    ------
+    ConfigError
+        A bad objective or continuity bonus, or a ``require_match`` attribute a table lacks.
+    """
     if cfg.objective not in OBJECTIVES:
         raise ConfigError(f"objective {cfg.objective!r} is not one of {', '.join(OBJECTIVES)}.", option="objective")
     if cfg.continuity < 0:
@@ -102,8 +125,7 @@ def build_problem(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> tuple[
     reps, accs = ds.reps, ds.accounts
     potential = accs[S.POTENTIAL].to_numpy(float)
     values = p_win * (potential[:, None] if cfg.objective == "expected_value" else 1.0)
-    rep_pos = pd.Index(reps[S.REP_ID])
-    current = rep_pos.get_indexer(accs[S.CURRENT_REP_ID].fillna("\0"))
+    current = current_rep_index(ds)
     allowed, match = None, {}
     for attr in cfg.require_match:
         for table, df in (("reps", reps), ("accounts", accs)):

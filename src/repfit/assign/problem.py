@@ -13,6 +13,7 @@ from functools import cached_property
 import numpy as np
 
 from repfit.errors import InfeasibleAssignment
+from repfit.schema import _show  # the one renderer of "a, b, c (and N more)" in messages
 
 INT_SCALE_MAX = 10_000_000  # the largest |value| maps to this integer: relative precision 1e-7
 
@@ -132,11 +133,6 @@ class Problem:
         return str(self.tier_names[t]) if self.tier_names is not None else str(t)
 
 
-def _show(items, n: int = 5) -> str:
-    items = list(items)
-    return ", ".join(map(str, items[:n])) + (f" (and {len(items) - n} more)" if len(items) > n else "")
-
-
 def check_feasible(p: Problem, match_column: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
     """Raise ``InfeasibleAssignment`` with the shortfall and the fix if the constraints cannot all hold.
 
@@ -199,11 +195,10 @@ def _check_require_match(p: Problem, match_column: dict[str, tuple[np.ndarray, n
         have = set(rep_vals[~_isna(rep_vals)])
         orphan = [v for v in dict.fromkeys(acc_vals) if not _isna_scalar(v) and v not in have]
         if orphan:
-            counts = {v: int((acc_vals == v).sum()) for v in orphan}
+            counts = [int((acc_vals == v).sum()) for v in orphan]
             raise InfeasibleAssignment(
-                f"no rep has {attr} {_show(repr(v) for v in orphan)} "
-                f"({_show(f'{k!r}: {c} accounts' for k, c in counts.items())}). Fix: add a rep with that {attr}, "
-                f"or stop matching on {attr}.", option="require_match"
+                f"no rep has {attr} {_show(str(v) for v in orphan)} ({_show(counts)} accounts). "
+                f"Fix: add a rep with that {attr}, or stop matching on {attr}.", option="require_match"
             )
         for v in dict.fromkeys(acc_vals):
             need = int((acc_vals == v).sum())
