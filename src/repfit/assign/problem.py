@@ -89,13 +89,18 @@ class Problem:
         return _read_only(np.rint(self.objective_values() * self.scale).astype(np.int64))
 
     def mask(self) -> np.ndarray:
-        """(A, R) bool: pairs a solution may use (the required match and locks applied)."""
+        """(A, R) bool: pairs a solution may use (the required match and locks applied).
+
+        A locked account may use only its current rep, and only if the required match allows that pair (else
+        it has no pair: ``check_feasible`` names it).
+        """
         A, R = self.shape
         m = np.ones((A, R), bool) if self.allowed is None else self.allowed.copy()
         lk = np.flatnonzero(self.locked)
         if len(lk):
+            keep = m[lk, self.current[lk]]
             m[lk] = False
-            m[lk, self.current[lk]] = True
+            m[lk, self.current[lk]] = keep
         return m
 
     def moves(self, assignment: np.ndarray) -> int:
