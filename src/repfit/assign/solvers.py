@@ -211,6 +211,12 @@ def rep_prices(p: Problem, V: np.ndarray, assignment: np.ndarray, acc: np.ndarra
     Complementary slackness: reps with spare capacity have price 0; for an account a held by rep r and a
     candidate rep s, ``price_r <= price_s + V[a, r] - V[a, s]``. The largest prices meeting these difference
     constraints are shortest-path distances from the reps with spare capacity (Bellman-Ford, vectorised).
+
+    A full rep that no such chain reaches (every rep, when capacity is exactly used up) has no largest price;
+    its price is the shortest-path distance from a virtual source joined to it with weight ``2 R (max V - min V)
+    + 1``: more than any path from a rep with spare capacity, so those keep their distances, and the difference
+    constraints hold among the unreached reps too (equal high prices would break them, and the certificate
+    would then pass a suboptimal assignment).
     """
     A, R = p.shape
     load = np.bincount(assignment[assignment >= 0], minlength=R)
@@ -219,16 +225,13 @@ def rep_prices(p: Problem, V: np.ndarray, assignment: np.ndarray, acc: np.ndarra
     w = V[acc[ok], held[ok]] - V[acc[ok], rep[ok]]
     W = np.full((R, R), np.inf)  # W[s, r]: edge s -> r
     np.minimum.at(W, (rep[ok], held[ok]), w.astype(float))
-    d = np.where(load < p.capacity, 0.0, np.inf)
+    unreached = 2.0 * R * float(V.max() - V.min()) + 1.0 if V.size else 1.0
+    d = np.where(load < p.capacity, 0.0, unreached)
     for _ in range(R + 1):
         new = np.minimum(d, (d[:, None] + W).min(axis=0))
         if np.array_equal(new, d):
             break
         d = new
-    finite = np.isfinite(d)
-    if not finite.all():
-        # reps no chain reaches: any high price satisfies their constraints; the certificate adds arcs
-        d[~finite] = (d[finite].max() if finite.any() else 0.0) + float(V.max() - V.min()) + 1.0
     return np.maximum(d, 0.0)
 
 
