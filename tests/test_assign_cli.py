@@ -43,6 +43,13 @@ def test_score_then_assign_with_every_constraint(trained):
     assert (a.set_index("account_id").loc[locked, "rep_id"] == acc.loc[locked, "current_rep_id"]).all()
     assert (a.moved == "True").sum() <= 20
     summary = json.loads((tmp / "assignment_summary.json").read_text())
+    assert list(summary) == [  # the file's keys and order, whatever the Python type behind them (issue 10)
+        "objective", "solver", "certified_optimal", "solver_notes", "solve_seconds", "accounts", "reps",
+        "accounts_with_current_rep", "expected_value_current", "expected_value_proposed", "uplift", "uplift_pct",
+        "expected_wins_current", "expected_wins_proposed", "moves", "constraints", "spread_after", "spread_before"]
+    assert summary["constraints"] == {"require_match": ["region"], "balance_tiers": True, "continuity": 0.1,
+                                      "max_moves": 20, "locked": summary["constraints"]["locked"]}
+    assert set(summary["spread_after"]["load"]) == {"min", "max", "cv"} and isinstance(summary["solver_notes"], list)
     assert summary["moves"] == (a.moved == "True").sum() and summary["certified_optimal"]
     assert summary["expected_value_proposed"] >= summary["expected_value_current"]  # keeping everyone is feasible
     assert re.search(r"uplift \+", res.output) and "per-rep spread" in res.output
@@ -73,9 +80,9 @@ INFEASIBLE = {
     "locked above capacity": (lambda d: d["reps"].assign(capacity=[1] + [20] * 11), [],
                               r"R001 has \d+ locked accounts but capacity 1.*Fix: raise those reps' capacity"),
     "require-match value no rep has": (lambda d: d["reps"].assign(region="north"), ["--require-match", "region"],
-                                       r"--require-match region: no rep has region '(south|east|west|central)'"),
+                                       r"--require-match: no rep has region '(south|east|west|central)'"),
     "require-match missing column": (lambda d: d["reps"], ["--require-match", "language"],
-                                     r"--require-match language: .*reps.csv has no column 'language'"),
+                                     r"--require-match: .*reps.csv has no column 'language'"),
     "tiers cannot be balanced": (lambda d: d["reps"], ["--balance-tiers", "--require-match", "region"], None),
 }
 
@@ -100,7 +107,7 @@ def test_infeasible_problems_fail_before_solving_with_the_shortfall(trained, cas
         ten = acc.index[acc.region == "north"][:10]  # ten tier-A accounts locked to one rep (capacity 15, fair share ~3)
         acc.loc[ten, ["potential", "current_rep_id", "locked"]] = [1e6, north_rep, True]
         acc.to_csv(data / "accounts.csv", index=False)
-        pattern = rf"tiers cannot be balanced: .*{north_rep} has \d+ locked tier-A accounts"
+        pattern = rf"--balance-tiers: tiers cannot be balanced: .*{north_rep} has \d+ locked tier-A accounts"
         flags = ["--balance-tiers"]
     edit(tables).to_csv(data / "reps.csv", index=False)
     res = run("assign", "--data", data, "--tracking-uri", uri, "--model", tmp / "models" / "repfit-winprob-champion.joblib",

@@ -7,15 +7,24 @@ respected, tiers within one of their fair share, the move budget held, and the o
 from __future__ import annotations
 
 import itertools
+from dataclasses import FrozenInstanceError, replace
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from repfit.assign import Problem, check_feasible, solve, solve_milp
-from repfit.assign.solvers import solve_flow, solve_hungarian, solve_max_moves, solve_pruned
-from repfit.errors import InfeasibleAssignment
+from repfit.assign import (
+    Problem,
+    check_feasible,
+    solve,
+    solve_flow,
+    solve_hungarian,
+    solve_max_moves,
+    solve_milp,
+    solve_pruned,
+)
+from repfit.errors import InfeasibleAssignment, SolverError
 
 
 def brute_force(p: Problem):
@@ -85,12 +94,24 @@ def problems(draw, max_a=6, max_r=3, tiers=False, moves=False, match=False):
                    tiers=t, continuity=continuity, max_moves=k)
 
 
-def _feasible_or_skip(p):
+def against_brute_force(p: Problem, solvers: dict) -> None:
+    """The contract on one small problem: check_feasible rejects only problems brute force cannot solve either;
+    otherwise every solver meets the constraints and the brute-force optimum, certified, or raises
+    InfeasibleAssignment when brute force finds no assignment."""
+    best = brute_force(p)
     try:
         check_feasible(p)
     except InfeasibleAssignment:
-        return False
-    return True
+        assert best is None, "check_feasible rejected a problem that has a solution"
+        return
+    for name, solver in solvers.items():
+        if best is None:
+            with pytest.raises(InfeasibleAssignment):
+                solver(p)
+            continue
+        sol = solver(p)
+        check_contract(p, sol.assignment)
+        assert sol.certified and sol.int_objective == best, (name, sol.int_objective, best, sol.notes)
 
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
@@ -99,48 +120,20 @@ SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 @SETTINGS
 @given(problems(match=True))
 def test_every_solver_matches_brute_force(p):
-    best = brute_force(p)
-    if not _feasible_or_skip(p) or best is None:
-        for solver in (solve_hungarian, solve_flow, solve_pruned, solve_milp):
-            if best is None and _feasible_or_skip(p):
-                with pytest.raises(InfeasibleAssignment):
-                    solver(p)
-        return
-    for solver in (solve_hungarian, solve_flow, solve_pruned, solve_milp):
-        sol = solver(p)
-        check_contract(p, sol.assignment)
-        assert sol.int_objective == best, (solver.__name__, sol.int_objective, best)
+    against_brute_force(p, {"hungarian": solve_hungarian, "flow": solve_flow, "pruned": solve_pruned, "milp": solve_milp})
 
 
 @SETTINGS
 @given(problems(tiers=True, match=True))
 def test_tier_balance_matches_brute_force(p):
-    best = brute_force(p)
-    if not _feasible_or_skip(p):
-        return
-    if best is None:
-        with pytest.raises(InfeasibleAssignment):
-            solve(p)
-        return
-    for sol in (solve(p), solve_milp(p)):
-        check_contract(p, sol.assignment)
-        assert sol.int_objective == best
+    against_brute_force(p, {"solve": solve, "milp": solve_milp})
 
 
 @SETTINGS
 @given(problems(moves=True, max_a=6, max_r=3))
 def test_move_budget_is_the_best_with_at_most_k_moves(p):
-    best = brute_force(p)
-    if not _feasible_or_skip(p):
-        return
-    for base in (solve_flow, solve_hungarian, solve_pruned):
-        if best is None:
-            with pytest.raises(InfeasibleAssignment):
-                solve_max_moves(p, base)
-            continue
-        sol = solve_max_moves(p, base)
-        check_contract(p, sol.assignment)
-        assert sol.certified and sol.int_objective == best, (base.__name__, sol.notes)
+    against_brute_force(p, {base.__name__: lambda p, base=base: solve_max_moves(p, base)
+                            for base in (solve_flow, solve_hungarian, solve_pruned)})
 
 
 def _random_instance(rng, A, R, slack=1.1):
@@ -162,31 +155,92 @@ def test_solvers_agree_on_larger_random_instances(A, R):
     assert "certified optimal" in results["solve_pruned"].notes[-1]
 
 
-def test_pruned_certificate_adds_pairs_when_popular_reps_fill_up():
-    # every account prefers rep 0 by far: its top-k graph alone cannot hold the optimum
+def test_pruned_certificate_adds_the_optimal_pair_its_first_graph_misses():
+    # three accounts, three reps of capacity 1, each account's two best reps by value in the first graph (too few
+    # accounts per rep for a price sample: prices start at 0). Those arcs hold a complete assignment worth 24,
+    # but the unique optimum, 27.5, gives account 1 its third-best rep.
+    values = np.array([[10.0, 9.0, 0.0],
+                       [10.0, 9.0, 8.5],
+                       [10.0, 1.0, 5.0]])
+    p = Problem(values=values, capacity=np.ones(3, np.int64), current=np.full(3, -1), locked=np.zeros(3, bool))
+    optimum = np.array([1, 2, 0])
+    assert p.int_objective(optimum) == brute_force(p)
+    assert all(p.int_objective(np.array(x)) < brute_force(p) for x in itertools.permutations(range(3)) if list(x) != [1, 2, 0])
+    assert 2 not in np.argsort(-values[1])[:2]  # the optimal pair (1, 2) is outside the first graph
+    pr = solve_pruned(p, k=2)
+    assert pr.notes[0].startswith("round 1: added ") and pr.notes[0].endswith("pairs with positive reduced cost")
+    assert "certified optimal" in pr.notes[-1] and pr.certified
+    np.testing.assert_array_equal(pr.assignment, optimum)
+    assert pr.int_objective == brute_force(p) == solve_milp(p).int_objective
+
+
+@pytest.mark.parametrize("A,R,seed", [(60, 6, 2), (120, 12, 0), (300, 15, 0)])
+def test_pruned_is_exact_when_capacity_is_used_up_exactly(A, R, seed):
+    # no rep has spare capacity, so no rep price is pinned at 0; the certificate once priced every rep alike
+    # and passed these top-3 solutions as optimal (they were not)
+    rng = np.random.default_rng(seed)
+    values = rng.gamma(2.0, 1.0, (A, 1)) * rng.beta(2, 3, (A, R))
+    p = Problem(values=values, capacity=np.full(R, A // R), current=np.full(A, -1), locked=np.zeros(A, bool))
+    pr = solve_pruned(p, k=3)
+    check_contract(p, pr.assignment)
+    assert pr.int_objective == solve_flow(p).int_objective and "certified optimal" in pr.notes[-1], pr.notes
+
+
+def test_pruned_is_exact_when_popular_reps_fill_up():
+    # every account prefers rep 0 by far: its top-2 graph cannot place every account, so the solver widens them
     rng = np.random.default_rng(0)
     A, R = 400, 20
     values = rng.random((A, R))
     values[:, 0] += 5.0
     p = Problem(values=values, capacity=np.full(R, 22), current=np.full(A, -1), locked=np.zeros(A, bool))
     pr = solve_pruned(p, k=2)
-    assert pr.int_objective == solve_flow(p).int_objective
-    assert any("positive reduced cost" in n for n in pr.notes) or "certified" in pr.notes[-1]
+    check_contract(p, pr.assignment)
+    assert pr.int_objective == solve_flow(p).int_objective and "certified optimal" in pr.notes[-1]
 
 
 def test_move_budget_below_forced_moves_is_infeasible_with_the_count():
     p = Problem(values=np.ones((3, 2)), capacity=np.array([1, 2]), current=np.array([0, 0, 0]), locked=np.zeros(3, bool),
                 max_moves=1)
-    with pytest.raises(InfeasibleAssignment, match="--max-moves 1: even keeping every account that can stay needs 2 moves"):
+    with pytest.raises(InfeasibleAssignment, match="keeping every account that can stay needs 2 moves, more than the "
+                                                    "budget of 1") as exc:
         solve(p)
+    assert exc.value.option == "max_moves" and "--" not in str(exc.value)  # the CLI names the flag, not the library
 
 
 def test_move_budget_on_a_medium_instance_matches_milp():
     rng = np.random.default_rng(3)
-    p = _random_instance(rng, 120, 8)
-    p.continuity = 0.05
+    base = replace(_random_instance(rng, 120, 8), continuity=0.05)
     for k in (0, 5, 17, 40):
-        p.max_moves = k
+        p = replace(base, max_moves=k)
         a, b = solve(p), solve_milp(p)
         check_contract(p, a.assignment)
         assert a.int_objective == b.int_objective, (k, a.notes)
+
+
+def test_a_problem_cannot_change_and_replace_derives_its_own_integer_values():
+    """Issue 10: no cache to clear by hand. ``replace`` gives a new problem whose integer values follow its fields."""
+    values = np.array([[1.0, 2.0], [3.0, 4.0]])
+    p = Problem(values=values, capacity=np.array([1, 1]), current=np.array([0, -1]), locked=np.zeros(2, bool))
+    before = p.int_values.copy()
+    with pytest.raises(FrozenInstanceError):
+        p.continuity = 1.0
+    with pytest.raises(ValueError, match="read-only"):
+        p.values[0, 0] = 9.0
+    with pytest.raises(ValueError, match="read-only"):
+        p.int_values[0, 0] = 0
+    q = replace(p, continuity=1.0)  # keeping rep 0 on account 0 is worth twice its value
+    assert q.int_values[0, 0] == 2 * p.int_values[0, 0] and q.int_values[1, 1] == p.int_values[1, 1]
+    np.testing.assert_array_equal(p.int_values, before)
+    values[0, 0] = 1.0  # the caller's array stays writeable
+
+
+def test_solvers_refuse_what_they_do_not_model_with_a_solver_error():
+    p = Problem(values=np.ones((2, 2)), capacity=np.array([1, 1]), current=np.array([-1, -1]), locked=np.zeros(2, bool),
+                tiers=np.array([0, 1]))
+    for name, solver in (("hungarian", solve_hungarian), ("pruned", solve_pruned)):
+        with pytest.raises(SolverError, match=f"the {name} solver does not model tier balance; use the flow solver"):
+            solver(p)
+    with pytest.raises(SolverError, match="unknown solver 'simplex'; choose from auto, hungarian, flow, pruned") as exc:
+        solve(p, "simplex")
+    assert exc.value.option == "solver"
+    assert solve(p, "hungarian").solver == "flow"  # solve() itself routes tier balance to flow

@@ -14,10 +14,9 @@ import pandas as pd
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from repfit.assign import Problem, solve_milp
+from repfit.assign import Problem, budget_curve, solve_milp
 
 from conftest import run
-from repfit.report import budget_curve
 
 
 def _chromium() -> str | None:
@@ -110,7 +109,7 @@ def test_budget_curve_points_are_the_best_for_their_move_count(seed):
     assert len(curve) >= 4 and curve.moves.is_monotonic_increasing and curve.uplift.is_monotonic_increasing
     now = float(p.values[np.arange(len(p.current)), p.current].sum())
     for row in curve.itertuples():
-        best = solve_milp(replace(p, max_moves=int(row.moves), _int=None))
+        best = solve_milp(replace(p, max_moves=int(row.moves)))
         x = best.assignment
         assert float(p.values[np.arange(len(x)), x].sum()) - now == pytest.approx(row.uplift, rel=1e-9, abs=1e-6)
     assert curve.moves.iloc[0] == 0 and curve.uplift.iloc[0] == 0  # today's owners fit: keeping all is feasible
@@ -213,7 +212,7 @@ def test_capacity_reports_a_shortfall_and_the_reps_that_cover_it(trained, tmp_pa
     summary = json.loads((tmp_path / "c_summary.json").read_text(), parse_constant=no_nan)
     assert summary["base_value"] is None and summary["shortfall"] == 30
     res = run("capacity", "--data", short, "--tracking-uri", uri, "--like", "R999", "--out", tmp_path / "c.csv")
-    assert res.exit_code == 2 and "--like 'R999' is not in" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 2 and "--like: rep_id 'R999' is not in" in res.output and "Traceback" not in res.output
 
 
 def test_capacity_stops_on_constraints_that_cannot_hold(trained, tmp_path):
@@ -229,7 +228,7 @@ def test_capacity_stops_on_constraints_that_cannot_hold(trained, tmp_path):
     reps.loc[reps.rep_id == holder, "capacity"] = "2"
     reps.to_csv(bad / "reps.csv", index=False)
     res = run("capacity", "--data", bad, "--tracking-uri", uri, "--out", tmp_path / "c.csv")
-    assert res.exit_code == 2 and f"locked accounts exceed capacity: {holder} has" in res.output
+    assert res.exit_code == 2 and f"locked accounts exceed capacity: '{holder} has" in res.output
     assert not (tmp_path / "c.csv").exists() and "Traceback" not in res.output
 
 

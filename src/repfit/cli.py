@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from repfit.config import BLOCK_PAIRS
 from repfit.errors import RepfitError
 
 
@@ -87,7 +88,6 @@ def _tracking_option(f):
                         help="MLflow tracking URI. Default: the embedded store sqlite:///<root>/mlruns/mlflow.db.")(f)
 
 
-_BLOCK_PAIRS = 200_000  # checked equal to repfit.scoring.BLOCK_PAIRS by a test (importing it here would load LightGBM)
 _MODEL_HELP = "Model: models:/NAME@ALIAS, models:/NAME/VERSION or a models/*.joblib bundle. Default: the registered champion."
 
 
@@ -101,8 +101,8 @@ def _pair_source_options(f):
 def _assign_options(*names: str):
     """The assignment options (``AssignConfig``) a command takes, declared once: choices and defaults come
     from the code. ``names``: which of them (default: all but objective and solver)."""
-    from repfit.assign.plan import OBJECTIVES, AssignConfig
     from repfit.assign.solvers import SOLVERS
+    from repfit.config import OBJECTIVES, AssignConfig
 
     d = AssignConfig()
     declared = {
@@ -133,7 +133,7 @@ def _assign_config(kw: dict):
     """Pop the assignment options out of a command's keyword arguments into one ``AssignConfig``."""
     from dataclasses import fields
 
-    from repfit.assign.plan import AssignConfig
+    from repfit.config import AssignConfig
 
     given = {f.name: kw.pop(f.name) for f in fields(AssignConfig) if f.name in kw}
     if "require_match" in given:
@@ -195,8 +195,8 @@ def train(data_dir, mapping, features, config, tracking_uri, promote, models_dir
 @click.option("--model", "model_uri", default=None, help=_MODEL_HELP)
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output file (.parquet, or .csv to open in a spreadsheet).")
-@click.option("--block-pairs", default=None, type=click.IntRange(min=1000),
-              help=f"Pairs scored per block: bounds memory. Default: {_BLOCK_PAIRS:,}.")
+@click.option("--block-pairs", default=BLOCK_PAIRS, type=click.IntRange(min=1000),
+              help=f"Pairs scored per block: bounds memory. Default: {BLOCK_PAIRS:,}.")
 @_tracking_option
 def score(data_dir, mapping, model_uri, out, block_pairs, tracking_uri) -> None:
     """Score the win probability of every rep x account pair, streamed in blocks.

@@ -377,3 +377,25 @@ def load_train_config(path: str | Path | None = None) -> TrainConfig:
 def as_dict(cfg: Any) -> dict[str, Any]:
     """The fields of a config object as a flat ``{name: value}`` dict (for run parameters and reports)."""
     return {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+
+
+OBJECTIVES = ("expected_value", "p_win")
+BLOCK_PAIRS = 200_000  # pairs scored per block by `repfit score`: bounds the memory of scoring
+
+
+@dataclass(frozen=True)
+class AssignConfig:
+    """The assignment options (``repfit assign``, ``suggest --all``, ``report``, ``capacity``; see their --help).
+
+    The CLI declares each option once from these fields, with these defaults."""
+
+    objective: str = "expected_value"  # one of OBJECTIVES
+    require_match: tuple[str, ...] = ()
+    balance_tiers: bool = False
+    continuity: float = 0.0
+    max_moves: int | None = None
+    solver: str = "auto"  # "auto" or a name of repfit.assign.solvers.SOLVERS
+
+    def as_params(self) -> dict[str, Any]:
+        """The options as MLflow run parameters."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}

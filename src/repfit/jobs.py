@@ -17,8 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from repfit.assign.plan import AssignConfig, Plan
-from repfit.config import load_feature_config, load_train_config
+from repfit.config import BLOCK_PAIRS, AssignConfig, load_feature_config, load_train_config
 from repfit.progress import NO_PROGRESS, Progress
 from repfit.schema import Dataset, load_dataset
 
@@ -102,12 +101,11 @@ class ScoreOutcome:
 
 
 def score_job(*, data: DataSource, store: Store, out: Path, model_uri: str | None = None,
-              block_pairs: int | None = None, progress: Progress = NO_PROGRESS) -> ScoreOutcome:
+              block_pairs: int = BLOCK_PAIRS, progress: Progress = NO_PROGRESS) -> ScoreOutcome:
     """Score every rep x account pair of the data with a model, streamed to ``out``; log an MLflow run."""
     from repfit.io import write_json
-    from repfit.scoring import BLOCK_PAIRS, refresh_history, score_blocks, write_scores
+    from repfit.scoring import refresh_history, score_blocks, write_scores
 
-    block_pairs = block_pairs or BLOCK_PAIRS
     ds = data.load()
     tracker = store.open()
     scorer, uri, version = tracker.scorer_for(model_uri or DEFAULT_MODEL)
@@ -185,7 +183,7 @@ def suggestion_context(*, data: DataSource, store: Store, pairs: PairSource = Pa
 # --- assign ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AssignOutcome:
-    plan: Plan
+    plan: "Plan"  # noqa: F821 - repfit.assign.plan
     paths: dict[str, Path]
     run_id: str
     model_uri: str | None

@@ -12,45 +12,17 @@ from __future__ import annotations
 import html
 import io
 import itertools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from repfit import schema as S
+from repfit.assign.plan import AssignConfig, Plan
 from repfit.card import ModelCard
 from repfit.progress import NO_PROGRESS, Progress
-from repfit.assign.plan import AssignConfig, Plan, build_problem
-from repfit.assign.problem import Problem
-from repfit.assign.solvers import SOLVERS, choose_solver
 
 BLUE, ORANGE, GREY = "#1f77b4", "#ff7f0e", "#7f7f7f"
-
-
-# --- the uplift / move-budget trade-off ------------------------------------------------------------
-def budget_curve(prob: Problem, points: int = 14) -> pd.DataFrame:
-    """Optimal (moves, value) pairs along the move-budget trade-off.
-
-    Each point maximises value + lam x (accounts kept) for one keep bonus lam, so it is the best assignment
-    with at most its own number of moves (Lagrangian duality, as in ``solve_max_moves``); between points the
-    straight line is an upper bound. Bonuses run geometrically from 0 to the one that keeps everything
-    that can stay.
-    """
-    prob = replace(prob, continuity=0.0, max_moves=None, _int=None)
-    name = choose_solver(prob)
-    base = SOLVERS["flow" if prob.tiers is not None and name != "flow" else name]
-    V = prob.int_values
-    hi = int(V.max() - V.min()) * 2 + 2
-    bonuses = sorted({0, *(int(hi * 0.5 ** k) for k in range(points - 1))})
-    has = prob.current >= 0
-    now = float(prob.values[np.flatnonzero(has), prob.current[has]].sum())
-    rows = []
-    for b in bonuses:
-        x = base(prob, b).assignment
-        value = float(prob.values[np.arange(len(x)), x].sum())
-        rows.append({"keep_bonus": b / prob.scale, "moves": prob.moves(x), "value": value, "uplift": value - now})
-    df = pd.DataFrame(rows).sort_values(["moves", "value"]).drop_duplicates("moves", keep="last")
-    return df.reset_index(drop=True)
 
 
 # --- figures -----------------------------------------------------------------------------------------
@@ -243,11 +215,11 @@ def render(r: ReportInput) -> str:
                      'rep-account signal it can stand behind; treat the reassignments below as noise.</p>')
     parts.append('<div class="kpi">' + "".join(
         f"<div>{_e(k)}<b>{_e(v)}</b></div>" for k, v in (
-            ("expected value, current", f"{s['expected_value_current']:,.0f}"),
-            ("expected value, proposed", f"{s['expected_value_proposed']:,.0f}"),
-            ("uplift", f"{s['uplift']:+,.0f} ({s['uplift_pct']:+.1f}%)"),
-            ("moves", f"{s['moves']:,}"),
-            ("solver", f"{s['solver']} ({'certified optimal' if s['certified_optimal'] else 'not certified'})"))) + "</div>")
+            ("expected value, current", f"{s.expected_value_current:,.0f}"),
+            ("expected value, proposed", f"{s.expected_value_proposed:,.0f}"),
+            ("uplift", f"{s.uplift:+,.0f} ({s.uplift_pct:+.1f}%)"),
+            ("moves", f"{s.moves:,}"),
+            ("solver", f"{s.solver} ({'certified optimal' if s.certified_optimal else 'not certified'})"))) + "</div>")
 
     parts.append("<h2>Model quality</h2>")
     parts.append(_fig("calibration", calibration_svg(r.card.calibration_table),
@@ -258,15 +230,14 @@ def render(r: ReportInput) -> str:
     parts.append("<h2>Per rep: expected value and tier mix</h2>")
     parts.append(_fig("rep_value", rep_value_svg(r.plan.reps), "Each rep's total expected value before and after."))
     parts.append(_fig("tier_mix", tier_mix_svg(r.plan.reps), "How many accounts of each tier each rep holds."))
-    spread = pd.DataFrame([{"measure": k, "current min": s["spread_before"][k]["min"], "current max": s["spread_before"][k]["max"],
-                            "current CV": s["spread_before"][k]["cv"], "proposed min": s["spread_after"][k]["min"],
-                            "proposed max": s["spread_after"][k]["max"], "proposed CV": s["spread_after"][k]["cv"]}
-                           for k in s["spread_after"]])
+    spread = pd.DataFrame([{"measure": k, "current min": s.spread_before[k].min, "current max": s.spread_before[k].max,
+                            "current CV": s.spread_before[k].cv, "proposed min": a.min, "proposed max": a.max,
+                            "proposed CV": a.cv} for k, a in s.spread_after.items()])
     parts.append(_table(spread, {c: ",.1f" for c in spread.columns if "CV" not in c} | {c: ".3f" for c in spread.columns if "CV" in c}))
 
     parts.append("<h2>Disruption vs gain</h2>")
-    unit = "expected value" if s["objective"] == "expected_value" else "expected wins"
-    parts.append(_fig("budget", budget_svg(r.curve, s["moves"], unit),
+    unit = "expected value" if s.objective == "expected_value" else "expected wins"
+    parts.append(_fig("budget", budget_svg(r.curve, s.moves, unit),
                       f"Best uplift in {unit} for each number of accounts moved (each point is the optimum for its move "
                       "count; the lines between points are upper bounds). Under the same constraints as the plan above."))
     parts.append(_table(r.curve[["moves", "uplift", "keep_bonus"]], {"uplift": "+,.2f", "keep_bonus": ",.4g"}))
@@ -287,14 +258,14 @@ def render(r: ReportInput) -> str:
 def build(ctx, cfg: AssignConfig, top: int, model_uri: str, model_version: str | None, title: str,
           progress: Progress = NO_PROGRESS) -> tuple[str, Plan, pd.DataFrame]:
     """The report's HTML for a suggestion context (data, model, P(win)) under assignment options ``cfg``, with
-    the plan and the trade-off curve it shows."""
+    the plan and the trade-off curve it shows (computed on the plan's own problem)."""
     from repfit.assign.plan import plan_assignment
+    from repfit.assign.solvers import budget_curve
     from repfit.suggest import for_all
 
     plan = plan_assignment(ctx.ds, ctx.p_win, cfg)
     progress.stage("trade-off curve")
-    prob, _ = build_problem(ctx.ds, ctx.p_win, cfg)
-    curve = budget_curve(prob)
+    curve = budget_curve(plan.problem)
     progress.stage("suggestions")
     table, _ = for_all(ctx, cfg, plan=plan)
     keep = table[table["rank"] <= top] if len(table) else table

@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 
 from repfit import schema as S
+from repfit.config import BLOCK_PAIRS
 from repfit.errors import SchemaError
 from repfit.features import pair_features, snapshot
 from repfit.progress import NO_BAR, Bar
 from repfit.winprob import PairScorer
 
 SCORE_COLUMNS = (S.REP_ID, S.ACCOUNT_ID, "p_win", "expected_value")
-BLOCK_PAIRS = 200_000  # pairs scored per block: bounds the memory of scoring
 
 
 def refresh_history(scorer: PairScorer, ds: S.Dataset) -> PairScorer:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from repfit import schema as S
-from repfit.assign.plan import AssignConfig, plan_assignment
+from repfit.assign.plan import AssignConfig, PlanSummary, current_rep_index, plan_assignment
 from repfit.errors import RepfitError
 from repfit.features import Dimension
 from repfit.features.catalogue import DimensionKind, Topic, TopicKind
@@ -44,7 +44,7 @@ class Context:
 
     @cached_property
     def current(self) -> np.ndarray:
-        return pd.Index(self.ds.reps[S.REP_ID]).get_indexer(self.ds.accounts[S.CURRENT_REP_ID].fillna("\0"))
+        return current_rep_index(self.ds)
 
     @cached_property
     def _ev(self) -> np.ndarray:
@@ -481,7 +481,7 @@ def group_moves(cur: np.ndarray, new: np.ndarray, gain: np.ndarray, cap: np.ndar
     return groups
 
 
-def for_all(ctx: Context, cfg: AssignConfig, plan=None) -> tuple[pd.DataFrame, dict]:
+def for_all(ctx: Context, cfg: AssignConfig, plan=None) -> tuple[pd.DataFrame, PlanSummary]:
     """The moves of the optimal assignment (same constraints as ``repfit assign``; ``plan`` if already solved),
     grouped and ranked."""
     plan = plan or plan_assignment(ctx.ds, ctx.p_win, cfg)

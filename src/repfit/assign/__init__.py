@@ -1,6 +1,22 @@
 """Exact, balanced, strength-based assignment of accounts to reps."""
 
 from repfit.assign.problem import Problem, check_feasible
-from repfit.assign.solvers import SOLVERS, Solution, choose_solver, solve, solve_milp
+from repfit.assign.solvers import (
+    SOLVERS,
+    KeepBonusPoint,
+    Solution,
+    budget_curve,
+    choose_solver,
+    solve,
+    solve_flow,
+    solve_hungarian,
+    solve_max_moves,
+    solve_milp,
+    solve_pruned,
+    solve_with_keep_bonus,
+)
 
-__all__ = ["Problem", "Solution", "SOLVERS", "check_feasible", "choose_solver", "solve", "solve_milp"]
+__all__ = [
+    "Problem", "Solution", "KeepBonusPoint", "SOLVERS", "budget_curve", "check_feasible", "choose_solver", "solve",
+    "solve_flow", "solve_hungarian", "solve_max_moves", "solve_milp", "solve_pruned", "solve_with_keep_bonus",
+]

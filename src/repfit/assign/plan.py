@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -11,48 +11,116 @@ import pandas as pd
 from repfit import schema as S
 from repfit.assign.problem import Problem, check_feasible
 from repfit.assign.solvers import Solution, solve
-from repfit.errors import RepfitError
+from repfit.config import OBJECTIVES, AssignConfig
+from repfit.errors import ConfigError
 
-OBJECTIVES = ("expected_value", "p_win")
 
 
 @dataclass(frozen=True)
-class AssignConfig:
-    """Options of ``repfit assign`` (see its --help)."""
+class Spread:
+    """How a per-rep figure spreads across reps."""
 
-    objective: str = "expected_value"
-    require_match: tuple[str, ...] = ()
-    balance_tiers: bool = False
-    continuity: float = 0.0
-    max_moves: int | None = None
-    solver: str = "auto"
+    min: float
+    max: float
+    cv: float  # coefficient of variation (std / mean; 0 when the mean is 0)
 
 
-@dataclass
+@dataclass(frozen=True)
+class PlanConstraints:
+    """The constraints a plan was solved under."""
+
+    require_match: tuple[str, ...]
+    balance_tiers: bool
+    continuity: float
+    max_moves: int | None
+    locked: int  # accounts locked to their current rep
+
+
+@dataclass(frozen=True)
+class PlanSummary:
+    """The figures of a plan: how it was solved, its value against today's, and how evenly it spreads.
+
+    ``spread_before`` / ``spread_after`` map a measure (``load``, ``expected_value``, ``tier_<T>``) to its
+    spread across reps today / in the plan. ``to_dict()`` gives the JSON form (``*_summary.json``).
+    """
+
+    objective: str
+    solver: str
+    certified_optimal: bool
+    solver_notes: tuple[str, ...]
+    solve_seconds: float
+    accounts: int
+    reps: int
+    accounts_with_current_rep: int
+    expected_value_current: float
+    expected_value_proposed: float
+    uplift: float
+    uplift_pct: float  # NaN when today's expected value is 0
+    expected_wins_current: float
+    expected_wins_proposed: float
+    moves: int
+    constraints: PlanConstraints
+    spread_after: dict[str, Spread]
+    spread_before: dict[str, Spread]
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready values (lists for tuples), with the keys and order of the summary file."""
+        d = asdict(self)
+        d["solver_notes"] = list(self.solver_notes)
+        d["constraints"]["require_match"] = list(self.constraints.require_match)
+        return d
+
+
+@dataclass(frozen=True, eq=False)
 class Plan:
+    """A solved assignment: its tables, its summary, and the problem and solution it came from."""
+
     assignment: pd.DataFrame  # account_id, rep_id, previous_rep_id, p_win, expected_value, moved, tier
-    reps: pd.DataFrame  # per rep: capacity, load / expected value before and after, tier mix after
-    summary: dict
+    reps: pd.DataFrame  # per rep: capacity, load / expected value before and after, tier mix before and after
+    summary: PlanSummary
     solution: Solution = field(repr=False)
+    problem: Problem = field(repr=False)  # as built from the data and options (for further solves on it)
+
+
+def current_rep_index(ds: S.Dataset) -> np.ndarray:
+    """(A,) int: the position in ``ds.reps`` of each account's current rep, -1 for an account without one."""
+    return pd.Index(ds.reps[S.REP_ID]).get_indexer(ds.accounts[S.CURRENT_REP_ID].fillna("\0"))
 
 
 def build_problem(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> tuple[Problem, dict]:
+    """The assignment problem of ``ds`` under ``cfg``, before any feasibility check.
+
+    Parameters
+    ----------
+    ds : the data set (reps, accounts).
+    p_win : (A, R) P(win) of each pair, in ``ds`` order.
+    cfg : the objective and constraints (``cfg.solver`` is not used here).
+
+    Returns
+    -------
+    (Problem, match) : the problem, and for each ``require_match`` attribute its (rep values (R,), account
+    values (A,)) as strings, for ``check_feasible``'s messages.
+
+    Raises
+    ------
+    ConfigError
+        A bad objective or continuity bonus, or a ``require_match`` attribute a table lacks.
+    """
     if cfg.objective not in OBJECTIVES:
-        raise RepfitError(f"--objective {cfg.objective!r} is not one of {', '.join(OBJECTIVES)}.")
+        raise ConfigError(f"objective {cfg.objective!r} is not one of {', '.join(OBJECTIVES)}.", option="objective")
     if cfg.continuity < 0:
-        raise RepfitError(f"--continuity must be 0 or more (got {cfg.continuity}).")
+        raise ConfigError(f"the continuity bonus must be 0 or more (got {cfg.continuity}).", option="continuity")
     reps, accs = ds.reps, ds.accounts
     potential = accs[S.POTENTIAL].to_numpy(float)
     values = p_win * (potential[:, None] if cfg.objective == "expected_value" else 1.0)
-    rep_pos = pd.Index(reps[S.REP_ID])
-    current = rep_pos.get_indexer(accs[S.CURRENT_REP_ID].fillna("\0"))
+    current = current_rep_index(ds)
     allowed, match = None, {}
     for attr in cfg.require_match:
         for table, df in (("reps", reps), ("accounts", accs)):
             if attr not in df.columns:
-                raise RepfitError(
-                    f"--require-match {attr}: {ds.paths[table]} has no column '{attr}' (found: "
-                    f"{', '.join(c for c in df.columns)}). Fix: name an attribute both tables carry."
+                raise ConfigError(
+                    f"{ds.paths[table]} has no column '{attr}' (found: {', '.join(c for c in df.columns)}). "
+                    "Fix: name an attribute both tables carry.", option="require_match"
                 )
         rv, av = reps[attr].astype(str).to_numpy(), accs[attr].astype(str).to_numpy()
         ok = av[:, None] == rv[None, :]
@@ -70,89 +138,116 @@ def build_problem(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> tuple[
     return prob, match
 
 
-def _spread(x: np.ndarray) -> dict[str, float]:
+def _spread(x: np.ndarray) -> Spread:
     mean = float(np.mean(x)) if len(x) else 0.0
-    return {"min": float(np.min(x)), "max": float(np.max(x)), "cv": float(np.std(x) / mean) if mean else 0.0}
+    return Spread(min=float(np.min(x)), max=float(np.max(x)), cv=float(np.std(x) / mean) if mean else 0.0)
 
 
-def _spreads(per_rep: pd.DataFrame, tiers: list[str], when: str) -> dict[str, dict[str, float]]:
+def _spreads(per_rep: pd.DataFrame, tiers: list[str], when: str) -> dict[str, Spread]:
     """Spread across reps of load, expected value and each tier's count, ``when`` = "before" or "after"."""
     cols = {"load": f"load_{when}", "expected_value": f"ev_{when}", **{f"tier_{t}": f"tier_{t}_{when}" for t in tiers}}
     return {name: _spread(per_rep[col].to_numpy()) for name, col in cols.items()}
 
 
 def plan_assignment(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> Plan:
-    """Solve the assignment for ``ds`` given P(win) per (account, rep) (``ds`` order) and summarise it.
+    """Solve the assignment for ``ds`` given P(win) per (account, rep) and summarise it.
 
-    Raises ``InfeasibleAssignment`` before solving when the constraints cannot all hold.
+    Parameters
+    ----------
+    ds : the data set (reps, accounts).
+    p_win : (A, R) P(win) of each pair, in ``ds`` order.
+    cfg : the objective, constraints and solver.
+
+    Returns
+    -------
+    Plan : the assignment table (one row per account), the per-rep table, the summary, and the problem and
+    solution they came from.
+
+    Raises
+    ------
+    ConfigError
+        A bad objective or continuity bonus, or a ``require_match`` attribute a table lacks.
+    InfeasibleAssignment
+        Before solving, when the constraints cannot all hold (the shortfall and the fix).
     """
     prob, match = build_problem(ds, p_win, cfg)
     check_feasible(prob, match)
     t0 = time.perf_counter()
     sol = solve(prob, cfg.solver)
     seconds = time.perf_counter() - t0
-    x = sol.assignment
-    reps, accs = ds.reps, ds.accounts
-    A = len(accs)
+    tiers = sorted(ds.accounts[S.TIER].astype(str).unique())
+    assignment = _assignment_table(ds, p_win, sol.assignment, prob.current)
+    per_rep = _per_rep_table(ds, sol.assignment, prob.current, assignment, tiers)
+    summary = _summary(cfg, prob, sol, seconds, assignment, per_rep, tiers)
+    return Plan(assignment, per_rep, summary, sol, prob)
+
+
+def _assignment_table(ds: S.Dataset, p_win: np.ndarray, x: np.ndarray, cur: np.ndarray) -> pd.DataFrame:
+    """One row per account: its proposed and previous rep, P(win) and expected value, whether it moved, its tier."""
+    accs, rows = ds.accounts, np.arange(len(x))
+    p_new = p_win[rows, x]
+    p_cur = np.where(cur >= 0, p_win[rows, np.maximum(cur, 0)], np.nan)
     potential = accs[S.POTENTIAL].to_numpy(float)
-    rep_ids = reps[S.REP_ID].to_numpy(str)
-    cur = prob.current
-    has = cur >= 0
-    p_new = p_win[np.arange(A), x]
-    p_cur = np.where(has, p_win[np.arange(A), np.maximum(cur, 0)], np.nan)
-    moved = has & (x != cur)
-    assignment = pd.DataFrame({
-        S.ACCOUNT_ID: accs[S.ACCOUNT_ID].to_numpy(str), S.REP_ID: rep_ids[x],
+    return pd.DataFrame({
+        S.ACCOUNT_ID: accs[S.ACCOUNT_ID].to_numpy(str), S.REP_ID: ds.reps[S.REP_ID].to_numpy(str)[x],
         "previous_rep_id": accs[S.CURRENT_REP_ID].to_numpy(object),
         "p_win": p_new, "expected_value": p_new * potential, "previous_p_win": p_cur,
-        "previous_expected_value": p_cur * potential, "moved": moved, S.TIER: accs[S.TIER].to_numpy(str),
+        "previous_expected_value": p_cur * potential, "moved": (cur >= 0) & (x != cur), S.TIER: accs[S.TIER].to_numpy(str),
     })
-    ev_now = np.nan_to_num(p_cur * potential)
-    ev_new = p_new * potential
-    R = len(reps)
-    tiers = sorted(accs[S.TIER].astype(str).unique())
+
+
+def _per_rep_table(ds: S.Dataset, x: np.ndarray, cur: np.ndarray, assignment: pd.DataFrame,
+                   tiers: list[str]) -> pd.DataFrame:
+    """One row per rep: capacity, load and expected value before and after, and the count of each tier."""
+    R, has = len(ds.reps), cur >= 0
+    ev_now = np.nan_to_num(assignment["previous_expected_value"].to_numpy())
     per_rep = pd.DataFrame({
-        S.REP_ID: rep_ids, S.CAPACITY: reps[S.CAPACITY].to_numpy(),
+        S.REP_ID: ds.reps[S.REP_ID].to_numpy(str), S.CAPACITY: ds.reps[S.CAPACITY].to_numpy(),
         "load_before": np.bincount(cur[has], minlength=R), "load_after": np.bincount(x, minlength=R),
         "ev_before": np.bincount(cur[has], weights=ev_now[has], minlength=R),
-        "ev_after": np.bincount(x, weights=ev_new, minlength=R),
+        "ev_after": np.bincount(x, weights=assignment["expected_value"].to_numpy(), minlength=R),
     })
+    tier = ds.accounts[S.TIER].astype(str).to_numpy()
     for t in tiers:
-        in_t = accs[S.TIER].astype(str).to_numpy() == t
+        in_t = tier == t
         per_rep[f"tier_{t}_before"] = np.bincount(cur[has & in_t], minlength=R)
         per_rep[f"tier_{t}_after"] = np.bincount(x[in_t], minlength=R)
-    total_now, total_new = float(ev_now.sum()), float(ev_new.sum())
-    summary = {
-        "objective": cfg.objective, "solver": sol.solver, "certified_optimal": sol.certified,
-        "solver_notes": sol.notes, "solve_seconds": seconds,
-        "accounts": A, "reps": R, "accounts_with_current_rep": int(has.sum()),
-        "expected_value_current": total_now, "expected_value_proposed": total_new,
-        "uplift": total_new - total_now, "uplift_pct": (total_new / total_now - 1) * 100 if total_now else float("nan"),
-        "expected_wins_current": float(np.nansum(p_cur)), "expected_wins_proposed": float(p_new.sum()),
-        "moves": int(moved.sum()),
-        "constraints": {"require_match": list(cfg.require_match), "balance_tiers": cfg.balance_tiers,
-                        "continuity": cfg.continuity, "max_moves": cfg.max_moves,
-                        "locked": int(prob.locked.sum())},
-        "spread_after": _spreads(per_rep, tiers, "after"),
-        "spread_before": _spreads(per_rep, tiers, "before"),
-    }
-    return Plan(assignment, per_rep, summary, sol)
+    return per_rep
 
 
-def format_plan(summary: dict) -> str:
-    s = summary
+def _summary(cfg: AssignConfig, prob: Problem, sol: Solution, seconds: float, assignment: pd.DataFrame,
+             per_rep: pd.DataFrame, tiers: list[str]) -> PlanSummary:
+    has = prob.current >= 0
+    p_new, p_cur = assignment["p_win"].to_numpy(), assignment["previous_p_win"].to_numpy()
+    total_now = float(np.nan_to_num(assignment["previous_expected_value"].to_numpy()).sum())
+    total_new = float(assignment["expected_value"].to_numpy().sum())
+    return PlanSummary(
+        objective=cfg.objective, solver=sol.solver, certified_optimal=sol.certified, solver_notes=tuple(sol.notes),
+        solve_seconds=seconds, accounts=len(p_new), reps=len(per_rep), accounts_with_current_rep=int(has.sum()),
+        expected_value_current=total_now, expected_value_proposed=total_new, uplift=total_new - total_now,
+        uplift_pct=(total_new / total_now - 1) * 100 if total_now else float("nan"),
+        expected_wins_current=float(np.nansum(p_cur)), expected_wins_proposed=float(p_new.sum()),
+        moves=prob.moves(sol.assignment),
+        constraints=PlanConstraints(require_match=tuple(cfg.require_match), balance_tiers=cfg.balance_tiers,
+                                    continuity=cfg.continuity, max_moves=cfg.max_moves, locked=int(prob.locked.sum())),
+        spread_after=_spreads(per_rep, tiers, "after"), spread_before=_spreads(per_rep, tiers, "before"),
+    )
+
+
+def format_plan(s: PlanSummary) -> str:
+    """The summary as the lines ``repfit assign`` prints."""
     lines = [
-        f"solver: {s['solver']} ({'certified optimal' if s['certified_optimal'] else 'NOT certified'}; {s['solve_seconds']:.2f} s)",
-    ] + [f"  {n}" for n in s["solver_notes"]] + [
-        f"objective: {s['objective']}",
-        f"expected value   current {s['expected_value_current']:>16,.2f}   proposed {s['expected_value_proposed']:>16,.2f}   "
-        f"uplift {s['uplift']:+,.2f} ({s['uplift_pct']:+.2f}%)",
-        f"expected wins    current {s['expected_wins_current']:>16,.2f}   proposed {s['expected_wins_proposed']:>16,.2f}",
-        f"moves: {s['moves']:,} of {s['accounts_with_current_rep']:,} accounts with a current rep",
+        f"solver: {s.solver} ({'certified optimal' if s.certified_optimal else 'NOT certified'}; {s.solve_seconds:.2f} s)",
+    ] + [f"  {n}" for n in s.solver_notes] + [
+        f"objective: {s.objective}",
+        f"expected value   current {s.expected_value_current:>16,.2f}   proposed {s.expected_value_proposed:>16,.2f}   "
+        f"uplift {s.uplift:+,.2f} ({s.uplift_pct:+.2f}%)",
+        f"expected wins    current {s.expected_wins_current:>16,.2f}   proposed {s.expected_wins_proposed:>16,.2f}",
+        f"moves: {s.moves:,} of {s.accounts_with_current_rep:,} accounts with a current rep",
         "per-rep spread     before: min / max / CV          after: min / max / CV",
     ]
-    for key in s["spread_after"]:
-        b, a = s["spread_before"][key], s["spread_after"][key]
-        lines.append(f"  {key:<16} {b['min']:>12,.1f} {b['max']:>12,.1f} {b['cv']:>6.3f}    "
-                     f"{a['min']:>12,.1f} {a['max']:>12,.1f} {a['cv']:>6.3f}")
+    for key, a in s.spread_after.items():
+        b = s.spread_before[key]
+        lines.append(f"  {key:<16} {b.min:>12,.1f} {b.max:>12,.1f} {b.cv:>6.3f}    "
+                     f"{a.min:>12,.1f} {a.max:>12,.1f} {a.cv:>6.3f}")
     return "\n".join(lines)

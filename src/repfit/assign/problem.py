@@ -7,18 +7,33 @@ compared exactly; the float objective is reported from the original values.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from repfit.errors import InfeasibleAssignment
+from repfit.schema import _show  # the one renderer of "a, b, c (and N more)" in messages
 
 INT_SCALE_MAX = 10_000_000  # the largest |value| maps to this integer: relative precision 1e-7
 
 
-@dataclass
+def _read_only(a: np.ndarray | None) -> np.ndarray | None:
+    """A read-only view of ``a`` (the caller's array stays writeable): a problem's arrays cannot change under it."""
+    if a is None:
+        return None
+    view = np.asarray(a).view()
+    view.flags.writeable = False
+    return view
+
+
+@dataclass(frozen=True, eq=False)
 class Problem:
     """Assign each of A accounts to one of R reps.
+
+    Immutable: derive a changed problem with ``dataclasses.replace(p, ...)``; the derived integer values
+    (``int_values``, ``scale``) are computed from the fields on first use, so a replaced problem gets its own.
+    The array fields are read-only views of the arrays passed in (no copy: do not change those afterwards).
 
     Parameters
     ----------
@@ -26,10 +41,11 @@ class Problem:
     capacity : (R,) int, most accounts per rep.
     current : (A,) int, index of the current rep or -1.
     locked : (A,) bool, must keep the current rep.
-    allowed : (A, R) bool or None, pairs permitted by --require-match (None: all).
+    allowed : (A, R) bool or None, pairs permitted by the required attribute match (``require_match``; None: all).
     tiers : (A,) int tier codes, or None when tiers are not balanced.
     continuity : W, bonus of W x value for keeping the current rep.
     max_moves : at most this many accounts with a current rep change rep (None: no limit).
+    rep_names, account_names, tier_names : (R,), (A,), (T,) labels for messages, or None.
     """
 
     values: np.ndarray
@@ -43,7 +59,10 @@ class Problem:
     rep_names: np.ndarray | None = None
     account_names: np.ndarray | None = None
     tier_names: np.ndarray | None = None
-    _int: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("values", "capacity", "current", "locked", "allowed", "tiers"):
+            object.__setattr__(self, name, _read_only(getattr(self, name)))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -58,26 +77,30 @@ class Problem:
             v[a, self.current[a]] *= 1.0 + self.continuity
         return v
 
-    @property
+    @cached_property
     def scale(self) -> float:
+        """Integer units per value unit: the largest |objective value| maps to ``INT_SCALE_MAX``."""
         vmax = float(np.abs(self.objective_values()).max()) if self.values.size else 0.0
         return INT_SCALE_MAX / vmax if vmax > 0 else 1.0
 
-    @property
+    @cached_property
     def int_values(self) -> np.ndarray:
-        """(A, R) int64: objective values scaled and rounded; forbidden pairs are not marked here (see ``mask``)."""
-        if self._int is None:
-            self._int = np.rint(self.objective_values() * self.scale).astype(np.int64)
-        return self._int
+        """(A, R) int64, read-only: objective values scaled and rounded; forbidden pairs are not marked here (see ``mask``)."""
+        return _read_only(np.rint(self.objective_values() * self.scale).astype(np.int64))
 
     def mask(self) -> np.ndarray:
-        """(A, R) bool: pairs a solution may use (require-match and locks applied)."""
+        """(A, R) bool: pairs a solution may use (the required match and locks applied).
+
+        A locked account may use only its current rep, and only if the required match allows that pair (else
+        it has no pair: ``check_feasible`` names it).
+        """
         A, R = self.shape
         m = np.ones((A, R), bool) if self.allowed is None else self.allowed.copy()
         lk = np.flatnonzero(self.locked)
         if len(lk):
+            keep = m[lk, self.current[lk]]
             m[lk] = False
-            m[lk, self.current[lk]] = True
+            m[lk, self.current[lk]] = keep
         return m
 
     def moves(self, assignment: np.ndarray) -> int:
@@ -90,7 +113,7 @@ class Problem:
     def tier_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """(R, T) lower and upper counts per rep and tier: within one of the fair share.
 
-        Each account's unit is shared among the reps allowed to own it (require-match), in proportion to
+        Each account's unit is shared among the reps allowed to own it (required match), in proportion to
         capacity; a rep's fair share of tier t is the sum over tier-t accounts. With no restriction this is
         ``n_t * capacity_r / sum(capacity)``.
         """
@@ -115,17 +138,35 @@ class Problem:
         return str(self.tier_names[t]) if self.tier_names is not None else str(t)
 
 
-def _show(items, n: int = 5) -> str:
-    items = list(items)
-    return ", ".join(map(str, items[:n])) + (f" (and {len(items) - n} more)" if len(items) > n else "")
-
-
 def check_feasible(p: Problem, match_column: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
     """Raise ``InfeasibleAssignment`` with the shortfall and the fix if the constraints cannot all hold.
 
-    ``match_column``: attribute -> (rep values, account values), for the --require-match messages.
+    Checks, in order: total capacity, locked accounts against capacity, the required attribute match, tier
+    balance, the move budget. Each is a necessary condition: passing them all does not prove feasibility
+    (the solvers say so when it fails), but failing one proves infeasibility.
+
+    Parameters
+    ----------
+    p : the problem.
+    match_column : attribute -> (rep values (R,), account values (A,)), for the required-match messages.
+
+    Raises
+    ------
+    InfeasibleAssignment
+        With ``option`` naming the setting at fault (``require_match``, ``balance_tiers``, ``max_moves``), if any.
     """
-    A, R = p.shape
+    _check_total_capacity(p)
+    _check_locked_capacity(p)
+    if p.allowed is not None:
+        _check_require_match(p, match_column or {})
+    if p.tiers is not None:
+        _check_tier_balance(p)
+    if p.max_moves is not None and p.max_moves < 0:
+        raise InfeasibleAssignment(f"the move budget must be 0 or more (got {p.max_moves}).", option="max_moves")
+
+
+def _check_total_capacity(p: Problem) -> None:
+    A, _ = p.shape
     cap = p.capacity.astype(np.int64)
     total = int(cap.sum())
     if total < A:
@@ -136,67 +177,76 @@ def check_feasible(p: Problem, match_column: dict[str, tuple[np.ndarray, np.ndar
             f"capacity {total:,} < {A:,} accounts: raise capacity by {short:,} or add {add} rep"
             f"{'s' if add > 1 else ''} of capacity {typical}."
         )
+
+
+def _check_locked_capacity(p: Problem) -> None:
+    lk = np.flatnonzero(p.locked)
+    if not len(lk):
+        return
+    cap = p.capacity.astype(np.int64)
+    n_locked = np.bincount(p.current[lk], minlength=p.shape[1])
+    over = np.flatnonzero(n_locked > cap)
+    if len(over):
+        parts = [f"{p.name_rep(r)} has {n_locked[r]} locked accounts but capacity {cap[r]}" for r in over]
+        raise InfeasibleAssignment(
+            f"locked accounts exceed capacity: {_show(parts)}. Fix: raise those reps' capacity to their "
+            f"locked count, or unlock {int((n_locked - cap)[over].sum())} account(s)."
+        )
+
+
+def _check_require_match(p: Problem, match_column: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    cap = p.capacity.astype(np.int64)
+    for attr, (rep_vals, acc_vals) in match_column.items():
+        have = set(rep_vals[~_isna(rep_vals)])
+        orphan = [v for v in dict.fromkeys(acc_vals) if not _isna_scalar(v) and v not in have]
+        if orphan:
+            counts = [int((acc_vals == v).sum()) for v in orphan]
+            raise InfeasibleAssignment(
+                f"no rep has {attr} {_show(str(v) for v in orphan)} ({_show(counts)} accounts). "
+                f"Fix: add a rep with that {attr}, or stop matching on {attr}.", option="require_match"
+            )
+        for v in dict.fromkeys(acc_vals):
+            need = int((acc_vals == v).sum())
+            can = int(cap[rep_vals == v].sum())
+            if can < need:
+                raise InfeasibleAssignment(
+                    f"{attr} {v!r} has {need:,} accounts but its reps' capacity is {can:,}: "
+                    f"raise their capacity by {need - can:,} or add reps with {attr} {v!r}.", option="require_match"
+                )
+    lk = np.flatnonzero(p.locked)
+    bad = lk[~p.allowed[lk, p.current[lk]]]
+    if len(bad):
+        names = [str(p.account_names[a]) if p.account_names is not None else str(a) for a in bad]
+        raise InfeasibleAssignment(
+            f"locked accounts {_show(names)} are owned by reps that the required match forbids. Fix: unlock them "
+            "or correct the attribute.", option="require_match"
+        )
+    empty = np.flatnonzero(~p.allowed.any(axis=1))
+    if len(empty):
+        raise InfeasibleAssignment(f"{len(empty)} account(s) have no allowed rep under the required match.",
+                                   option="require_match")
+
+
+def _check_tier_balance(p: Problem) -> None:
+    lower, upper = p.tier_bounds()
     lk = np.flatnonzero(p.locked)
     if len(lk):
-        n_locked = np.bincount(p.current[lk], minlength=R)
-        over = np.flatnonzero(n_locked > cap)
+        locked_rt = np.zeros(lower.shape, np.int64)
+        np.add.at(locked_rt, (p.current[lk], p.tiers[lk]), 1)
+        over = np.argwhere(locked_rt > upper)
         if len(over):
-            parts = [f"{p.name_rep(r)} has {n_locked[r]} locked accounts but capacity {cap[r]}" for r in over]
+            parts = [f"{p.name_rep(r)} has {locked_rt[r, t]} locked tier-{p.name_tier(t)} accounts, fair share allows "
+                     f"at most {upper[r, t]}" for r, t in over]
             raise InfeasibleAssignment(
-                f"locked accounts exceed capacity: {_show(parts)}. Fix: raise those reps' capacity to their "
-                f"locked count, or unlock {int((n_locked - cap)[over].sum())} account(s)."
+                f"tiers cannot be balanced: {_show(parts)}. Fix: unlock some of them, or stop balancing tiers.",
+                option="balance_tiers"
             )
-    if p.allowed is not None:
-        for attr, (rep_vals, acc_vals) in (match_column or {}).items():
-            have = set(rep_vals[~_isna(rep_vals)])
-            orphan = [v for v in dict.fromkeys(acc_vals) if not _isna_scalar(v) and v not in have]
-            if orphan:
-                counts = {v: int((acc_vals == v).sum()) for v in orphan}
-                raise InfeasibleAssignment(
-                    f"--require-match {attr}: no rep has {attr} {_show(repr(v) for v in orphan)} "
-                    f"({_show(f'{k!r}: {c} accounts' for k, c in counts.items())}). Fix: add a rep with that {attr}, "
-                    f"or drop --require-match {attr}."
-                )
-            for v in dict.fromkeys(acc_vals):
-                need = int((acc_vals == v).sum())
-                can = int(cap[rep_vals == v].sum())
-                if can < need:
-                    raise InfeasibleAssignment(
-                        f"--require-match {attr}: {attr} {v!r} has {need:,} accounts but its reps' capacity is {can:,}: "
-                        f"raise their capacity by {need - can:,} or add reps with {attr} {v!r}."
-                    )
-        if len(lk):
-            bad = lk[~p.allowed[lk, p.current[lk]]]
-            if len(bad):
-                names = [str(p.account_names[a]) if p.account_names is not None else str(a) for a in bad]
-                raise InfeasibleAssignment(
-                    f"locked accounts {_show(names)} are owned by reps that --require-match forbids. Fix: unlock them "
-                    "or correct the attribute."
-                )
-        empty = np.flatnonzero(~p.allowed.any(axis=1))
-        if len(empty):
-            raise InfeasibleAssignment(f"{len(empty)} account(s) have no allowed rep under --require-match.")
-    if p.tiers is not None:
-        lower, upper = p.tier_bounds()
-        if len(lk):
-            T = lower.shape[1]
-            locked_rt = np.zeros((R, T), np.int64)
-            np.add.at(locked_rt, (p.current[lk], p.tiers[lk]), 1)
-            over = np.argwhere(locked_rt > upper)
-            if len(over):
-                parts = [f"{p.name_rep(r)} has {locked_rt[r, t]} locked tier-{p.name_tier(t)} accounts, fair share allows "
-                         f"at most {upper[r, t]}" for r, t in over]
-                raise InfeasibleAssignment(
-                    f"tiers cannot be balanced: {_show(parts)}. Fix: unlock some of them, or drop --balance-tiers."
-                )
-        over_r = np.flatnonzero(lower.sum(axis=1) > cap)
-        if len(over_r):
-            raise InfeasibleAssignment(
-                f"tiers cannot be balanced: reps {_show(p.name_rep(r) for r in over_r)} need more accounts for their "
-                "tier shares than their capacity. Fix: even out capacities, or drop --balance-tiers."
-            )
-    if p.max_moves is not None and p.max_moves < 0:
-        raise InfeasibleAssignment(f"--max-moves must be 0 or more (got {p.max_moves}).")
+    over_r = np.flatnonzero(lower.sum(axis=1) > p.capacity)
+    if len(over_r):
+        raise InfeasibleAssignment(
+            f"tiers cannot be balanced: reps {_show(p.name_rep(r) for r in over_r)} need more accounts for their "
+            "tier shares than their capacity. Fix: even out capacities, or stop balancing tiers.", option="balance_tiers"
+        )
 
 
 def _isna(a: np.ndarray) -> np.ndarray:
