@@ -57,14 +57,10 @@ def _figure(w: float, h: float, ncols: int = 1):
 
 
 def calibration_svg(cal: pd.DataFrame) -> str:
-    fig, (ax,) = _figure(4.6, 4.2)
-    ax.plot([0, 1], [0, 1], ls="--", c=GREY, lw=1, label="perfect")
-    for split, t in cal.groupby("split"):
-        _data(ax.plot(t.predicted, t.observed, marker="o", label=f"{split} period"))
-    ax.set(xlabel="predicted P(win)", ylabel="observed win rate", xlim=(0, 1), ylim=(0, 1),
-           title="Calibration (equal-count bins)")
-    ax.legend(loc="upper left")
-    return _svg(fig)
+    from repfit.training.plots import calibration_figure
+
+    _figure(1, 1)  # sets the process-wide text options the report's figures share
+    return _svg(calibration_figure(cal))
 
 
 def quality_svg(metrics: dict) -> str:
