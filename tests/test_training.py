@@ -124,11 +124,10 @@ def test_champion_only_changes_for_a_better_model_and_runs_read_back(small_org, 
     assert (tmp_path / "models" / "repfit-winprob-champion.joblib").is_file()
 
 
-def test_champion_loads_in_a_fresh_process_and_scores_pairs(small_org, tracking_uri, tmp_path):
+def test_champion_loads_in_a_fresh_process_and_scores_pairs(trained):
     from repfit.winprob import PairScorer
 
-    res = _train(small_org, tracking_uri, tmp_path)
-    assert res.exit_code == 0, res.output
+    _, tracking_uri, tmp_path = trained
     pairs = pd.DataFrame({"rep_id": ["R001", "R002", "R012"], "account_id": ["A00001", "A00150", "A00042"]})
     code = (
         "import json, sys, pandas as pd, mlflow\n"
