@@ -136,3 +136,9 @@ def trained(small_org, trained_store, tmp_path):
     """
     return small_org, trained_store.copy_to(tmp_path), tmp_path
 
+
+@pytest.fixture(scope="session")
+def maven_trained(maven_dir, _migrated_db, tmp_path_factory) -> TrainedStore:
+    """Maven CRM (~8,800 opportunities) trained once per session through its mapping, for the slow tests that need
+    it (its CLI ``result`` and the store). Read-only; ``copy_to(tmp_path)`` gives a test its own store."""
+    return _train_store(tmp_path_factory, _migrated_db, "maven_store", maven_dir, "--mapping", MAVEN_MAPPING)
