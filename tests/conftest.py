@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")  # see ../shared/FIELD-NOTES.md
+# The joint model's L-BFGS fits make ~100k tiny BLAS calls; OpenBLAS's two threads turn each into a hand-off
+# (learn_joint on small_org: 5.4 s with 2 threads, 0.8 s with 1 on a busy 2-core box). Set before numpy loads;
+# subprocesses inherit it.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from repfit.synth import write_org  # noqa: E402
 
