@@ -39,11 +39,12 @@ browser:
 	  ( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium ) >/dev/null \
 	  || echo "could not install chromium: the browser test will be skipped"; }
 
+# pyproject's addopts deselect the slow tests (-m 'not slow'); a later -m on the command line replaces it.
 test: $(STAMP) browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=10
 
-test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m slow
+test-slow: $(STAMP) browser
+	$(BIN)/python -m pytest -m slow --durations=10
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/winprob_quality.py

@@ -130,6 +130,7 @@ def test_unknown_model_is_named(small_org, tracking_uri, tmp_path):
     assert res.exit_code == 2 and "models:/repfit-winprob@champion: no such registered model version" in res.output
 
 
+@pytest.mark.slow
 def test_assignment_captures_most_of_the_truth_optimal_uplift(demo_org, demo_trained):
     """Issue 4 acceptance: >= 70% of the truth-optimal uplift on the demo-sized org (40 x 2,000, seed 7), valued
     with the planted win probabilities. Across eight seeds see benchmarks/results/assign_quality.md."""

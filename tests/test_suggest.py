@@ -17,6 +17,7 @@ from repfit.synth import true_win_matrix
 from conftest import MAVEN_MAPPING, run
 
 
+@pytest.mark.slow
 def test_top1_suggestion_beats_the_current_rep_on_the_planted_truth(demo_org, demo_trained):
     """Acceptance (issue 5): for accounts whose truth-optimal rep is not the current one, the top-1 suggested
     rep's *true* P(win) beats the current rep's in >= 80% of cases (measured 90-91% on seeds 7, 8, 9)."""
@@ -261,12 +262,11 @@ def test_csv_outputs_escape_a_hostile_account_name(org_copy, tracking_uri, tmp_p
     # `assign --scores scores.csv` above read the escaped ids back: the quote is only for spreadsheets
 
 
-def test_maven_suggest_all_marks_noise_as_uncertain(maven_dir, tracking_uri, tmp_path):
+@pytest.mark.slow
+def test_maven_suggest_all_marks_noise_as_uncertain(maven_dir, maven_trained, tmp_path):
     """Acceptance (issue 5): on Maven CRM, where the model finds no rep-account signal, `suggest --all` must not
     present its moves as gains it can stand behind."""
-    res = run("train", "--data", maven_dir, "--mapping", MAVEN_MAPPING, "--tracking-uri", tracking_uri,
-              "--models-dir", tmp_path / "models")
-    assert res.exit_code == 0, res.output
+    tracking_uri = maven_trained.copy_to(tmp_path)  # Maven trained once per session, this test's copy of the store
     res = run("suggest", "--data", maven_dir, "--mapping", MAVEN_MAPPING, "--tracking-uri", tracking_uri, "--all",
               "--max-moves", "20", "--out", tmp_path / "s.csv")
     assert res.exit_code == 0, res.output

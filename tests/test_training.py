@@ -21,13 +21,12 @@ from repfit.features.catalogue import Role, Subject
 from repfit.synth import true_win_probability
 from repfit.training.evaluate import recovery_of, truth_recovery
 
-from conftest import MAVEN_MAPPING
-
 
 def run(*args):
     return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
+@pytest.mark.slow
 def test_demo_org_recovers_planted_strengths_and_beats_every_baseline(demo_org, demo_trained):
     """Acceptance (issue 3): ~40 x 2,000, ~8,000 closed deals. Figures also in benchmarks/winprob_quality.md."""
     ds = load_dataset(demo_org)
@@ -42,6 +41,7 @@ def test_demo_org_recovers_planted_strengths_and_beats_every_baseline(demo_org, 
     assert m["signal.detected"] == 1.0
 
 
+@pytest.mark.slow
 def test_contributions_add_up_to_the_log_odds_when_boosting_from_the_joint_model(demo_trained):
     """Reasons read per-feature contributions; with the booster starting from the joint model's log-odds, that
     start must be split into its features (not lost), and every row must still add up to the model's log-odds."""
@@ -129,11 +129,10 @@ def test_champion_only_changes_for_a_better_model_and_runs_read_back(small_org, 
     assert (tmp_path / "models" / "repfit-winprob-champion.joblib").is_file()
 
 
-def test_champion_loads_in_a_fresh_process_and_scores_pairs(small_org, tracking_uri, tmp_path):
+def test_champion_loads_in_a_fresh_process_and_scores_pairs(trained):
     from repfit.winprob import PairScorer
 
-    res = _train(small_org, tracking_uri, tmp_path)
-    assert res.exit_code == 0, res.output
+    _, tracking_uri, tmp_path = trained
     pairs = pd.DataFrame({"rep_id": ["R001", "R002", "R012"], "account_id": ["A00001", "A00150", "A00042"]})
     code = (
         "import json, sys, pandas as pd, mlflow\n"
@@ -157,8 +156,9 @@ def test_train_on_bad_data_fails_cleanly(org_copy, tracking_uri, tmp_path):
     assert res.exit_code == 2 and "duplicate values 'R001'" in res.output and "Traceback" not in res.output
 
 
-def test_maven_crm_trains_through_the_mapping_and_claims_no_strengths(maven_dir, tracking_uri, tmp_path):
-    res = _train(maven_dir, tracking_uri, tmp_path, "--mapping", MAVEN_MAPPING)
+@pytest.mark.slow
+def test_maven_crm_trains_through_the_mapping_and_claims_no_strengths(maven_trained):
+    res = maven_trained.result  # `repfit train --data <maven> --mapping examples/maven_crm/repfit.toml`
     assert res.exit_code == 0, res.output
     assert "rep strengths: NOT borne out by the test period" in res.output
     assert "against the planted truth" not in res.output
