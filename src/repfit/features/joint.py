@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import sparse
 from scipy.optimize import minimize
+from threadpoolctl import threadpool_limits
 
 from repfit.probability import sigmoid
 
@@ -137,10 +138,17 @@ def fit_joint(r: np.ndarray, a: np.ndarray, codes: dict[str, np.ndarray], won: n
     Deals are put in a canonical order first, so the same deals give the same coefficients whatever
     order they arrive in (training and scoring features must agree).
     """
-    names = list(n_levels)
-    bnames = blocks(names)
     if len(won) == 0 or len(np.unique(won)) < 2:
         return JointFit.empty(n_reps, n_accounts, n_levels)
+    # ~1e5 tiny sparse products and BLAS calls: a second BLAS thread costs more in hand-offs than it gains
+    # (measured 6-10x slower on 2 cores), whatever the caller's thread settings
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _fit(r, a, codes, won, n_reps, n_accounts, n_levels, sd, learn_sd, max_updates, warm)
+
+
+def _fit(r, a, codes, won, n_reps, n_accounts, n_levels, sd, learn_sd, max_updates, warm) -> JointFit:
+    names = list(n_levels)
+    bnames = blocks(names)
     order = np.lexsort([won, a, r] + [codes[d] for d in names])
     r, a, won = r[order], a[order], np.asarray(won, float)[order]
     codes = {d: codes[d][order] for d in names}
