@@ -143,3 +143,13 @@ def test_assignment_captures_most_of_the_truth_optimal_uplift(demo_org, demo_tra
     r = captured_share(demo_org, scorer=demo_trained.scorer)
     assert r["true_ev_model"] > r["true_ev_current"] * 1.2
     assert r["captured"] >= 0.70, r
+
+
+@pytest.mark.parametrize("value", ["inf", "nan"])
+def test_a_non_finite_continuity_bonus_is_refused(trained, value):
+    """Issue 11, item 2: click's FloatRange(min=0) lets nan and inf through; the library refuses them."""
+    org, uri, tmp = trained
+    res = run("assign", "--data", org, "--tracking-uri", uri, "--out", tmp / "a.csv", "--continuity", value)
+    assert res.exit_code == 2, res.output
+    assert "error: --continuity: the continuity bonus must be a finite number" in res.output
+    assert "Traceback" not in res.output and not (tmp / "a.csv").exists()

@@ -161,6 +161,18 @@ BAD = {
                               [r"column 'potential' has non-numeric values '12k'", r"line 5"]),
     "bad locked flag": (lambda o: edit(o, *_set("accounts", "locked", 0, "perhaps")),
                         [r"column 'locked' has values 'perhaps' that are not true/false"]),
+    # issue 11, item 2: non-finite numbers are bad input everywhere
+    "infinite potential": (lambda o: edit(o, *_set("accounts", "potential", 2, "inf")),
+                           [r"column 'potential' has non-finite values 'inf'", r"line 4", r"Fix: use finite numbers"]),
+    "potential beyond float range": (lambda o: edit(o, *_set("accounts", "potential", 0, "1e400")),
+                                     [r"column 'potential' has non-finite values '1e400'", r"line 2"]),
+    "Infinity amount": (lambda o: edit(o, *_set("opportunities", "amount", 1, "Infinity")),
+                        [r"column 'amount' has non-finite values 'Infinity'", r"line 3"]),
+    "infinite capacity": (lambda o: edit(o, *_set("reps", "capacity", 0, "inf")),
+                          [r"column 'capacity' has non-finite values 'inf'"]),
+    # issue 11, item 7: a capacity beyond any book would overflow sums over reps
+    "capacity 1e30": (lambda o: edit(o, *_set("reps", "capacity", 0, "1e30")),
+                      [r"column 'capacity' must be a positive whole number; found '1e30'", r"1 to 1,000,000,000,000"]),
     "empty id": (lambda o: edit(o, *_set("reps", "rep_id", 0, "")),
                  [r"reps.csv: column 'rep_id' is empty on line 2"]),
 }

@@ -38,6 +38,7 @@ CREATED_AT = "created_at"
 CLOSED_AT = "closed_at"
 OUTCOME = "outcome"
 AMOUNT = "amount"
+MAX_CAPACITY = 10**12  # accounts one rep may own: far above any book, far below int64 sums over reps
 WON = "won"  # derived: 1.0 won, 0.0 lost, NaN open
 
 TABLES = ("reps", "accounts", "opportunities")
@@ -384,7 +385,14 @@ def _numbers(df: pd.DataFrame, column: str, path: Path) -> pd.Series:
             f"{path}: column '{column}' has non-numeric values {_show(pd.unique(raw[bad]))} "
             f"(on {_lines(df.index[bad])}). Fix: use plain numbers (no units or thousands separators)."
         )
-    return num.astype(float)
+    num = num.astype(float)
+    inf = num.notna() & ~np.isfinite(num)
+    if inf.any():
+        raise SchemaError(
+            f"{path}: column '{column}' has non-finite values {_show(pd.unique(raw[inf]))} "
+            f"(on {_lines(df.index[inf])}). Fix: use finite numbers (leave the cell empty for the default)."
+        )
+    return num
 
 
 def _booleans(df: pd.DataFrame, column: str, path: Path) -> pd.Series:
@@ -453,12 +461,12 @@ def _validate_reps(df: pd.DataFrame, path: Path, n_accounts: int) -> pd.DataFram
     rep_id = _ids(df, REP_ID, path)
     if CAPACITY in df.columns:
         cap = _numbers(df, CAPACITY, path)
-        bad = cap.notna() & ((cap <= 0) | (cap != np.floor(cap)))
+        bad = cap.notna() & ((cap <= 0) | (cap != np.floor(cap)) | (cap > MAX_CAPACITY))
         if bad.any():
             raise SchemaError(
                 f"{path}: column '{CAPACITY}' must be a positive whole number; found "
                 f"{_show(pd.unique(df[CAPACITY][bad]))} (on {_lines(df.index[bad])}). "
-                "Fix: set each rep's capacity to the most accounts it can own (>= 1), or leave it empty."
+                f"Fix: set each rep's capacity to the most accounts it can own (1 to {MAX_CAPACITY:,}), or leave it empty."
             )
     else:
         cap = pd.Series(np.nan, index=df.index)

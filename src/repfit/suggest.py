@@ -239,7 +239,7 @@ def id_position(ds: S.Dataset, table: str, value: str, option: str | None = None
     column = S.REP_ID if table == "reps" else S.ACCOUNT_ID
     pos = pd.Index(getattr(ds, table)[column].astype(str)).get_indexer([value])[0]
     if pos < 0:
-        raise RepfitError(f"{column} {value!r} is not in {ds.paths[table]}. Fix: use a {column} from that file.",
+        raise RepfitError(f"{column} {value!r} is not in {ds.paths[table]}. Fix: use one of the {column} values in that file.",
                           option=option)
     return int(pos)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -108,8 +109,9 @@ def build_problem(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> tuple[
     """
     if cfg.objective not in OBJECTIVES:
         raise ConfigError(f"objective {cfg.objective!r} is not one of {', '.join(OBJECTIVES)}.", option="objective")
-    if cfg.continuity < 0:
-        raise ConfigError(f"the continuity bonus must be 0 or more (got {cfg.continuity}).", option="continuity")
+    if not (math.isfinite(cfg.continuity) and cfg.continuity >= 0):  # nan passes a plain "< 0" test
+        raise ConfigError(f"the continuity bonus must be a finite number, 0 or more (got {cfg.continuity}). "
+                          "Fix: e.g. 0.05 for a 5% bonus on keeping the current rep.", option="continuity")
     reps, accs = ds.reps, ds.accounts
     potential = accs[S.POTENTIAL].to_numpy(float)
     values = p_win * (potential[:, None] if cfg.objective == "expected_value" else 1.0)
