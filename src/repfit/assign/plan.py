@@ -217,6 +217,14 @@ def _per_rep_table(ds: S.Dataset, x: np.ndarray, cur: np.ndarray, assignment: pd
     return per_rep
 
 
+def _tolerance_note(prob: Problem, total: float) -> str:
+    """What "certified optimal" certifies: optimal for the values rounded to integer units, so within
+    ``value_tolerance`` of the real-valued optimum."""
+    rel = prob.value_tolerance / abs(total) if total else float("nan")
+    return (f"certified for values rounded to 1/{prob.scale:.4g} units: within {prob.value_tolerance:.3g} "
+            f"(relative {rel:.1e}) of the real-valued optimum")
+
+
 def _summary(cfg: AssignConfig, prob: Problem, sol: Solution, seconds: float, assignment: pd.DataFrame,
              per_rep: pd.DataFrame, tiers: list[str]) -> PlanSummary:
     has = prob.current >= 0
@@ -224,7 +232,8 @@ def _summary(cfg: AssignConfig, prob: Problem, sol: Solution, seconds: float, as
     total_now = float(np.nan_to_num(assignment["previous_expected_value"].to_numpy()).sum())
     total_new = float(assignment["expected_value"].to_numpy().sum())
     return PlanSummary(
-        objective=cfg.objective, solver=sol.solver, certified_optimal=sol.certified, solver_notes=tuple(sol.notes),
+        objective=cfg.objective, solver=sol.solver, certified_optimal=sol.certified,
+        solver_notes=tuple(sol.notes) + (_tolerance_note(prob, total_new),) if sol.certified else tuple(sol.notes),
         solve_seconds=seconds, accounts=len(p_new), reps=len(per_rep), accounts_with_current_rep=int(has.sum()),
         expected_value_current=total_now, expected_value_proposed=total_new, uplift=total_new - total_now,
         uplift_pct=(total_new / total_now - 1) * 100 if total_now else float("nan"),

@@ -15,7 +15,8 @@ import numpy as np
 from repfit.errors import InfeasibleAssignment
 from repfit.schema import _show  # the one renderer of "a, b, c (and N more)" in messages
 
-INT_SCALE_MAX = 10_000_000  # the largest |value| maps to this integer: relative precision 1e-7
+INT_LIMIT = 2**62  # every integer a solver forms from the values stays below this (int64 has 2**63)
+FLOAT_EXACT = 2**52  # ... and below this where a solver adds them up in float64 (Hungarian, MILP): exact there
 
 
 def _read_only(a: np.ndarray | None) -> np.ndarray | None:
@@ -79,9 +80,26 @@ class Problem:
 
     @cached_property
     def scale(self) -> float:
-        """Integer units per value unit: the largest |objective value| maps to ``INT_SCALE_MAX``."""
+        """Integer units per value unit: as fine as int64 allows for this problem's size (issue 11, item 1).
+
+        The largest integer a solver forms is a penalty of 3 x (A + 1) x the largest gain, a gain being a value
+        plus a keep bonus of at most twice the value range; OR-tools' cost scaling multiplies costs by the node
+        count; the Hungarian method and HiGHS add them up in float64, exact below ``FLOAT_EXACT``. So the
+        largest |value| maps to ``min(INT_LIMIT / (nodes + 1), FLOAT_EXACT) / (9 (A + 1))`` units: 1e11 units on
+        a 40 x 2,000 org, 5e7 on 1,000 x 100,000 (a single fixed scale of 1e7 rounded an org's small accounts to
+        nothing beside one of potential 1e13). Each pair's value is then off by at most half a unit, so a
+        solution optimal for ``int_values`` is within ``value_tolerance`` of the real-valued optimum."""
         vmax = float(np.abs(self.objective_values()).max()) if self.values.size else 0.0
-        return INT_SCALE_MAX / vmax if vmax > 0 else 1.0
+        A, R = self.shape
+        tiers = 0 if self.tiers is None or not len(self.tiers) else int(self.tiers.max()) + 1
+        nodes = A + R + 2 + R * tiers
+        return min(INT_LIMIT / (nodes + 1), FLOAT_EXACT) / (9.0 * (A + 1)) / vmax if vmax > 0 else 1.0
+
+    @property
+    def value_tolerance(self) -> float:
+        """How far (in value units) an optimum of the rounded values can be from the real-valued optimum:
+        each of the A pairs of either assignment is off by at most half a unit."""
+        return self.shape[0] / self.scale
 
     @cached_property
     def int_values(self) -> np.ndarray:
