@@ -153,3 +153,23 @@ def test_a_non_finite_continuity_bonus_is_refused(trained, value):
     assert res.exit_code == 2, res.output
     assert "error: --continuity: the continuity bonus must be a finite number" in res.output
     assert "Traceback" not in res.output and not (tmp / "a.csv").exists()
+
+
+def test_a_flat_objective_moves_nothing_and_says_why(trained, tmp_path):
+    """Issue 11, item 6: with every potential 0 no reassignment can gain; 178 accounts moved for +0 before."""
+    import shutil
+
+    org, uri, tmp = trained
+    flat = tmp_path / "flat"
+    shutil.copytree(org, flat)
+    acc = pd.read_csv(flat / "accounts.csv", dtype=str, keep_default_na=False)
+    acc["potential"] = "0"
+    acc.to_csv(flat / "accounts.csv", index=False)
+    res = run("assign", "--data", flat, "--tracking-uri", uri, "--out", tmp / "flat.csv")
+    assert res.exit_code == 0, res.output
+    out = pd.read_csv(tmp / "flat.csv", dtype=str, keep_default_na=False)
+    over = out.groupby("previous_rep_id").size()  # accounts of reps over capacity today must move, nothing else
+    cap = pd.read_csv(flat / "reps.csv").set_index("rep_id").capacity
+    must = int((over - cap.reindex(over.index).fillna(0)).clip(lower=0).sum())
+    assert (out.moved == "True").sum() == must
+    assert "warning: every pair has the same value" in res.output

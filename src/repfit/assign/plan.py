@@ -233,7 +233,9 @@ def _summary(cfg: AssignConfig, prob: Problem, sol: Solution, seconds: float, as
     total_new = float(assignment["expected_value"].to_numpy().sum())
     return PlanSummary(
         objective=cfg.objective, solver=sol.solver, certified_optimal=sol.certified,
-        solver_notes=tuple(sol.notes) + (_tolerance_note(prob, total_new),) if sol.certified else tuple(sol.notes),
+        solver_notes=tuple(sol.notes) + ((_tolerance_note(prob, total_new),) if sol.certified else ())
+        + (("warning: every pair has the same value (e.g. all potential 0), so no reassignment can gain; today's "
+            "owners are kept wherever the constraints allow",) if prob.flat else ()),
         solve_seconds=seconds, accounts=len(p_new), reps=len(per_rep), accounts_with_current_rep=int(has.sum()),
         expected_value_current=total_now, expected_value_proposed=total_new, uplift=total_new - total_now,
         uplift_pct=(total_new / total_now - 1) * 100 if total_now else float("nan"),

@@ -98,13 +98,24 @@ class Problem:
     @property
     def value_tolerance(self) -> float:
         """How far (in value units) an optimum of the rounded values can be from the real-valued optimum:
-        each of the A pairs of either assignment is off by at most half a unit."""
-        return self.shape[0] / self.scale
+        each of the A pairs of either assignment is off by at most half a unit, plus the unit of the tie-break."""
+        return 2 * self.shape[0] / self.scale
 
     @cached_property
     def int_values(self) -> np.ndarray:
-        """(A, R) int64, read-only: objective values scaled and rounded; forbidden pairs are not marked here (see ``mask``)."""
-        return _read_only(np.rint(self.objective_values() * self.scale).astype(np.int64))
+        """(A, R) int64, read-only: objective values scaled and rounded, plus one unit on each account's current
+        pair, so that among assignments of equal value the one that moves fewest accounts wins (issue 11, item 6:
+        a flat objective must not move accounts for nothing). Forbidden pairs are not marked here (see ``mask``)."""
+        V = np.rint(self.objective_values() * self.scale).astype(np.int64)
+        a = np.flatnonzero(self.current >= 0)
+        V[a, self.current[a]] += 1
+        return _read_only(V)
+
+    @property
+    def flat(self) -> bool:
+        """Every pair has the same objective value: any assignment is as good as any other."""
+        v = self.objective_values()
+        return bool(v.size == 0 or np.ptp(v) == 0)
 
     def mask(self) -> np.ndarray:
         """(A, R) bool: pairs a solution may use (the required match and locks applied).
