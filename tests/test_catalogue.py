@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from repfit.config import FeatureConfig, TrainConfig
+from repfit.errors import ConfigError
 from repfit.features import FeatureSpace, point_in_time_features
 from repfit.features.catalogue import Catalogue, DimensionKind, Role, Subject, Topic, TopicKind
 from repfit.schema import load_dataset
@@ -43,6 +44,16 @@ def test_match_columns_belong_to_the_match_dimension_not_to_the_account_attribut
     assert cat.select(dimension="region_match", role=Role.STRENGTH)
 
 
+def test_the_joint_models_whole_and_rep_wide_log_odds_are_no_single_fact(space):
+    """Their contributions mix every dimension: filed under the rep's record they made reasons state the rep's
+    overall rate for what the dimensions moved. Each is a topic of its own, which no sentence speaks for."""
+    cat = space.catalogue
+    for role in (Role.JOINT_TOTAL, Role.JOINT_REP):
+        (col,) = cat.select(role=role)
+        assert cat.topic(col.name).kind is TopicKind.JOINT
+    assert cat.topic(cat.one(role=Role.RATE, subject=Subject.REP)).kind is TopicKind.REP_HISTORY
+
+
 def test_an_attribute_named_like_a_strength_is_not_constrained_monotone(org_copy):
     acc = pd.read_csv(org_copy / "accounts.csv")
     acc["credit_strength"] = np.random.default_rng(0).normal(size=len(acc))  # a user attribute, not a win rate
@@ -61,7 +72,7 @@ def test_an_attribute_named_like_a_strength_is_not_constrained_monotone(org_copy
 
 
 def test_a_name_collision_between_an_attribute_and_a_derived_feature_is_a_clear_error():
-    with pytest.raises(Exception, match="would be made twice"):
+    with pytest.raises(ConfigError, match="would be made twice"):
         Catalogue.build(dimensions=[], rep_attributes=[("n", False)], account_attributes=[], joint=False)
 
 

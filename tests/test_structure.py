@@ -29,11 +29,18 @@ def test_only_the_synth_module_and_the_synth_command_import_the_generator():
         if path.name == "synth.py":
             continue
         tree = ast.parse(path.read_text())
-        for fn in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.Module))]:
-            for node in ast.walk(fn) if isinstance(fn, ast.FunctionDef) else ast.iter_child_nodes(fn):
-                names = ([node.module] if isinstance(node, ast.ImportFrom) else
-                         [a.name for a in node.names] if isinstance(node, ast.Import) else [])
-                if any(n and n.startswith("repfit.synth") for n in names):
-                    where = fn.name if isinstance(fn, ast.FunctionDef) else "<module>"
-                    users.append(f"{path.relative_to(SRC)}:{where}")
+        owner = {}  # node -> the function it sits in (imports under if/try at module level count as module's)
+        for fn in ast.walk(tree):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(fn):
+                    owner.setdefault(node, fn.name)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            if any(n.startswith("repfit.synth") for n in names):
+                users.append(f"{path.relative_to(SRC)}:{owner.get(node, '<module>')}")
     assert sorted(set(users)) == ["cli.py:synth"], users

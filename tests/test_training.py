@@ -6,6 +6,7 @@ Real LightGBM, a real MLflow SQLite store and registry: nothing is mocked.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import os
 import subprocess
 import sys
@@ -105,7 +106,7 @@ def test_champion_only_changes_for_a_better_model_and_runs_read_back(small_org, 
     assert str(client.get_model_version_by_alias("repfit-winprob", "champion").version) == "3"
     assert str(client.get_model_version_by_alias("repfit-winprob", "challenger").version) == "3"
     forced = _train(small_org, tracking_uri, tmp_path, "--config", worse, "--promote")
-    assert "promoted by --promote although it does not beat the champion" in forced.output
+    assert "promoted on request although it does not beat the champion" in forced.output
     assert str(client.get_model_version_by_alias("repfit-winprob", "champion").version) == "4"
 
     runs = client.search_runs([client.get_experiment_by_name("repfit").experiment_id], order_by=["attributes.start_time ASC"])
@@ -161,4 +162,33 @@ def test_maven_crm_trains_through_the_mapping_and_claims_no_strengths(maven_trai
     res = maven_trained.result  # `repfit train --data <maven> --mapping examples/maven_crm/repfit.toml`
     assert res.exit_code == 0, res.output
     assert "rep strengths: NOT borne out by the test period" in res.output
-    assert "against the planted truth" not in res.output
+
+
+def test_a_champion_of_an_older_bundle_format_is_replaced_not_a_dead_end(small_org, tracking_uri, tmp_path):
+    """After an upgrade the store's champion may be a bundle this repfit refuses to load: training compares with
+    nothing and promotes the new version, and loading the old one says what to do (issue 10 review). A fresh
+    store: the bundle is overwritten in place."""
+    from dataclasses import replace
+    from urllib.parse import urlparse
+
+    from mlflow.tracking import MlflowClient
+
+    from repfit.errors import RepfitError
+    from repfit.winprob import PairScorer
+
+    assert _train(small_org, tracking_uri, tmp_path).exit_code == 0
+    client = MlflowClient(tracking_uri)
+    champ = client.get_model_version_by_alias("repfit-winprob", "champion")
+    bundle = Path(urlparse(client.get_run(champ.run_id).info.artifact_uri).path) / "bundle" / "scorer.joblib"
+    replace(PairScorer.load(bundle), version=1).save(bundle)
+    with pytest.raises(RepfitError, match="format version 1, but this repfit reads version 2"):
+        PairScorer.load(bundle)
+    res = _train(small_org, tracking_uri, tmp_path)
+    assert res.exit_code == 0, res.output
+    assert f"champion v{champ.version} cannot be read by this repfit" in res.output
+    assert str(client.get_model_version_by_alias("repfit-winprob", "champion").version) == "2"
+    (tmp_path / "junk.joblib").write_bytes(b"not a pickle")
+    res = CliRunner().invoke(app, ["score", "--data", str(small_org), "--tracking-uri", tracking_uri,
+                                   "--model", str(tmp_path / "junk.joblib"), "--out", str(tmp_path / "s.csv")])
+    assert res.exit_code == 2 and "junk.joblib: not a repfit model bundle" in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "s.csv").exists()

@@ -64,7 +64,6 @@ class TrainOutcome:
     run_id: str
     decision: "Decision"  # noqa: F821 - repfit.tracking
     tracking_uri: str
-    summary: dict
 
 
 def train_job(*, data: DataSource, store: Store, features: Path | None = None, config: Path | None = None,
@@ -82,7 +81,7 @@ def train_job(*, data: DataSource, store: Store, features: Path | None = None, c
         result, str(data.path), configs, promote, models_dir,
         score_champion=lambda champ: score_rows(champ, ds, result.test_rows),
     )
-    return TrainOutcome(result, run_id, decision, tracker.uri, ds.summary())
+    return TrainOutcome(result, run_id, decision, tracker.uri)
 
 
 # --- score -------------------------------------------------------------------------------------------
@@ -146,7 +145,7 @@ def _score_all(scorer, ds: Dataset, progress: Progress) -> np.ndarray:
         return score_matrix(scorer, ds, bar=bar)
 
 
-def scored(data: DataSource, pairs: PairSource, tracker, progress: Progress, need_scorer: bool) -> Scored:
+def scored(*, data: DataSource, pairs: PairSource, tracker, progress: Progress, need_scorer: bool) -> Scored:
     """The data and P(win) of every pair: read from ``pairs.scores``, else scored now with the model. With
     ``need_scorer`` the model is loaded either way (suggestions read its features and history)."""
     from repfit.scoring import read_scores, refresh_history
@@ -177,7 +176,7 @@ def suggestion_context(*, data: DataSource, store: Store, pairs: PairSource = Pa
                        progress: Progress = NO_PROGRESS):
     """What suggestions are computed from (``suggest.Context``): the data, the model with its history refreshed
     from the data, P(win) of every pair, and the model's verdict on its rep strengths."""
-    return _context(scored(data, pairs, store.open(), progress, need_scorer=True))
+    return _context(scored(data=data, pairs=pairs, tracker=store.open(), progress=progress, need_scorer=True))
 
 
 # --- assign ------------------------------------------------------------------------------------------
@@ -196,7 +195,7 @@ def assign_job(*, data: DataSource, store: Store, pairs: PairSource, options: As
     from repfit.io import write_json, write_table
 
     tracker = store.open()
-    s = scored(data, pairs, tracker, progress, need_scorer=False)
+    s = scored(data=data, pairs=pairs, tracker=tracker, progress=progress, need_scorer=False)
     plan = plan_assignment(s.ds, s.p_win, options)
     out = Path(out)
     paths = {
@@ -252,7 +251,7 @@ def suggest_job(*, data: DataSource, store: Store, pairs: PairSource, request: S
     from repfit.io import write_table
 
     tracker = store.open()
-    ctx = _context(s := scored(data, pairs, tracker, progress, need_scorer=True))
+    ctx = _context(s := scored(data=data, pairs=pairs, tracker=tracker, progress=progress, need_scorer=True))
     summary = None
     if request.mode is SuggestMode.ACCOUNT:
         table = suggest.for_account(ctx, request.target, request.top)
@@ -289,8 +288,9 @@ def report_job(*, data: DataSource, store: Store, pairs: PairSource, options: As
     from repfit.io import write_text
 
     tracker = store.open()
-    s = scored(data, pairs, tracker, progress, need_scorer=True)
-    page, plan, curve = report.build(_context(s), options, top, s.model_uri, s.model_version, title, progress=progress)
+    s = scored(data=data, pairs=pairs, tracker=tracker, progress=progress, need_scorer=True)
+    page, plan, curve = report.build(_context(s), options=options, top=top, model_uri=s.model_uri,
+                                     model_version=s.model_version, title=title, progress=progress)
     path = write_text(page, out)
     run_id = tracker.log_job(
         "report", params={"top": top, **options.as_params(), "data_dir": str(data.path)},
@@ -318,7 +318,7 @@ def capacity_job(*, data: DataSource, store: Store, pairs: PairSource, options: 
     from repfit.report import headcount_svg
 
     tracker = store.open()
-    s = scored(data, pairs, tracker, progress, need_scorer=False)
+    s = scored(data=data, pairs=pairs, tracker=tracker, progress=progress, need_scorer=False)
     with progress.bar(len(s.ds.reps) + add + 1, unit="solve", desc="solving") as bar:
         h = headcount(s.ds, s.p_win, options, add=add, like=like, bar=bar)
     out = Path(out)

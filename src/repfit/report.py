@@ -44,13 +44,18 @@ def _svg(fig) -> str:
     return text[text.index("<svg"):]
 
 
-def _figure(w: float, h: float, ncols: int = 1):
+def _plain_text() -> None:
+    """Ids are text, never TeX (a rep id such as "R$2$"). Text is made when set and when drawn, so this is set for
+    the process, not a context."""
     import matplotlib
+
+    matplotlib.rcParams["text.parse_math"] = False
+
+
+def _figure(w: float, h: float, ncols: int = 1):
     from matplotlib.figure import Figure
 
-    # text is made when set and when drawn, so this is set for the process, not a context: a rep id such as
-    # "R$2$" is text, never TeX
-    matplotlib.rcParams["text.parse_math"] = False
+    _plain_text()
     fig = Figure(figsize=(w, h))
     axes = fig.subplots(1, ncols, squeeze=False)[0]
     return fig, axes
@@ -59,7 +64,7 @@ def _figure(w: float, h: float, ncols: int = 1):
 def calibration_svg(cal: pd.DataFrame) -> str:
     from repfit.training.plots import calibration_figure
 
-    _figure(1, 1)  # sets the process-wide text options the report's figures share
+    _plain_text()
     return _svg(calibration_figure(cal))
 
 
@@ -251,19 +256,19 @@ def render(r: ReportInput) -> str:
             f"<body>\n{body}\n<script>{CHECK_JS}</script></body></html>\n")
 
 
-def build(ctx, cfg: AssignConfig, top: int, model_uri: str, model_version: str | None, title: str,
+def build(ctx, *, options: AssignConfig, top: int, model_uri: str, model_version: str | None, title: str,
           progress: Progress = NO_PROGRESS) -> tuple[str, Plan, pd.DataFrame]:
-    """The report's HTML for a suggestion context (data, model, P(win)) under assignment options ``cfg``, with
+    """The report's HTML for a suggestion context (data, model, P(win)) under assignment ``options``, with
     the plan and the trade-off curve it shows (computed on the plan's own problem)."""
     from repfit.assign.plan import plan_assignment
     from repfit.assign.solvers import budget_curve
     from repfit.suggest import for_all
 
-    plan = plan_assignment(ctx.ds, ctx.p_win, cfg)
+    plan = plan_assignment(ctx.ds, ctx.p_win, options)
     progress.stage("trade-off curve")
     curve = budget_curve(plan.problem)
     progress.stage("suggestions")
-    table, _ = for_all(ctx, cfg, plan=plan)
+    table, _ = for_all(ctx, options, plan=plan)
     keep = table[table["rank"] <= top] if len(table) else table
     progress.stage("plots")
     page = render(ReportInput(title, model_uri, model_version, ctx.scorer.card, plan, curve, keep, ctx.ds.summary()))

@@ -67,7 +67,7 @@ MAX_SHOWN = 5
 MAPPING_FILE = "repfit.toml"
 
 
-def _show(values: Any, n: int = MAX_SHOWN) -> str:
+def listed(values: Any, n: int = MAX_SHOWN) -> str:
     """Render up to ``n`` values for an error message, with a count of the rest."""
     vals = list(values)
     shown = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in vals[:n])
@@ -77,7 +77,7 @@ def _show(values: Any, n: int = MAX_SHOWN) -> str:
 
 def _lines(index: pd.Index) -> str:
     """Data rows are 0-based; a CSV's header is line 1, so row i sits on line i + 2."""
-    return "line " + _show([int(i) + 2 for i in index]) if len(index) == 1 else "lines " + _show(
+    return "line " + listed([int(i) + 2 for i in index]) if len(index) == 1 else "lines " + listed(
         [int(i) + 2 for i in index]
     )
 
@@ -297,7 +297,7 @@ def _find_file(data_dir: Path, table: str, mapping: Mapping) -> Path:
         if path.is_file():
             return path
     present = sorted(p.name for p in data_dir.iterdir()) if data_dir.is_dir() else []
-    where = f"found: {_show(present)}" if present else "the directory is empty or missing"
+    where = f"found: {listed(present)}" if present else "the directory is empty or missing"
     raise SchemaError(
         f"{data_dir}: no '{table}' table ({table}.csv or {table}.parquet; {where}). "
         f"Fix: add {table}.csv, or map your file name in {MAPPING_FILE} under [files] {table} = \"...\"."
@@ -332,14 +332,14 @@ def _apply_mapping(df: pd.DataFrame, table: str, path: Path, mapping: Mapping) -
     missing_src = [src for src in cols if src not in df.columns]
     if missing_src:
         raise SchemaError(
-            f"{path}: the mapping {mapping.source} renames column(s) {_show(missing_src)}, which the file "
-            f"does not have (found: {_show(list(df.columns), 12)}). Fix: correct [columns.{table}]."
+            f"{path}: the mapping {mapping.source} renames column(s) {listed(missing_src)}, which the file "
+            f"does not have (found: {listed(list(df.columns), 12)}). Fix: correct [columns.{table}]."
         )
     df = df.rename(columns=cols)
     dupes = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
     if dupes:
         raise SchemaError(
-            f"{path}: column name(s) {_show(dupes)} appear more than once (after mapping). "
+            f"{path}: column name(s) {listed(dupes)} appear more than once (after mapping). "
             "Fix: rename or drop the duplicates."
         )
     for column, replace in mapping.values.get(table, {}).items():
@@ -352,7 +352,7 @@ def _require_columns(df: pd.DataFrame, table: str, path: Path) -> None:
     missing = [c for c in REQUIRED[table] if c not in df.columns]
     if missing:
         raise SchemaError(
-            f"{path}: column {_show(missing)} is missing (found: {_show(list(df.columns), 12)}). "
+            f"{path}: column {listed(missing)} is missing (found: {listed(list(df.columns), 12)}). "
             f"Fix: add it, or map your column onto it in {MAPPING_FILE} [columns.{table}]."
         )
     if df.empty:
@@ -370,7 +370,7 @@ def _ids(df: pd.DataFrame, column: str, path: Path, unique: bool = True) -> pd.S
         dup = s[s.duplicated(keep=False)]
         if len(dup):
             raise SchemaError(
-                f"{path}: column '{column}' has duplicate values {_show(pd.unique(dup))} "
+                f"{path}: column '{column}' has duplicate values {listed(pd.unique(dup))} "
                 f"(on {_lines(dup.index)}). Fix: make each {column} unique (one row per id)."
             )
     return s
@@ -382,14 +382,14 @@ def _numbers(df: pd.DataFrame, column: str, path: Path) -> pd.Series:
     bad = raw.notna() & num.isna()
     if bad.any():
         raise SchemaError(
-            f"{path}: column '{column}' has non-numeric values {_show(pd.unique(raw[bad]))} "
+            f"{path}: column '{column}' has non-numeric values {listed(pd.unique(raw[bad]))} "
             f"(on {_lines(df.index[bad])}). Fix: use plain numbers (no units or thousands separators)."
         )
     num = num.astype(float)
     inf = num.notna() & ~np.isfinite(num)
     if inf.any():
         raise SchemaError(
-            f"{path}: column '{column}' has non-finite values {_show(pd.unique(raw[inf]))} "
+            f"{path}: column '{column}' has non-finite values {listed(pd.unique(raw[inf]))} "
             f"(on {_lines(df.index[inf])}). Fix: use finite numbers (leave the cell empty for the default)."
         )
     return num
@@ -400,7 +400,7 @@ def _booleans(df: pd.DataFrame, column: str, path: Path) -> pd.Series:
     ok = s.isin(TRUE_LABELS + FALSE_LABELS)
     if not ok.all():
         raise SchemaError(
-            f"{path}: column '{column}' has values {_show(pd.unique(df[column][~ok]))} that are not "
+            f"{path}: column '{column}' has values {listed(pd.unique(df[column][~ok]))} that are not "
             f"true/false (on {_lines(df.index[~ok])}). Fix: use true/false, yes/no or 1/0."
         )
     return s.isin(TRUE_LABELS)
@@ -412,7 +412,7 @@ def _dates(df: pd.DataFrame, column: str, path: Path, fmt: str, rows: pd.Series)
     bad = rows & raw.notna() & parsed.isna()
     if bad.any():
         raise SchemaError(
-            f"{path}: column '{column}' has unparseable dates {_show(pd.unique(raw[bad]))} "
+            f"{path}: column '{column}' has unparseable dates {listed(pd.unique(raw[bad]))} "
             f"(on {_lines(df.index[bad])}). Fix: use ISO dates (YYYY-MM-DD), or set [dates] format "
             f"in {MAPPING_FILE} (e.g. format = \"%m/%d/%Y\")."
         )
@@ -465,7 +465,7 @@ def _validate_reps(df: pd.DataFrame, path: Path, n_accounts: int) -> pd.DataFram
         if bad.any():
             raise SchemaError(
                 f"{path}: column '{CAPACITY}' must be a positive whole number; found "
-                f"{_show(pd.unique(df[CAPACITY][bad]))} (on {_lines(df.index[bad])}). "
+                f"{listed(pd.unique(df[CAPACITY][bad]))} (on {_lines(df.index[bad])}). "
                 f"Fix: set each rep's capacity to the most accounts it can own (1 to {MAX_CAPACITY:,}), or leave it empty."
             )
     else:
@@ -484,7 +484,7 @@ def _validate_accounts(df: pd.DataFrame, path: Path, rep_ids: pd.Index, reps_pat
         if unknown.any():
             raise SchemaError(
                 f"{path}: column '{CURRENT_REP_ID}' names reps not in {reps_path.name}: "
-                f"{_show(pd.unique(cur[unknown]))} (on {_lines(df.index[unknown])}). "
+                f"{listed(pd.unique(cur[unknown]))} (on {_lines(df.index[unknown])}). "
                 f"Fix: add them to {reps_path.name} or leave {CURRENT_REP_ID} empty."
             )
         cols[CURRENT_REP_ID] = cur
@@ -495,7 +495,7 @@ def _validate_accounts(df: pd.DataFrame, path: Path, rep_ids: pd.Index, reps_pat
         bad = pot < 0
         if bad.any():
             raise SchemaError(
-                f"{path}: column '{POTENTIAL}' must be >= 0; found {_show(pd.unique(df[POTENTIAL][bad]))} "
+                f"{path}: column '{POTENTIAL}' must be >= 0; found {listed(pd.unique(df[POTENTIAL][bad]))} "
                 f"(on {_lines(df.index[bad])}). Fix: use the value of winning the account (0 or more)."
             )
         cols[POTENTIAL] = pot.fillna(1.0)
@@ -505,7 +505,7 @@ def _validate_accounts(df: pd.DataFrame, path: Path, rep_ids: pd.Index, reps_pat
     orphan = locked & cols[CURRENT_REP_ID].isna()
     if orphan.any():
         raise SchemaError(
-            f"{path}: accounts {_show(account_id[orphan])} are locked but have no {CURRENT_REP_ID} "
+            f"{path}: accounts {listed(account_id[orphan])} are locked but have no {CURRENT_REP_ID} "
             f"(on {_lines(df.index[orphan])}). Fix: give them a current rep or unlock them."
         )
     cols[LOCKED] = locked.astype(bool)
@@ -532,8 +532,8 @@ def _normalise_outcome(raw: pd.Series, path: Path, df: pd.DataFrame, mapping: Ma
     unknown = ~(won_m | lost_m | open_m)
     if unknown.any():
         raise SchemaError(
-            f"{path}: column '{OUTCOME}' has unknown labels {_show(pd.unique(raw[unknown]))} "
-            f"(on {_lines(df.index[unknown])}). Won labels: {_show(sorted(won))}; lost: {_show(sorted(lost))}. "
+            f"{path}: column '{OUTCOME}' has unknown labels {listed(pd.unique(raw[unknown]))} "
+            f"(on {_lines(df.index[unknown])}). Won labels: {listed(sorted(won))}; lost: {listed(sorted(lost))}. "
             f"Fix: map them in {MAPPING_FILE} under [outcome] won = [...], lost = [...] or open = [...]."
         )
     out = pd.Series(OUTCOME_OPEN, index=raw.index, dtype="string")
@@ -560,7 +560,7 @@ def _validate_opportunities(
         unknown = s.notna() & ~s.isin(known)
         if unknown.any():
             raise SchemaError(
-                f"{path}: column '{column}' names ids not in {names[table]}: {_show(pd.unique(s[unknown]))} "
+                f"{path}: column '{column}' names ids not in {names[table]}: {listed(pd.unique(s[unknown]))} "
                 f"(on {_lines(df.index[unknown])}). Fix: add them to {names[table]}, or correct the ids."
             )
     created = _dates(df, CREATED_AT, path, mapping.date_format, closed)
@@ -569,7 +569,7 @@ def _validate_opportunities(
     if reversed_.any():
         pairs = [f"{a.date()} < {b.date()}" for a, b in zip(closed_at[reversed_], created[reversed_])]
         raise SchemaError(
-            f"{path}: '{CLOSED_AT}' is before '{CREATED_AT}' on {_lines(df.index[reversed_])} ({_show(pairs)}). "
+            f"{path}: '{CLOSED_AT}' is before '{CREATED_AT}' on {_lines(df.index[reversed_])} ({listed(pairs)}). "
             "Fix: correct the dates, or swap the two columns in the mapping if they are reversed."
         )
     cols: dict[str, Any] = {
@@ -600,7 +600,7 @@ def load_dataset(data_dir: str | Path, mapping: str | Path | Mapping | None = No
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise SchemaError(f"{data_dir}: data directory not found. Fix: pass an existing directory to --data.")
+        raise SchemaError(f"{data_dir}: data directory not found. Fix: name an existing directory.", option="data")
     mp = resolve_mapping(data_dir, mapping)
     paths = {t: _find_file(data_dir, t, mp) for t in TABLES}
     raw = {}
@@ -634,10 +634,10 @@ def _findings(reps: pd.DataFrame, accounts: pd.DataFrame, opps: pd.DataFrame, na
     closed = opps[opps[OUTCOME] != OUTCOME_OPEN]
     idle = reps.loc[~reps[REP_ID].isin(closed[REP_ID]), REP_ID]
     if len(idle):
-        out.append(f"{len(idle)} rep(s) have no closed opportunities ({_show(idle)}): their strengths fall back to priors.")
+        out.append(f"{len(idle)} rep(s) have no closed opportunities ({listed(idle)}): their strengths fall back to priors.")
     unseen = accounts.loc[~accounts[ACCOUNT_ID].isin(closed[ACCOUNT_ID]), ACCOUNT_ID]
     if len(unseen):
-        out.append(f"{len(unseen)} account(s) have no closed opportunities ({_show(unseen)}).")
+        out.append(f"{len(unseen)} account(s) have no closed opportunities ({listed(unseen)}).")
     open_ = opps[opps[OUTCOME] == OUTCOME_OPEN]
     if len(open_):
         no_acc = int(open_[ACCOUNT_ID].isna().sum())

@@ -104,7 +104,8 @@ def read_scores(path: Path, ds: S.Dataset) -> np.ndarray:
     every pair of ``ds`` exactly once."""
     path = Path(path)
     if not path.is_file():
-        raise SchemaError(f"{path}: scores file not found. Fix: run `repfit score --data ... --out {path}` first.")
+        raise SchemaError(f"{path}: scores file not found. Fix: score the data set into that file first (repfit score).",
+                          option="scores")
     try:
         df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={S.REP_ID: str, S.ACCOUNT_ID: str})
     except Exception as exc:  # noqa: BLE001 - any reader failure is a malformed file for the user
@@ -132,7 +133,7 @@ def read_scores(path: Path, ds: S.Dataset) -> np.ndarray:
         gaps = [(a, r) for a in accs[:200] for r in reps if (a, r) not in have][:5]
         raise SchemaError(
             f"{path}: covers {len(df):,} of the {len(reps) * len(accs):,} (rep, account) pairs of the data; missing e.g. "
-            f"{gaps}. Fix: score the same data directory (`repfit score --data ...`)."
+            f"{gaps}. Fix: score this same data set again (repfit score)."
         )
     M = np.empty((len(accs), len(reps)))
     M[accs.get_indexer(df[S.ACCOUNT_ID]), reps.get_indexer(df[S.REP_ID])] = df["p_win"].to_numpy()

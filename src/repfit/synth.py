@@ -66,7 +66,7 @@ def size_band(employees: pd.Series | np.ndarray) -> np.ndarray:
     return np.asarray(SIZE_BANDS)[np.searchsorted(np.asarray(SIZE_EDGES), np.asarray(employees, float), side="right")]
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def _sigmoid(x: np.ndarray) -> np.ndarray:  # the generator's own (not repfit.probability's): orgs stay byte-identical
     return 1.0 / (1.0 + np.exp(-x))
 
 

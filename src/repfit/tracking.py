@@ -185,9 +185,17 @@ class Tracker:
         if champ is None:
             c.set_registered_model_alias(MODEL_NAME, CHAMPION, version)
             return Decision(version, True, "no champion yet", ours, None, None, len(rows))
-        theirs_p = score_champion(self.load_scorer(champ.run_id))
+        try:
+            theirs_p = score_champion(self.load_scorer(champ.run_id))
+        except RepfitError as exc:  # e.g. a bundle of an older format: nothing to compare with, never a dead end
+            theirs_p, unreadable = np.full(len(y), np.nan), str(exc)
+        else:
+            unreadable = None
         ok = ~np.isnan(theirs_p)
-        if ok.sum() == 0:
+        if unreadable:
+            reason = f"champion v{champ.version} cannot be read by this repfit: {unreadable}"
+            theirs = None
+        elif ok.sum() == 0:
             reason = "champion cannot score this test period (no common reps/accounts)"
             theirs = None
         else:
@@ -199,7 +207,7 @@ class Tracker:
         if promoted:
             c.set_registered_model_alias(MODEL_NAME, CHAMPION, version)
         verdict = ("promoted: beats the champion" if better else
-                   "promoted by --promote although it does not beat the champion" if promote else
+                   "promoted on request although it does not beat the champion" if promote else
                    "kept as challenger: does not beat the champion")
         return Decision(version, promoted, f"{verdict} ({reason})", ours, theirs, champ.version, int(ok.sum()))
 
@@ -232,7 +240,8 @@ class Tracker:
         if not model_uri.startswith("models:/"):
             path = Path(model_uri)
             if not path.is_file():
-                raise RepfitError(f"{model_uri}: model not found. Fix: pass models:/{MODEL_NAME}@champion or a .joblib bundle.")
+                raise RepfitError(f"{model_uri}: model not found. Fix: name models:/{MODEL_NAME}@champion or a .joblib "
+                                  "bundle.", option="model")
             return PairScorer.load(path), model_uri, None
         ref = model_uri[len("models:/"):]
         try:
@@ -245,7 +254,8 @@ class Tracker:
         except Exception:
             raise RepfitError(
                 f"{model_uri}: no such registered model version in {self.uri}. "
-                "Fix: run `repfit train` first, or pass --tracking-uri of the store that holds it."
+                "Fix: train a model into this store first, or use the tracking URI of the store that holds it.",
+                option="model",
             ) from None
         return self.load_scorer(mv.run_id), model_uri, str(mv.version)
 

@@ -218,9 +218,18 @@ class PairScorer:
 
     @staticmethod
     def load(path: str | Path) -> PairScorer:
-        obj = joblib.load(path)
+        """The bundle at ``path``; ``RepfitError`` when it is not a repfit bundle or of another format version."""
+        try:
+            obj = joblib.load(path)
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a bundle" to the user
+            raise RepfitError(f"{path}: not a repfit model bundle ({type(exc).__name__}). Fix: name a .joblib bundle "
+                              "that repfit saved, or a registered model.", option="model") from None
+        if not isinstance(obj, PairScorer):
+            raise RepfitError(f"{path}: not a repfit model bundle (it holds a {type(obj).__name__}). Fix: name a "
+                              ".joblib bundle that repfit saved, or a registered model.", option="model")
         version = vars(obj).get("version", 1)  # bundles before version 2 had no such field
-        if not isinstance(obj, PairScorer) or version != BUNDLE_VERSION:
+        if version != BUNDLE_VERSION:
             raise RepfitError(f"{path}: a model bundle of format version {version}, but this repfit reads version "
-                              f"{BUNDLE_VERSION}. Fix: retrain with `repfit train` (the data and configs are enough).")
+                              f"{BUNDLE_VERSION}. Fix: train the model again on this data (the data and configs are "
+                              "enough).", option="model")
         return obj

@@ -13,7 +13,7 @@ from functools import cached_property
 import numpy as np
 
 from repfit.errors import InfeasibleAssignment
-from repfit.schema import _show  # the one renderer of "a, b, c (and N more)" in messages
+from repfit.schema import listed  # the one renderer of "a, b, c (and N more)" in messages
 
 INT_LIMIT = 2**62  # every integer a solver forms from the values stays below this (int64 has 2**63)
 FLOAT_EXACT = 2**52  # ... and below this where a solver adds them up in float64 (Hungarian, MILP): exact there
@@ -218,7 +218,7 @@ def _check_locked_capacity(p: Problem) -> None:
     if len(over):
         parts = [f"{p.name_rep(r)} has {n_locked[r]} locked accounts but capacity {cap[r]}" for r in over]
         raise InfeasibleAssignment(
-            f"locked accounts exceed capacity: {_show(parts)}. Fix: raise those reps' capacity to their "
+            f"locked accounts exceed capacity: {listed(parts)}. Fix: raise those reps' capacity to their "
             f"locked count, or unlock {int((n_locked - cap)[over].sum())} account(s)."
         )
 
@@ -231,7 +231,7 @@ def _check_require_match(p: Problem, match_column: dict[str, tuple[np.ndarray, n
         if orphan:
             counts = [int((acc_vals == v).sum()) for v in orphan]
             raise InfeasibleAssignment(
-                f"no rep has {attr} {_show(str(v) for v in orphan)} ({_show(counts)} accounts). "
+                f"no rep has {attr} {listed(str(v) for v in orphan)} ({listed(counts)} accounts). "
                 f"Fix: add a rep with that {attr}, or stop matching on {attr}.", option="require_match"
             )
         for v in dict.fromkeys(acc_vals):
@@ -247,7 +247,7 @@ def _check_require_match(p: Problem, match_column: dict[str, tuple[np.ndarray, n
     if len(bad):
         names = [str(p.account_names[a]) if p.account_names is not None else str(a) for a in bad]
         raise InfeasibleAssignment(
-            f"locked accounts {_show(names)} are owned by reps that the required match forbids. Fix: unlock them "
+            f"locked accounts {listed(names)} are owned by reps that the required match forbids. Fix: unlock them "
             "or correct the attribute.", option="require_match"
         )
     empty = np.flatnonzero(~p.allowed.any(axis=1))
@@ -267,13 +267,13 @@ def _check_tier_balance(p: Problem) -> None:
             parts = [f"{p.name_rep(r)} has {locked_rt[r, t]} locked tier-{p.name_tier(t)} accounts, fair share allows "
                      f"at most {upper[r, t]}" for r, t in over]
             raise InfeasibleAssignment(
-                f"tiers cannot be balanced: {_show(parts)}. Fix: unlock some of them, or stop balancing tiers.",
+                f"tiers cannot be balanced: {listed(parts)}. Fix: unlock some of them, or stop balancing tiers.",
                 option="balance_tiers"
             )
     over_r = np.flatnonzero(lower.sum(axis=1) > p.capacity)
     if len(over_r):
         raise InfeasibleAssignment(
-            f"tiers cannot be balanced: reps {_show(p.name_rep(r) for r in over_r)} need more accounts for their "
+            f"tiers cannot be balanced: reps {listed(p.name_rep(r) for r in over_r)} need more accounts for their "
             "tier shares than their capacity. Fix: even out capacities, or stop balancing tiers.", option="balance_tiers"
         )
 

@@ -63,6 +63,7 @@ class TopicKind(Enum):
     PAIR_HISTORY = "pair_history"  # the rep's record with this very account
     ACCOUNT_HISTORY = "account_history"  # the account's own record
     COMBINED = "combined"  # all dimensions together
+    JOINT = "joint"  # the joint model's whole or rep-wide log-odds: every dimension at once, no single plain fact
     REP_ATTRIBUTE = "rep_attribute"
     ACCOUNT_ATTRIBUTE = "account_attribute"
 
@@ -94,6 +95,8 @@ class Column:
             return Topic(kind, self.attribute or self.name)
         if self.role is Role.COMBINED:
             return Topic(TopicKind.COMBINED, "")
+        if self.role in (Role.JOINT_TOTAL, Role.JOINT_REP):
+            return Topic(TopicKind.JOINT, self.name)
         history = {Subject.REP: TopicKind.REP_HISTORY, Subject.PAIR: TopicKind.PAIR_HISTORY,
                    Subject.ACCOUNT: TopicKind.ACCOUNT_HISTORY}
         return Topic(history[self.subject], "")
@@ -146,8 +149,9 @@ class Catalogue:
         if twice:
             from repfit.errors import ConfigError
 
-            raise ConfigError(f"feature columns {', '.join(map(repr, twice))} would be made twice (an attribute's name "
-                              "collides with a derived feature). Fix: rename the attribute in the mapping, or exclude it.")
+            raise ConfigError(f"feature columns {', '.join(map(repr, twice))} would be made twice: a rep or account "
+                              "attribute (in reps or accounts) is named like a derived feature. Fix: rename that "
+                              "attribute in the mapping, or list it under exclude in the feature spec.")
 
     # --- queries -----------------------------------------------------------------------------------
     @property

@@ -415,7 +415,7 @@ def pair_features(space: FeatureSpace, snap: HistorySnapshot, r: np.ndarray, a: 
         n_r=snap.n_r[r], w_r=snap.w_r[r], n_a=snap.n_a[a], w_a=snap.w_a[a],
         n_ra=np.where(hit, snap.pair_n[pos], 0.0), w_ra=np.where(hit, snap.pair_w[pos], 0.0), dims=dims,
     )
-    joint = getattr(snap, "joint", None)  # bundles saved before the joint model have none
+    joint = snap.joint  # None when the joint features are off
     return _frame(space, r, a, counts, None if joint is None else joint.logits(r, a, weights))
 
 
