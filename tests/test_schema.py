@@ -284,3 +284,29 @@ def test_maven_mapping_loads_unchanged():
     assert mp.columns["opportunities"]["deal_stage"] == "outcome" and mp.columns["reps"] == {"sales_agent": "rep_id"}
     assert (mp.won, mp.lost, mp.open) == (("Won",), ("Lost",), ("Engaging", "Prospecting"))
     assert mp.values == {"opportunities": {"product": {"GTXPro": "GTX Pro"}}} and mp.date_format == "ISO8601"
+
+
+def test_time_zones_in_dates_are_read_as_utc_and_said(org_copy):
+    """Issue 11, item 9: CRM exports carry zones (Z, mixed offsets); they crashed the load."""
+    opp = pd.read_csv(org_copy / "opportunities.csv", dtype=str, keep_default_na=False)
+    first = opp.created_at.iloc[0]
+    opp.loc[0, "created_at"] = f"{first}T23:30:00-02:00"  # 01:30 UTC the next day
+    opp.loc[1, "created_at"] = f"{opp.created_at.iloc[1]}T10:00:00Z"
+    opp.to_csv(org_copy / "opportunities.csv", index=False)
+    ds = load_dataset(org_copy)
+    got = ds.opportunities.set_index("opportunity_id").created_at
+    assert got[opp.opportunity_id[0]] == pd.Timestamp(first) + pd.Timedelta(hours=25, minutes=30)
+    assert got.dt.tz is None
+    assert any("has dates with time zones; read as UTC" in w for w in ds.warnings)
+
+
+def test_a_repeated_header_and_two_files_for_one_table_are_errors(org_copy):
+    """Issue 11, item 8: pandas renamed a second 'region' to 'region.1'; reps.csv beside reps.parquet was a guess."""
+    text = (org_copy / "reps.csv").read_text().splitlines()
+    (org_copy / "reps.csv").write_text("\n".join([text[0] + ",region"] + [t + ",x" for t in text[1:]]) + "\n")
+    with pytest.raises(SchemaError, match=r"reps.csv: the header names column\(s\) 'region' more than once"):
+        load_dataset(org_copy)
+    (org_copy / "reps.csv").write_text("\n".join(text) + "\n")
+    pd.read_csv(org_copy / "reps.csv").to_parquet(org_copy / "reps.parquet")
+    with pytest.raises(SchemaError, match=r"both reps.csv and reps.parquet hold the 'reps' table"):
+        load_dataset(org_copy)

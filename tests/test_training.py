@@ -192,3 +192,26 @@ def test_a_champion_of_an_older_bundle_format_is_replaced_not_a_dead_end(small_o
                                    "--model", str(tmp_path / "junk.joblib"), "--out", str(tmp_path / "s.csv")])
     assert res.exit_code == 2 and "junk.joblib: not a repfit model bundle" in res.output
     assert "Traceback" not in res.output and not (tmp_path / "s.csv").exists()
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("all lost", "no won deals"), ("all won", "no lost deals"),
+    ("one rep", "closed deals of only one rep"), ("one account", "closed deals on only one account"),
+])
+def test_degenerate_history_is_refused_before_training(org_copy, tracking_uri, case, expected):
+    """Issue 11, item 10: these crashed after the whole fit."""
+    opp = pd.read_csv(org_copy / "opportunities.csv", dtype=str, keep_default_na=False)
+    closed = opp.outcome.isin(["won", "lost"])
+    if case == "all lost":
+        opp.loc[closed, "outcome"] = "lost"
+    elif case == "all won":
+        opp.loc[closed, "outcome"] = "won"
+    elif case == "one rep":
+        opp["rep_id"] = opp.rep_id.iloc[0]
+    else:
+        opp["account_id"] = opp.account_id.iloc[0]
+    opp.to_csv(org_copy / "opportunities.csv", index=False)
+    res = CliRunner().invoke(app, ["train", "--data", str(org_copy), "--tracking-uri", tracking_uri])
+    assert res.exit_code == 2, res.output
+    assert expected in res.output and "nothing to learn rep strengths from" in res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1

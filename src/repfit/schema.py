@@ -292,10 +292,14 @@ def _find_file(data_dir: Path, table: str, mapping: Mapping) -> Path:
                 f"Fix: correct [files] {table} in the mapping or add the file."
             )
         return path
-    candidates = [data_dir / f"{table}.csv", data_dir / f"{table}.parquet"]
-    for path in candidates:
-        if path.is_file():
-            return path
+    found = [p for p in (data_dir / f"{table}.csv", data_dir / f"{table}.parquet") if p.is_file()]
+    if len(found) > 1:
+        raise SchemaError(
+            f"{data_dir}: both {found[0].name} and {found[1].name} hold the '{table}' table, and repfit will not guess "
+            f"which is current. Fix: remove one, or name it in {MAPPING_FILE} under [files] {table} = \"...\"."
+        )
+    if found:
+        return found[0]
     present = sorted(p.name for p in data_dir.iterdir()) if data_dir.is_dir() else []
     where = f"found: {listed(present)}" if present else "the directory is empty or missing"
     raise SchemaError(
@@ -323,7 +327,13 @@ def _read_file(path: Path) -> pd.DataFrame:
         ) from None
     if df.shape[1] <= 1 and any("\x00" in str(c) for c in df.columns):
         raise SchemaError(f"{path}: not a readable CSV (binary content). Fix: export the table as CSV.")
+    if path.suffix.lower() != ".parquet":  # pandas renames a repeated header ("region" -> "region.1"): read it raw
+        df.columns = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
     df.columns = [str(c).strip() for c in df.columns]
+    twice = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
+    if twice:
+        raise SchemaError(f"{path}: the header names column(s) {listed(twice)} more than once. Fix: keep one column "
+                          "per name (rename or delete the others).")
     return df
 
 
@@ -408,7 +418,9 @@ def _booleans(df: pd.DataFrame, column: str, path: Path) -> pd.Series:
 
 def _dates(df: pd.DataFrame, column: str, path: Path, fmt: str, rows: pd.Series) -> pd.Series:
     raw = df[column]
-    parsed = pd.to_datetime(raw, errors="coerce", format=fmt)
+    # CRM exports carry time zones (2024-03-01T10:00:00Z, mixed offsets, UTC Parquet timestamps): every date is
+    # read as UTC and kept without its zone (a finding says so)
+    parsed = pd.to_datetime(raw, errors="coerce", format=fmt, utc=True).dt.tz_localize(None)
     bad = rows & raw.notna() & parsed.isna()
     if bad.any():
         raise SchemaError(
@@ -624,8 +636,21 @@ def load_dataset(data_dir: str | Path, mapping: str | Path | Mapping | None = No
         accounts=accounts.reset_index(drop=True),
         opportunities=opps.reset_index(drop=True),
         paths={t: str(p) for t, p in paths.items()},
-        warnings=tuple(_findings(reps, accounts, opps, names)),
+        warnings=tuple(_findings(reps, accounts, opps, names) + _zone_findings(raw["opportunities"], names)),
     )
+
+
+def _zone_findings(raw: pd.DataFrame, names: dict) -> list[str]:
+    """Say when dates carried time zones (they are read as UTC and kept without the zone)."""
+    out = []
+    for c in (CREATED_AT, CLOSED_AT):
+        s = raw[c]
+        zoned = (isinstance(s.dtype, pd.DatetimeTZDtype)
+                 or s.astype("string").str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", na=False).any())
+        if zoned:
+            out.append(f"{names['opportunities']}: column '{c}' has dates with time zones; read as UTC, kept without "
+                       "the zone.")
+    return out
 
 
 def _findings(reps: pd.DataFrame, accounts: pd.DataFrame, opps: pd.DataFrame, names: dict) -> list[str]:

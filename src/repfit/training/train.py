@@ -125,11 +125,25 @@ class Evaluation:
     importance: pd.DataFrame  # gain importance per feature
 
 
+def check_learnable(closed: pd.DataFrame, path: str) -> None:
+    """Say before any fitting what the history lacks (issue 11, item 10): a model of P(win) needs won and lost
+    deals, and rep strengths need at least two reps and two accounts to compare."""
+    won = int(closed[S.WON].sum())
+    lacks = [what for what, missing in (
+        ("no won deals", won == 0), ("no lost deals", won == len(closed)),
+        ("closed deals of only one rep (strengths compare reps)", closed[S.REP_ID].nunique() < 2),
+        ("closed deals on only one account", closed[S.ACCOUNT_ID].nunique() < 2)) if missing]
+    if lacks:
+        raise SchemaError(f"{path}: {'; '.join(lacks)} among {len(closed):,} closed opportunities: nothing to learn "
+                          "rep strengths from. Fix: include the history of more deals (won and lost, several reps).")
+
+
 def split_by_time(ds: S.Dataset, cfg: TrainConfig) -> Split:
     """Closed opportunities split into train / validation / test by ``created_at`` (see ``time_split``).
 
     Raises ``SchemaError`` when a period would be too small to fit or judge a model on."""
     closed = ds.closed.sort_values([S.CREATED_AT, S.OPPORTUNITY_ID]).reset_index(drop=True)
+    check_learnable(closed, ds.paths["opportunities"])
     label = time_split(closed[S.CREATED_AT], cfg)
     counts = label.value_counts()
     short = {s: int(counts.get(s, 0)) for s in SPLITS if counts.get(s, 0) < MIN_ROWS[s]}
