@@ -19,7 +19,8 @@ def test_score_then_assign_with_every_constraint(trained):
     res = run("score", "--data", org, "--tracking-uri", uri, "--out", tmp / "scores.parquet", "--block-pairs", "1000")
     assert res.exit_code == 0, res.output
     scores = pd.read_parquet(tmp / "scores.parquet")
-    assert list(scores.columns) == ["rep_id", "account_id", "p_win", "expected_value"]
+    assert list(scores.columns) == ["rep_id", "account_id", "p_win", "expected_value", "cold"]
+    assert not scores.cold.any()  # every rep of the org has closed deals
     assert len(scores) == 12 * 150 and not scores.duplicated(["rep_id", "account_id"]).any()
     acc = pd.read_csv(org / "accounts.csv", dtype={"account_id": str})
     m = scores.merge(acc[["account_id", "potential"]])

@@ -174,14 +174,14 @@ def test_a_champion_of_an_older_bundle_format_is_replaced_not_a_dead_end(small_o
     from mlflow.tracking import MlflowClient
 
     from repfit.errors import RepfitError
-    from repfit.winprob import PairScorer
+    from repfit.winprob import BUNDLE_VERSION, PairScorer
 
     assert _train(small_org, tracking_uri, tmp_path).exit_code == 0
     client = MlflowClient(tracking_uri)
     champ = client.get_model_version_by_alias("repfit-winprob", "champion")
     bundle = Path(urlparse(client.get_run(champ.run_id).info.artifact_uri).path) / "bundle" / "scorer.joblib"
     replace(PairScorer.load(bundle), version=1).save(bundle)
-    with pytest.raises(RepfitError, match="format version 1, but this repfit reads version 2"):
+    with pytest.raises(RepfitError, match=f"format version 1, but this repfit reads version {BUNDLE_VERSION}"):
         PairScorer.load(bundle)
     res = _train(small_org, tracking_uri, tmp_path)
     assert res.exit_code == 0, res.output

@@ -16,16 +16,21 @@ from repfit.features import pair_features, snapshot
 from repfit.progress import NO_BAR, Bar
 from repfit.winprob import PairScorer
 
-SCORE_COLUMNS = (S.REP_ID, S.ACCOUNT_ID, "p_win", "expected_value")
+SCORE_COLUMNS = (S.REP_ID, S.ACCOUNT_ID, "p_win", "expected_value", "cold")  # cold: the rep has no closed deal
 
 
 def refresh_history(scorer: PairScorer, ds: S.Dataset) -> PairScorer:
-    """The scorer with its history snapshot rebuilt from ``ds``'s closed deals (the latest history), so
-    that scoring a newer export uses deals closed since training. Ids must be known to the model."""
-    space = scorer.space
-    space.rep_index(ds.reps[S.REP_ID])
-    space.account_index(ds.accounts[S.ACCOUNT_ID])
-    return replace(scorer, history=snapshot(space, ds.closed))
+    """The scorer on ``ds``: its feature space on ``ds``'s reps, accounts and attribute values (issue 11, item 3:
+    not the values frozen at training), and its history snapshot rebuilt from ``ds``'s closed deals, so that a
+    newer export scores with the deals closed since training. Reps and accounts new since training are scored
+    from their attributes and whatever history ``ds`` holds (cold start; see ``cold_reps``)."""
+    space = scorer.space.for_data(ds)
+    return replace(scorer, space=space, history=snapshot(space, ds.closed))
+
+
+def cold_reps(scorer: PairScorer) -> np.ndarray:
+    """(R,) bool in the scorer's rep order: reps with no closed deal in its history, whose strengths are all prior."""
+    return scorer.history.n_r == 0
 
 
 def score_blocks(scorer: PairScorer, ds: S.Dataset, block_pairs: int = BLOCK_PAIRS) -> Iterator[pd.DataFrame]:
@@ -39,7 +44,7 @@ def score_blocks(scorer: PairScorer, ds: S.Dataset, block_pairs: int = BLOCK_PAI
     r_idx = scorer.space.rep_index(reps)
     a_idx = scorer.space.account_index(accounts)
     per_block = max(1, block_pairs // len(reps))
-
+    cold = cold_reps(scorer)[r_idx]
     for lo in range(0, len(accounts), per_block):
         hi = min(len(accounts), lo + per_block)
         n = hi - lo
@@ -48,7 +53,7 @@ def score_blocks(scorer: PairScorer, ds: S.Dataset, block_pairs: int = BLOCK_PAI
         p = scorer.model.predict_win(pair_features(scorer.space, scorer.history, rr, aa))
         yield pd.DataFrame({
             S.REP_ID: np.tile(reps, n), S.ACCOUNT_ID: np.repeat(accounts[lo:hi], len(reps)),
-            "p_win": p, "expected_value": p * np.repeat(potential[lo:hi], len(reps)),
+            "p_win": p, "expected_value": p * np.repeat(potential[lo:hi], len(reps)), "cold": np.tile(cold, n),
         })
 
 

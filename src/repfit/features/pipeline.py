@@ -24,14 +24,14 @@ for how hard the value is for everyone).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from repfit import schema as S
 from repfit.config import AUTO, FeatureConfig
-from repfit.errors import ConfigError
+from repfit.errors import ConfigError, SchemaError
 from repfit.features.catalogue import Catalogue, DimensionKind, attribute_column
 from repfit.probability import laplace_rate, logit
 from repfit.features.joint import JointFit, fit_joint, learn_band_edges
@@ -101,6 +101,16 @@ def _codes(values: pd.Series, levels) -> np.ndarray:
     return pd.Categorical(values, categories=list(levels)).codes.astype(np.int64)
 
 
+@dataclass(frozen=True)
+class StaticColumn:
+    """A rep or account attribute used as is: numeric, or categorical coded by the levels seen at training."""
+
+    name: str  # the model column
+    table: str  # "reps" or "accounts"
+    attribute: str
+    levels: tuple | None = None  # categorical: the training levels (codes are positions); None: numeric
+
+
 @dataclass
 class FeatureSpace:
     """Everything needed to turn (rep, account[, time]) into features: ids, coded attributes, dimensions.
@@ -117,6 +127,7 @@ class FeatureSpace:
     account_value: dict[str, np.ndarray]  # dim -> account's level code (account/band dims)
     match_codes: dict[str, tuple[np.ndarray, np.ndarray]]  # dim -> (rep codes, account codes)
     catalogue: Catalogue
+    static_columns: tuple[StaticColumn, ...] = ()
     joint_sd: dict[str, float] | None = None  # the joint model's learned prior sd per block (None: cfg.joint_prior_sd)
 
     @property
@@ -128,14 +139,32 @@ class FeatureSpace:
               joint_sd: dict[str, float] | None = None) -> FeatureSpace:
         """The feature space of ``ds``; ``band_edges`` and ``joint_sd`` as learned by ``learn_joint``."""
         dims = resolve_dimensions(ds, cfg, band_edges)
+        static = _static_columns(ds, "reps", "rep", cfg) + _static_columns(ds, "accounts", "account", cfg)
+        catalogue = Catalogue.build(
+            dimensions=[(d.name, d.kind) for d in dims],
+            rep_attributes=[(c.attribute, c.levels is not None) for c in static if c.table == "reps"],
+            account_attributes=[(c.attribute, c.levels is not None) for c in static if c.table == "accounts"],
+            joint=cfg.joint_prior_sd > 0)
+        blank = cls(cfg=cfg, dims=dims, rep_ids=np.array([], str), account_ids=np.array([], str),
+                    rep_static=pd.DataFrame(), account_static=pd.DataFrame(), account_value={}, match_codes={},
+                    catalogue=catalogue, static_columns=tuple(static), joint_sd=joint_sd)
+        return blank.for_data(ds)
+
+    def for_data(self, ds: S.Dataset) -> FeatureSpace:
+        """This space (dimensions, levels, catalogue, priors: what training learned) on the reps, accounts and
+        attribute values of ``ds``: a newer export, new reps and accounts included (cold start). Raises
+        ``SchemaError`` when ``ds`` lacks an attribute the model uses."""
         reps, accs = ds.reps, ds.accounts
-        rep_static, rep_attrs = _static(ds, "reps", "rep", cfg)
-        acc_static, acc_attrs = _static(ds, "accounts", "account", cfg)
+        for c in self.static_columns:
+            frame = reps if c.table == "reps" else accs
+            if c.attribute not in frame.columns:
+                raise SchemaError(f"{ds.paths[c.table]}: column '{c.attribute}' is missing, and the model uses it. "
+                                  "Fix: include it, or train a model on data without it.")
+        rep_static = {c.name: _encode(reps[c.attribute], c.levels) for c in self.static_columns if c.table == "reps"}
+        acc_static = {c.name: _encode(accs[c.attribute], c.levels) for c in self.static_columns if c.table == "accounts"}
         acc_static["account_log_potential"] = np.log1p(accs[S.POTENTIAL].to_numpy(float))
-        catalogue = Catalogue.build(dimensions=[(d.name, d.kind) for d in dims], rep_attributes=rep_attrs,
-                                    account_attributes=acc_attrs, joint=cfg.joint_prior_sd > 0)
         account_value, match_codes = {}, {}
-        for d in dims:
+        for d in self.dims:
             if d.kind == ACCOUNT:
                 account_value[d.name] = _codes(accs[d.column], d.levels)
             elif d.kind == BAND:
@@ -144,12 +173,11 @@ class FeatureSpace:
             elif d.kind == MATCH:
                 levels = sorted(set(reps[d.column].dropna()) | set(accs[d.column].dropna()))
                 match_codes[d.name] = (_codes(reps[d.column], levels), _codes(accs[d.column], levels))
-        return cls(
-            cfg=cfg, dims=dims,
-            rep_ids=reps[S.REP_ID].to_numpy(str), account_ids=accs[S.ACCOUNT_ID].to_numpy(str),
+        return replace(
+            self, rep_ids=reps[S.REP_ID].to_numpy(str), account_ids=accs[S.ACCOUNT_ID].to_numpy(str),
             rep_static=pd.DataFrame(rep_static, index=pd.RangeIndex(len(reps))),
             account_static=pd.DataFrame(acc_static, index=pd.RangeIndex(len(accs))),
-            account_value=account_value, match_codes=match_codes, catalogue=catalogue, joint_sd=joint_sd,
+            account_value=account_value, match_codes=match_codes,
         )
 
     # --- ids -> positions
@@ -176,21 +204,21 @@ class FeatureSpace:
         return out
 
 
-def _static(ds: S.Dataset, table: str, subject: str, cfg: FeatureConfig) -> tuple[dict[str, np.ndarray], list[tuple[str, bool]]]:
-    """Model-ready static columns of one table (categorical as codes, missing or unseen -> NaN, LightGBM's
-    missing) and the (attribute, is categorical) list the catalogue describes them by."""
+def _static_columns(ds: S.Dataset, table: str, subject: str, cfg: FeatureConfig) -> list[StaticColumn]:
+    """The attributes of one table the model uses as is: usable categorical ones (with their levels), then numeric."""
     df = ds.reps if table == "reps" else ds.accounts
-    cols, attrs = {}, []
-    for c in ds.categorical(table):
-        if c not in cfg.exclude and usable_category(df[c], cfg):
-            codes = _codes(df[c], sorted(df[c].dropna().unique())).astype(float)
-            cols[attribute_column(subject, c)] = np.where(codes < 0, np.nan, codes)
-            attrs.append((c, True))
-    for c in ds.numeric(table):
-        if c not in cfg.exclude:
-            cols[attribute_column(subject, c)] = df[c].to_numpy(float)
-            attrs.append((c, False))
-    return cols, attrs
+    cats = [StaticColumn(attribute_column(subject, c), table, c, tuple(sorted(df[c].dropna().unique())))
+            for c in ds.categorical(table) if c not in cfg.exclude and usable_category(df[c], cfg)]
+    return cats + [StaticColumn(attribute_column(subject, c), table, c) for c in ds.numeric(table) if c not in cfg.exclude]
+
+
+def _encode(values: pd.Series, levels: tuple | None) -> np.ndarray:
+    """A model-ready static column: numbers as they are; categories as their training code, missing or unseen ->
+    NaN (LightGBM's missing)."""
+    if levels is None:
+        return pd.to_numeric(values, errors="coerce").to_numpy(float)
+    codes = _codes(values, levels).astype(float)
+    return np.where(codes < 0, np.nan, codes)
 
 
 def _positions(known: np.ndarray, ids, column: str, table: str) -> np.ndarray:
@@ -202,11 +230,9 @@ def _positions(known: np.ndarray, ids, column: str, table: str) -> np.ndarray:
     bad = known[idx] != ids
     if bad.any():
         shown = ", ".join(repr(str(x)) for x in pd.unique(ids[bad])[:5])
-        from repfit.errors import SchemaError
-
         raise SchemaError(
-            f"unknown {column} {shown} ({int(bad.sum())} in all): not in the {table} the model was trained with. "
-            f"Fix: score only known {table}, or retrain on data that includes them."
+            f"unknown {column} {shown} ({int(bad.sum())} in all): not among the {table} of the data set the model "
+            f"scores. Fix: score {table} of that data set (or score a data set that includes them)."
         )
     return idx
 

@@ -274,16 +274,12 @@ def score_rows(scorer: PairScorer, ds: S.Dataset, rows: pd.DataFrame) -> np.ndar
     """P(win) of a model for given opportunity rows, with point-in-time features built by that model's
     own feature space. Used to score a champion on a challenger's test period.
 
-    Rows or history whose rep/account the model never saw are left out of its history; rows it cannot
-    score get NaN.
+    The model's feature space is put on ``ds`` (``FeatureSpace.for_data``), so it scores reps and accounts it
+    never saw from their attributes and history (cold start). Returns NaN for every row when it cannot (``ds``
+    lacks an attribute it uses).
     """
-    space = scorer.space
-    known_r, known_a = set(space.rep_ids), set(space.account_ids)
-    closed = ds.closed
-    closed = closed[closed[S.REP_ID].isin(known_r) & closed[S.ACCOUNT_ID].isin(known_a)]
-    ok = rows[S.REP_ID].isin(known_r) & rows[S.ACCOUNT_ID].isin(known_a)
-    out = np.full(len(rows), np.nan)
-    if ok.any():
-        X = point_in_time_features(space, closed, rows[ok])
-        out[ok.to_numpy()] = scorer.model.predict_win(X)
-    return out
+    try:
+        space = scorer.space.for_data(ds)
+    except SchemaError:
+        return np.full(len(rows), np.nan)
+    return scorer.model.predict_win(point_in_time_features(space, ds.closed, rows))
