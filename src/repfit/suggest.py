@@ -215,7 +215,8 @@ def pair_uncertainty(ctx: Context, acc_idx: np.ndarray, rep_idx: np.ndarray) -> 
 
 def confidence(ctx: Context, acc_idx, new_rep, old_rep) -> tuple[np.ndarray, np.ndarray]:
     """Is each suggestion (account, new rep, old rep or -1) confident, and the standard error of its gain in P(win):
-    confident when the model's rep strengths were borne out at training and the gain exceeds twice that error."""
+    confident when the model's rep strengths were borne out at training, the gain exceeds twice that error, and the
+    suggested rep is not cold (has closed deals behind its strengths)."""
     se_new = pair_uncertainty(ctx, acc_idx, new_rep)
     has = old_rep >= 0
     se_old = np.zeros(len(acc_idx))
@@ -225,7 +226,9 @@ def confidence(ctx: Context, acc_idx, new_rep, old_rep) -> tuple[np.ndarray, np.
     baseline = np.where(has, ctx.p_win[acc_idx, np.maximum(old_rep, 0)], ctx.p_win[acc_idx].mean(axis=1))
     dp = ctx.p_win[acc_idx, new_rep] - baseline
     se = np.sqrt(se_new**2 + se_old**2)
-    confident = ctx.signal & (dp > 2 * se)
+    r_ids = ctx.ds.reps[S.REP_ID].to_numpy(str)
+    cold = (ctx.scorer.history.n_r == 0)[ctx.scorer.space.rep_index(r_ids[new_rep])]
+    confident = ctx.signal & (dp > 2 * se) & ~cold
     return confident, se
 
 
