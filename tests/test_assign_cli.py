@@ -174,3 +174,25 @@ def test_a_flat_objective_moves_nothing_and_says_why(trained, tmp_path):
     must = int((over - cap.reindex(over.index).fillna(0)).clip(lower=0).sum())
     assert (out.moved == "True").sum() == must
     assert "warning: every pair has the same value" in res.output
+
+
+def test_scores_of_other_data_are_refused_naming_what_changed(trained, tmp_path):
+    """Issue 11, item 5: a stale or foreign scores file with the same ids was used silently."""
+    import shutil
+
+    org, uri, tmp = trained
+    assert run("score", "--data", org, "--tracking-uri", uri, "--out", tmp / "s.parquet").exit_code == 0
+    other = tmp_path / "other"
+    shutil.copytree(org, other)
+    acc = pd.read_csv(other / "accounts.csv", dtype=str, keep_default_na=False)
+    acc["industry"] = acc.industry.iloc[::-1].to_numpy()
+    acc.to_csv(other / "accounts.csv", index=False)
+    res = run("assign", "--data", other, "--tracking-uri", uri, "--scores", tmp / "s.parquet", "--out", tmp / "a.csv")
+    assert res.exit_code == 2, res.output
+    assert "error: --scores: " in res.output and "these scores are of other data" in res.output
+    assert "accounts: column(s) 'industry' changed" in res.output and not (tmp / "a.csv").exists()
+    ok = run("assign", "--data", org, "--tracking-uri", uri, "--scores", tmp / "s.parquet", "--out", tmp / "a.csv")
+    assert ok.exit_code == 0, ok.output  # the data that was scored still passes
+    (tmp / "s.parquet.json").write_text("{not json")
+    bad = run("assign", "--data", org, "--tracking-uri", uri, "--scores", tmp / "s.parquet", "--out", tmp / "b.csv")
+    assert bad.exit_code == 2 and "s.parquet.json: not a readable scores sidecar" in bad.output

@@ -103,7 +103,7 @@ def score_job(*, data: DataSource, store: Store, out: Path, model_uri: str | Non
               block_pairs: int = BLOCK_PAIRS, progress: Progress = NO_PROGRESS) -> ScoreOutcome:
     """Score every rep x account pair of the data with a model, streamed to ``out``; log an MLflow run."""
     from repfit.io import write_json
-    from repfit.scoring import refresh_history, score_blocks, write_scores
+    from repfit.scoring import data_fingerprint, refresh_history, score_blocks, write_scores
 
     ds = data.load()
     tracker = store.open()
@@ -113,8 +113,8 @@ def score_job(*, data: DataSource, store: Store, out: Path, model_uri: str | Non
     with progress.bar(len(ds.reps) * len(ds.accounts)) as bar:
         rows = write_scores(score_blocks(scorer, ds, block_pairs), Path(out), bar)
     seconds = time.perf_counter() - t0
-    write_json({"model_uri": uri, "model_version": version, "data_dir": str(data.path), "pairs": rows},
-               _model_meta(Path(out)))
+    write_json({"model_uri": uri, "model_version": version, "data_dir": str(data.path), "pairs": rows,
+                "fingerprint": data_fingerprint(ds)}, _model_meta(Path(out)))
     big = Path(out).stat().st_size > ARTIFACT_MAX_BYTES
     run_id = tracker.log_job(
         "score", params={"data_dir": str(data.path), "block_pairs": block_pairs, "out": str(out)},
@@ -148,7 +148,7 @@ def _score_all(scorer, ds: Dataset, progress: Progress) -> np.ndarray:
 def scored(*, data: DataSource, pairs: PairSource, tracker, progress: Progress, need_scorer: bool) -> Scored:
     """The data and P(win) of every pair: read from ``pairs.scores``, else scored now with the model. With
     ``need_scorer`` the model is loaded either way (suggestions read its features and history)."""
-    from repfit.scoring import read_scores, refresh_history
+    from repfit.scoring import check_fingerprint, read_scores, refresh_history
 
     ds = data.load()
     scorer = uri = version = None
@@ -157,13 +157,30 @@ def scored(*, data: DataSource, pairs: PairSource, tracker, progress: Progress, 
         scorer = refresh_history(scorer, ds)
     if pairs.scores is not None:
         P = read_scores(Path(pairs.scores), ds)
+        info = _read_meta(_model_meta(Path(pairs.scores)))
+        if "fingerprint" in info:
+            check_fingerprint(Path(pairs.scores), info["fingerprint"], ds)
         if not need_scorer:
-            meta = _model_meta(Path(pairs.scores))
-            info = json.loads(meta.read_text()) if meta.is_file() else {}
             uri, version = info.get("model_uri"), info.get("model_version")
     else:
         P = _score_all(scorer, ds, progress)
     return Scored(ds, P, uri, version, scorer)
+
+
+def _read_meta(meta: Path) -> dict:
+    """The sidecar of a scores file ({} when there is none); a corrupt one is an error naming it."""
+    if not meta.is_file():
+        return {}
+    try:
+        info = json.loads(meta.read_text())
+    except (ValueError, UnicodeDecodeError):
+        info = None
+    if not isinstance(info, dict):
+        from repfit.errors import SchemaError
+
+        raise SchemaError(f"{meta}: not a readable scores sidecar (JSON written by repfit score). Fix: score the data "
+                          "set again, or delete the sidecar to use the scores without its checks.", option="scores")
+    return info
 
 
 def _context(s: Scored):

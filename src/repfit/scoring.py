@@ -143,3 +143,41 @@ def read_scores(path: Path, ds: S.Dataset) -> np.ndarray:
     M = np.empty((len(accs), len(reps)))
     M[accs.get_indexer(df[S.ACCOUNT_ID]), reps.get_indexer(df[S.REP_ID])] = df["p_win"].to_numpy()
     return M
+
+
+SCORED_BY = {  # what P(win) depends on, per table: ids, the attributes the features read, and the history
+    "reps": lambda df: df.drop(columns=[S.CAPACITY]),
+    "accounts": lambda df: df.drop(columns=[c for c in (S.CURRENT_REP_ID, S.LOCKED, S.TIER) if c in df.columns]),
+    "opportunities": lambda df: df[df[S.OUTCOME] != S.OUTCOME_OPEN],
+}
+
+
+def data_fingerprint(ds: S.Dataset) -> dict[str, dict[str, str]]:
+    """What scores depend on, as hashes per table and column (plus row counts): recorded beside a scores file, so
+    that a scores file of other data is refused (``check_fingerprint``)."""
+    import hashlib
+
+    out = {}
+    for table, view in SCORED_BY.items():
+        df = view(getattr(ds, table))
+        cols = {c: hashlib.sha256(pd.util.hash_pandas_object(df[c].astype(str), index=False).to_numpy().tobytes())
+                .hexdigest()[:16] for c in df.columns}
+        out[table] = {"rows": str(len(df)), **cols}
+    return out
+
+
+def check_fingerprint(path: Path, recorded: dict, ds: S.Dataset) -> None:
+    """Raise ``SchemaError`` naming what changed when ``recorded`` (the scores sidecar's) is not ``ds``'s."""
+    now = data_fingerprint(ds)
+    changes = []
+    for table, cols in now.items():
+        then = recorded.get(table, {})
+        if then.get("rows") != cols["rows"]:
+            changes.append(f"{table}: {then.get('rows', '?')} rows scored, {cols['rows']} now")
+        diff = [c for c in cols if c != "rows" and then.get(c) != cols[c]]
+        if diff and then.get("rows") == cols["rows"]:
+            changes.append(f"{table}: column(s) {', '.join(map(repr, diff[:5]))} changed")
+    if changes:
+        raise SchemaError(f"{path}: these scores are of other data than {ds.paths['accounts']} and its tables "
+                          f"({'; '.join(changes)}). Fix: score this data set again (repfit score), or give the data "
+                          "directory that was scored.", option="scores")
