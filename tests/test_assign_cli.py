@@ -196,3 +196,28 @@ def test_scores_of_other_data_are_refused_naming_what_changed(trained, tmp_path)
     (tmp / "s.parquet.json").write_text("{not json")
     bad = run("assign", "--data", org, "--tracking-uri", uri, "--scores", tmp / "s.parquet", "--out", tmp / "b.csv")
     assert bad.exit_code == 2 and "s.parquet.json: not a readable scores sidecar" in bad.output
+
+
+def test_ids_that_read_as_missing_survive_a_scores_csv_and_bad_p_win_is_one_line(org_copy, tracking_uri, tmp_path):
+    """Issue 11, items 11 and 12: ids 'NA', 'null', 'None', 'nan' became missing when repfit read its own CSV back;
+    a non-numeric p_win crashed."""
+    reps = pd.read_csv(org_copy / "reps.csv", dtype=str, keep_default_na=False)
+    names = dict(zip(reps.rep_id[:4], ["NA", "null", "None", "nan"]))
+    reps["rep_id"] = reps.rep_id.replace(names)
+    reps.to_csv(org_copy / "reps.csv", index=False)
+    for table, col in (("accounts", "current_rep_id"), ("opportunities", "rep_id")):
+        df = pd.read_csv(org_copy / f"{table}.csv", dtype=str, keep_default_na=False)
+        df[col] = df[col].replace(names)
+        df.to_csv(org_copy / f"{table}.csv", index=False)
+    assert run("train", "--data", org_copy, "--tracking-uri", tracking_uri, "--models-dir", tmp_path / "m").exit_code == 0
+    assert run("score", "--data", org_copy, "--tracking-uri", tracking_uri, "--out", tmp_path / "s.csv").exit_code == 0
+    res = run("assign", "--data", org_copy, "--tracking-uri", tracking_uri, "--scores", tmp_path / "s.csv",
+              "--out", tmp_path / "a.csv")
+    assert res.exit_code == 0, res.output
+    assert {"NA", "null", "None", "nan"} <= set(pd.read_csv(tmp_path / "a_reps.csv", dtype=str, keep_default_na=False).rep_id)
+    s = pd.read_csv(tmp_path / "s.csv", dtype=str, keep_default_na=False)
+    s.loc[3, "p_win"] = "high"
+    s.to_csv(tmp_path / "s.csv", index=False)
+    bad = run("assign", "--data", org_copy, "--tracking-uri", tracking_uri, "--scores", tmp_path / "s.csv",
+              "--out", tmp_path / "b.csv")
+    assert bad.exit_code == 2 and "column 'p_win' must be numbers in [0, 1]; found ['high']" in bad.output

@@ -310,3 +310,14 @@ def test_a_repeated_header_and_two_files_for_one_table_are_errors(org_copy):
     pd.read_csv(org_copy / "reps.csv").to_parquet(org_copy / "reps.parquet")
     with pytest.raises(SchemaError, match=r"both reps.csv and reps.parquet hold the 'reps' table"):
         load_dataset(org_copy)
+
+
+def test_a_bom_in_a_mapping_is_read_and_a_bad_date_format_is_one_line(org_copy):
+    """Issue 11, item 12: a BOM (Windows editors) broke the TOML; '%Q' crashed inside pandas."""
+    (org_copy / "repfit.toml").write_bytes("\ufeff[dates]\nformat = \"ISO8601\"\n".encode("utf-8"))
+    assert len(load_dataset(org_copy).reps) == 12
+    (org_copy / "repfit.toml").write_text('[dates]\nformat = "%Q"\n')
+    with pytest.raises(SchemaError, match=r"\[dates\] format '%Q' is not a date format"):
+        load_dataset(org_copy)
+    res = run("validate", "--data", org_copy)
+    assert res.exit_code == 2 and "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1

@@ -298,7 +298,7 @@ def _load(cls: type, path: str | Path | None) -> Any:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found. Fix: pass an existing file, or omit the option for defaults.")
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        doc = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(
             f"{path}: not valid TOML ({exc}); Fix: correct the syntax (UTF-8 text, key = value lines)."

@@ -125,7 +125,7 @@ class Mapping:
         if not path.is_file():
             raise ConfigError(f"{path}: mapping file not found. Fix: pass an existing file.", option="mapping")
         try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+            raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid TOML ({exc}). Fix the syntax of the mapping file.") from None
         _check_mapping(path, raw)
@@ -420,7 +420,11 @@ def _dates(df: pd.DataFrame, column: str, path: Path, fmt: str, rows: pd.Series)
     raw = df[column]
     # CRM exports carry time zones (2024-03-01T10:00:00Z, mixed offsets, UTC Parquet timestamps): every date is
     # read as UTC and kept without its zone (a finding says so)
-    parsed = pd.to_datetime(raw, errors="coerce", format=fmt, utc=True).dt.tz_localize(None)
+    try:
+        parsed = pd.to_datetime(raw, errors="coerce", format=fmt, utc=True).dt.tz_localize(None)
+    except ValueError as exc:  # a format pandas cannot use at all (e.g. "%Q")
+        raise SchemaError(f"[dates] format {fmt!r} is not a date format ({exc}). Fix: use strftime codes, e.g. "
+                          f"format = \"%m/%d/%Y\", or \"ISO8601\" (the default) in {MAPPING_FILE}.") from None
     bad = rows & raw.notna() & parsed.isna()
     if bad.any():
         raise SchemaError(

@@ -112,16 +112,21 @@ def read_scores(path: Path, ds: S.Dataset) -> np.ndarray:
         raise SchemaError(f"{path}: scores file not found. Fix: score the data set into that file first (repfit score).",
                           option="scores")
     try:
-        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={S.REP_ID: str, S.ACCOUNT_ID: str})
+        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={S.REP_ID: str, S.ACCOUNT_ID: str},
+                                                                                 keep_default_na=False, na_values={"p_win": [""]})
     except Exception as exc:  # noqa: BLE001 - any reader failure is a malformed file for the user
-        raise SchemaError(f"{path}: not a readable scores file ({type(exc).__name__}). Fix: regenerate it with `repfit score`.") from None
+        raise SchemaError(f"{path}: not a readable scores file ({type(exc).__name__}). Fix: score the data set again (repfit score).",
+                          option="scores") from None
     missing = [c for c in (S.REP_ID, S.ACCOUNT_ID, "p_win") if c not in df.columns]
     if missing:
         raise SchemaError(f"{path}: column {', '.join(map(repr, missing))} is missing (found: {', '.join(map(repr, df.columns))}). "
-                          "Fix: regenerate it with `repfit score`.")
-    bad = ~df["p_win"].between(0, 1)
+                          "Fix: score the data set again (repfit score).", option="scores")
+    p = pd.to_numeric(df["p_win"], errors="coerce")
+    bad = ~p.between(0, 1)  # NaN (not a number) is outside too
     if bad.any():
-        raise SchemaError(f"{path}: column 'p_win' must lie in [0, 1]; found {df.loc[bad, 'p_win'].head(5).tolist()}.")
+        raise SchemaError(f"{path}: column 'p_win' must be numbers in [0, 1]; found {df.loc[bad, 'p_win'].head(5).tolist()}. "
+                          "Fix: score the data set again (repfit score).", option="scores")
+    df = df.assign(p_win=p)
     dup = df.duplicated([S.REP_ID, S.ACCOUNT_ID])
     if dup.any():
         ex = df.loc[dup, [S.REP_ID, S.ACCOUNT_ID]].head(5).itertuples(index=False)
