@@ -17,6 +17,9 @@ from repfit.errors import RepfitError
 
 class _Group(click.Group):
     def invoke(self, ctx):
+        from repfit.io import reset_protected
+
+        reset_protected()
         try:
             return super().invoke(ctx)
         except RepfitError as exc:
@@ -449,6 +452,10 @@ def format_summary(s: dict, warnings) -> str:
 
 
 def main() -> None:
+    import signal
+
+    # SIGTERM (a scheduler stopping the job) unwinds like Ctrl-C: half-written outputs are removed, none is left
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     app(prog_name="repfit")
 
 

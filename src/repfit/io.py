@@ -24,6 +24,17 @@ def _umask() -> int:
 
 
 _UMASK = _umask()
+_PROTECTED: set[Path] = set()  # the input tables of the running command: never an output
+
+
+def reset_protected() -> None:
+    """A new command begins: forget the inputs of the one before (the CLI calls this)."""
+    _PROTECTED.clear()
+
+
+def protect_inputs(paths) -> None:
+    """Refuse outputs onto these files (the tables a command read) for the rest of the process."""
+    _PROTECTED.update(Path(p).resolve() for p in paths)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
@@ -31,6 +42,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     target = Path(path)
     if target.is_dir():
         raise RepfitError(f"{target}: is a directory. Fix: give a file name for the output.")
+    if target.resolve() in _PROTECTED:
+        raise RepfitError(f"{target}: is an input table of this run; writing there would overwrite it. Fix: choose "
+                          "another output path.", option="out")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -55,7 +69,7 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     CSV cells that a spreadsheet would read as a formula are escaped (see ``escape_formulas``).
     """
     target = Path(path)
-    if target.suffix == ".parquet":
+    if target.suffix.lower() == ".parquet":
         return atomic_write(target, lambda p: df.to_parquet(p, index=False))
     return atomic_write(target, lambda p: escape_formulas(df).to_csv(p, index=False))
 

@@ -33,7 +33,12 @@ class DataSource:
     mapping: Path | None = None
 
     def load(self) -> Dataset:
-        return load_dataset(self.path, self.mapping)
+        """The validated tables; none of their files may then be written as an output."""
+        from repfit.io import protect_inputs
+
+        ds = load_dataset(self.path, self.mapping)
+        protect_inputs(ds.paths.values())
+        return ds
 
 
 @dataclass(frozen=True)

@@ -67,10 +67,15 @@ MAX_SHOWN = 5
 MAPPING_FILE = "repfit.toml"
 
 
+def _clip(text: str, limit: int = 80) -> str:
+    """A value as shown in a message: at most ``limit`` characters (a 200 KB id must not make a 1 MB line)."""
+    return text if len(text) <= limit else f"{text[:limit - 20]}...({len(text):,} characters)"
+
+
 def listed(values: Any, n: int = MAX_SHOWN) -> str:
     """Render up to ``n`` values for an error message, with a count of the rest."""
     vals = list(values)
-    shown = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in vals[:n])
+    shown = ", ".join(_clip(repr(v) if isinstance(v, str) else str(v)) for v in vals[:n])
     more = len(vals) - n
     return shown + (f" (and {more} more)" if more > 0 else "")
 

@@ -65,7 +65,7 @@ def write_scores(blocks: Iterator[pd.DataFrame], path: Path, bar: Bar = NO_BAR) 
 
     def write(tmp: Path) -> None:
         nonlocal rows
-        if path.suffix == ".csv":
+        if path.suffix.lower() == ".csv":  # "x.CSV" is a CSV too
             with open(tmp, "w", encoding="utf-8", newline="") as fh:
                 for i, b in enumerate(blocks):
                     escape_formulas(b).to_csv(fh, index=False, header=i == 0)
@@ -112,7 +112,7 @@ def read_scores(path: Path, ds: S.Dataset) -> np.ndarray:
         raise SchemaError(f"{path}: scores file not found. Fix: score the data set into that file first (repfit score).",
                           option="scores")
     try:
-        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={S.REP_ID: str, S.ACCOUNT_ID: str},
+        df = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path, dtype={S.REP_ID: str, S.ACCOUNT_ID: str},
                                                                                  keep_default_na=False, na_values={"p_win": [""]})
     except Exception as exc:  # noqa: BLE001 - any reader failure is a malformed file for the user
         raise SchemaError(f"{path}: not a readable scores file ({type(exc).__name__}). Fix: score the data set again (repfit score).",
@@ -133,7 +133,7 @@ def read_scores(path: Path, ds: S.Dataset) -> np.ndarray:
         raise SchemaError(f"{path}: duplicate (rep_id, account_id) pairs {[tuple(x) for x in ex]}. Fix: keep one score per pair.")
     reps = pd.Index(ds.reps[S.REP_ID])
     accs = pd.Index(ds.accounts[S.ACCOUNT_ID])
-    if path.suffix != ".parquet":  # ids that looked like formulas were quoted for spreadsheets
+    if path.suffix.lower() != ".parquet":  # ids that looked like formulas were quoted for spreadsheets
         from repfit.io import unescape_ids
 
         df[S.REP_ID], df[S.ACCOUNT_ID] = unescape_ids(df[S.REP_ID], reps), unescape_ids(df[S.ACCOUNT_ID], accs)

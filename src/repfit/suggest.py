@@ -95,7 +95,7 @@ def reasons(ctx: Context, acc_idx: np.ndarray, new_rep: np.ndarray, old_rep: np.
             if G[i, j] <= 0 or len(words) >= N_REASONS:
                 break
             text = _sentence(ctx, keys[j], int(rn[i]), int(a[i]), int(ro[i]))
-            if text:
+            if text and text not in words:  # two topics may rest on one fact: say it once
                 words.append(text)
         out.append("; ".join(words) if words else "small differences across many features")
     return out

@@ -1,0 +1,50 @@
+"""Faults and small traps around outputs (issue 11, minor items): each ends in a right answer or one clear line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from conftest import run
+
+
+def test_an_upper_case_csv_suffix_gets_csv_and_an_input_table_is_never_overwritten(trained):
+    org, uri, tmp = trained
+    res = run("score", "--data", org, "--tracking-uri", uri, "--out", tmp / "s.CSV")
+    assert res.exit_code == 0, res.output
+    assert (tmp / "s.CSV").read_text().startswith("rep_id,account_id,p_win")  # not Parquet bytes
+    before = (org / "accounts.csv").read_bytes()
+    res = run("assign", "--data", org, "--tracking-uri", uri, "--out", org / "accounts.csv")
+    assert res.exit_code == 2 and "is an input table of this run" in res.output and "Traceback" not in res.output
+    assert (org / "accounts.csv").read_bytes() == before
+
+
+def test_a_huge_value_is_shortened_in_the_message(org_copy):
+    acc = pd.read_csv(org_copy / "accounts.csv", dtype=str, keep_default_na=False)
+    acc.loc[0, "current_rep_id"] = "X" * 200_000
+    acc.to_csv(org_copy / "accounts.csv", index=False)
+    res = run("validate", "--data", org_copy)
+    assert res.exit_code == 2 and "characters) (on line 2)" in res.output  # 200,000 X and the quotes
+    assert len(res.output) < 2_000
+
+
+def test_sigterm_leaves_no_half_written_file(tmp_path):
+    """A scheduler stopping the job: the temporary file of the output being written is removed, as on Ctrl-C."""
+    out = tmp_path / "org"
+    exe = Path(sys.executable).with_name("repfit")
+    proc = subprocess.Popen([str(exe), "synth", "--out", str(out), "--reps", "300", "--accounts", "300000"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(out.glob(".*.tmp")) and proc.poll() is None:
+        time.sleep(0.05)
+    assert list(out.glob(".*.tmp")), "the output was never being written (machine too fast for this check?)"
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert not list(out.glob(".*.tmp"))
