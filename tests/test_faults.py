@@ -48,3 +48,36 @@ def test_sigterm_leaves_no_half_written_file(tmp_path):
     proc.wait(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM
     assert not list(out.glob(".*.tmp"))
+
+
+def test_an_unreachable_tracking_server_fails_fast_with_one_line(small_org, tmp_path):
+    """Issue 11, item 11: MLflow retried for 4 minutes, then printed a traceback."""
+    t0 = time.monotonic()
+    res = run("score", "--data", small_org, "--tracking-uri", "http://127.0.0.1:9", "--out", tmp_path / "s.csv")
+    assert time.monotonic() - t0 < 30
+    assert res.exit_code == 2, res.output
+    assert res.output.startswith("error: --tracking-uri: http://127.0.0.1:9: cannot use this MLflow tracking store")
+    assert len(res.output.strip().splitlines()) == 1
+
+
+def test_a_registered_model_whose_artifacts_are_gone_is_one_line(small_org, tracking_uri, tmp_path):
+    import shutil
+
+    assert run("train", "--data", small_org, "--tracking-uri", tracking_uri, "--models-dir", tmp_path / "m").exit_code == 0
+    shutil.rmtree(Path(tracking_uri[len("sqlite:///"):]).parent / "artifacts")
+    res = run("score", "--data", small_org, "--tracking-uri", tracking_uri, "--out", tmp_path / "s.csv")
+    assert res.exit_code == 2, res.output
+    assert "the model bundle of run" in res.output and "artifacts may have been deleted" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_concurrent_first_use_of_a_new_store_creates_its_schema_once(tmp_path):
+    """Issue 11, item 11: two jobs starting on a new SQLite store raced to create its tables."""
+    code = ("import sys; from pathlib import Path; from repfit.tracking import open_tracker; "
+            "open_tracker(sys.argv[1], Path('.')); print('ok')")
+    uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
+    (tmp_path / "new").mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", code, uri], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-500:] for _, e in outs]

@@ -57,6 +57,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     try:
         write(tmp)
         os.replace(tmp, target)
+    except OSError as exc:  # disk full, quota, a path gone mid-way: the previous output (or none) stays
+        raise RepfitError(f"{target}: could not be written ({exc.strerror or type(exc).__name__}). Fix: free space "
+                          "or choose another output path; any previous file there is unchanged.") from None
     finally:
         if tmp.exists():
             tmp.unlink()

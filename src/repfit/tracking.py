@@ -34,6 +34,9 @@ SCORER_ARTIFACT = "bundle/scorer.joblib"
 def _quiet() -> None:
     """MLflow's INFO logs, progress bars and advice about pickling are noise in a CLI's output."""
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    # an unreachable tracking server fails within seconds, not after minutes of retries
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     for name in ("mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*type hints.*")
@@ -94,7 +97,19 @@ class Tracker:
         _quiet()
         self.uri = uri
         mlflow.set_tracking_uri(uri)
-        self.client = MlflowClient(uri)
+        try:
+            with _schema_lock(uri):  # the first use of a new SQLite store creates its tables: one process at a time
+                self.client = MlflowClient(uri)
+                self._open(experiment, artifact_root)
+        except RepfitError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a store we cannot use: unreachable, read-only, not MLflow's
+            raise RepfitError(f"{uri}: cannot use this MLflow tracking store ({_first_line(exc)}). Fix: start the "
+                              "tracking server or correct the URI, or leave it unset for the embedded store under "
+                              "mlruns/.", option="tracking_uri") from None
+
+    def _open(self, experiment: str, artifact_root: Path | None) -> None:
+        uri = self.uri
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
             location = None
@@ -229,8 +244,13 @@ class Tracker:
         from repfit.winprob import PairScorer
 
         with tempfile.TemporaryDirectory() as tmp:
-            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=SCORER_ARTIFACT, dst_path=tmp,
-                                                       tracking_uri=self.uri)
+            try:
+                path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=SCORER_ARTIFACT, dst_path=tmp,
+                                                           tracking_uri=self.uri)
+            except Exception as exc:  # noqa: BLE001 - deleted or unreachable artifacts
+                raise RepfitError(f"{self.uri}: the model bundle of run {run_id} cannot be read ({_first_line(exc)}); "
+                                  "its artifacts may have been deleted or moved. Fix: train the model again, or "
+                                  "restore the store's artifacts folder.", option="model") from None
             return PairScorer.load(path)
 
     def scorer_for(self, model_uri: str):
@@ -258,6 +278,31 @@ class Tracker:
                 option="model",
             ) from None
         return self.load_scorer(mv.run_id), model_uri, str(mv.version)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
+class _schema_lock:
+    """An exclusive file lock beside a SQLite store while it is opened (MLflow creates the schema on first use;
+    two processes doing that at once fail with "table ... already exists"). No-op for other stores."""
+
+    def __init__(self, uri: str):
+        self.path = Path(uri[len("sqlite:///"):]).with_suffix(".lock") if uri.startswith("sqlite:///") else None
+
+    def __enter__(self):
+        if self.path is not None and self.path.parent.is_dir():
+            import fcntl
+
+            self.fh = open(self.path, "a")
+            fcntl.flock(self.fh, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        if getattr(self, "fh", None) is not None:
+            self.fh.close()  # closing releases the lock
 
 
 def open_tracker(uri: str | None, cwd: Path) -> Tracker:
