@@ -155,10 +155,13 @@ class FeatureSpace:
         attribute values of ``ds``: a newer export, new reps and accounts included (cold start). Raises
         ``SchemaError`` when ``ds`` lacks an attribute the model uses."""
         reps, accs = ds.reps, ds.accounts
-        for c in self.static_columns:
-            frame = reps if c.table == "reps" else accs
-            if c.attribute not in frame.columns:
-                raise SchemaError(f"{ds.paths[c.table]}: column '{c.attribute}' is missing, and the model uses it. "
+        needed = [(c.table, c.attribute) for c in self.static_columns]
+        for d in self.dims:
+            tables = {MATCH: ("reps", "accounts"), OPPORTUNITY: ("opportunities",)}.get(d.kind, ("accounts",))
+            needed += [(t, d.column) for t in tables]
+        for table, column in needed:
+            if column not in getattr(ds, table).columns:
+                raise SchemaError(f"{ds.paths[table]}: column '{column}' is missing, and the model uses it. "
                                   "Fix: include it, or train a model on data without it.")
         rep_static = {c.name: _encode(reps[c.attribute], c.levels) for c in self.static_columns if c.table == "reps"}
         acc_static = {c.name: _encode(accs[c.attribute], c.levels) for c in self.static_columns if c.table == "accounts"}
@@ -168,7 +171,7 @@ class FeatureSpace:
             if d.kind == ACCOUNT:
                 account_value[d.name] = _codes(accs[d.column], d.levels)
             elif d.kind == BAND:
-                vals = accs[d.column].to_numpy(float)
+                vals = pd.to_numeric(accs[d.column], errors="coerce").to_numpy(float)  # text in a newer export: missing
                 account_value[d.name] = np.where(np.isnan(vals), -1, np.searchsorted(np.asarray(d.levels), vals, side="right"))
             elif d.kind == MATCH:
                 levels = sorted(set(reps[d.column].dropna()) | set(accs[d.column].dropna()))
