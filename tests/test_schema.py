@@ -140,7 +140,7 @@ BAD = {
     "unknown current rep": (lambda o: edit(o, *_set("accounts", "current_rep_id", 2, "GHOST")),
                             [r"accounts.csv: column 'current_rep_id' names reps not in reps.csv: 'GHOST'", r"line 4"]),
     "unparseable date": (lambda o: edit(o, *_set("opportunities", "created_at", 1, "31/02/2024")),
-                         [r"column 'created_at' has unparseable dates '31/02/2024'", r"line 3", r"\[dates\] format"]),
+                         [r"column 'created_at' has unparseable or implausible dates '31/02/2024'", r"line 3", r"\[dates\] format"]),
     "reversed dates": (lambda o: edit(o, *_set("opportunities", "closed_at", 0, "2000-01-01")),
                        [r"'closed_at' is before 'created_at' on line 2", r"2000-01-01 <"]),
     "unknown outcome": (lambda o: edit(o, *_set("opportunities", "outcome", 7, "maybe")),
@@ -161,6 +161,8 @@ BAD = {
                               [r"column 'potential' has non-numeric values '12k'", r"line 5"]),
     "bad locked flag": (lambda o: edit(o, *_set("accounts", "locked", 0, "perhaps")),
                         [r"column 'locked' has values 'perhaps' that are not true/false"]),
+    "implausible date": (lambda o: edit(o, *_set("opportunities", "created_at", 0, "-1")),
+                         [r"column 'created_at' has unparseable or implausible dates '-1'", r"line 2"]),
     # issue 11, item 2: non-finite numbers are bad input everywhere
     "infinite potential": (lambda o: edit(o, *_set("accounts", "potential", 2, "inf")),
                            [r"column 'potential' has non-finite values 'inf'", r"line 4", r"Fix: use finite numbers"]),

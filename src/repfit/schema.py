@@ -430,10 +430,12 @@ def _dates(df: pd.DataFrame, column: str, path: Path, fmt: str, rows: pd.Series)
     except ValueError as exc:  # a format pandas cannot use at all (e.g. "%Q")
         raise SchemaError(f"[dates] format {fmt!r} is not a date format ({exc}). Fix: use strftime codes, e.g. "
                           f"format = \"%m/%d/%Y\", or \"ISO8601\" (the default) in {MAPPING_FILE}.") from None
-    bad = rows & raw.notna() & parsed.isna()
+    implausible = parsed.notna() & ((parsed < pd.Timestamp("1900-01-01")) | (parsed > pd.Timestamp("2200-01-01")))
+    bad = rows & raw.notna() & (parsed.isna() | implausible)  # "-1" parses as the year -1
+    parsed = parsed.where(~implausible)
     if bad.any():
         raise SchemaError(
-            f"{path}: column '{column}' has unparseable dates {listed(pd.unique(raw[bad]))} "
+            f"{path}: column '{column}' has unparseable or implausible dates {listed(pd.unique(raw[bad]))} "
             f"(on {_lines(df.index[bad])}). Fix: use ISO dates (YYYY-MM-DD), or set [dates] format "
             f"in {MAPPING_FILE} (e.g. format = \"%m/%d/%Y\")."
         )
@@ -446,8 +448,9 @@ def _dates(df: pd.DataFrame, column: str, path: Path, fmt: str, rows: pd.Series)
     return parsed
 
 
-def _infer_attributes(df: pd.DataFrame, reserved: set[str]) -> pd.DataFrame:
-    """Attribute columns that parse fully as numbers become float; others stay text (categorical)."""
+def _infer_attributes(df: pd.DataFrame, reserved: set[str], path: Path) -> pd.DataFrame:
+    """Attribute columns that parse fully as numbers become float; others stay text (categorical). A numeric
+    attribute with an infinite value is bad input (issue 11, item 2)."""
     out = {}
     for c in df.columns:
         if c in reserved:
@@ -455,14 +458,17 @@ def _infer_attributes(df: pd.DataFrame, reserved: set[str]) -> pd.DataFrame:
         col = df[c]
         if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
             out[c] = col.astype(float)
-            continue
-        num = pd.to_numeric(col, errors="coerce")
-        if col.notna().any() and (num.notna() == col.notna()).all():
-            out[c] = num.astype(float)
         else:
-            out[c] = col.astype("string").str.strip()
+            num = pd.to_numeric(col, errors="coerce")
+            numeric = col.notna().any() and (num.notna() == col.notna()).all()
+            out[c] = num.astype(float) if numeric else col.astype("string").str.strip()
+        if pd.api.types.is_float_dtype(out[c]):
+            inf = np.isinf(out[c].to_numpy(float))
+            if inf.any():
+                raise SchemaError(f"{path}: column '{c}' has non-finite values {listed(pd.unique(col[inf]))} "
+                                  f"(on {_lines(df.index[inf])}). Fix: use finite numbers (leave the cell empty if "
+                                  "unknown).")
     return df.assign(**out) if out else df
-
 
 def derive_tiers(potential: pd.Series) -> pd.Series:
     """Tier labels from potential quantiles: top 20% 'A', next 30% 'B', rest 'C'; ties share a tier."""
@@ -493,7 +499,7 @@ def _validate_reps(df: pd.DataFrame, path: Path, n_accounts: int) -> pd.DataFram
         cap = pd.Series(np.nan, index=df.index)
     default = math.ceil(1.1 * n_accounts / len(df))
     df = df.assign(**{REP_ID: rep_id, CAPACITY: cap.fillna(default).astype("int64")})
-    return _infer_attributes(df, RESERVED["reps"])
+    return _infer_attributes(df, RESERVED["reps"], path)
 
 
 def _validate_accounts(df: pd.DataFrame, path: Path, rep_ids: pd.Index, reps_path: Path) -> pd.DataFrame:
@@ -540,7 +546,7 @@ def _validate_accounts(df: pd.DataFrame, path: Path, rep_ids: pd.Index, reps_pat
         cols[TIER] = tier
     else:
         cols[TIER] = derive_tiers(cols[POTENTIAL])
-    return _infer_attributes(df.assign(**cols), RESERVED["accounts"])
+    return _infer_attributes(df.assign(**cols), RESERVED["accounts"], path)
 
 
 def _normalise_outcome(raw: pd.Series, path: Path, df: pd.DataFrame, mapping: Mapping) -> pd.Series:
@@ -599,7 +605,7 @@ def _validate_opportunities(
     }
     if AMOUNT in df.columns:
         cols[AMOUNT] = _numbers(df, AMOUNT, path)
-    return _infer_attributes(df.assign(**cols), RESERVED["opportunities"])
+    return _infer_attributes(df.assign(**cols), RESERVED["opportunities"], path)
 
 
 def load_dataset(data_dir: str | Path, mapping: str | Path | Mapping | None = None) -> Dataset:
