@@ -22,7 +22,7 @@ import numpy as np
 from repfit.config import FeatureConfig, TrainConfig
 from repfit.schema import load_dataset
 from repfit.scoring import score_matrix
-from repfit.suggest import Context, _confidence
+from repfit.suggest import Context, confidence
 from repfit.synth import true_win_matrix, write_org
 from repfit.training.train import train
 
@@ -43,7 +43,7 @@ def top1_quality(data_dir: Path, seed: int) -> dict:
     star_rep = np.where(cur[differ] == star, np.argsort(-scorer.history.w_r / np.maximum(scorer.history.n_r, 1))[1], star)
     rng = np.random.default_rng(seed)
     rand = (cur[differ] + rng.integers(1, R, len(differ))) % R
-    conf, _ = _confidence(ctx, differ, top1[differ], cur[differ])
+    conf, _ = confidence(ctx, differ, top1[differ], cur[differ])
     return {"accounts": len(differ), "repfit": right.mean(),
             "star": np.mean(truth[differ, star_rep] > truth[differ, cur[differ]]),
             "random": np.mean(truth[differ, rand] > truth[differ, cur[differ]]),
