@@ -81,3 +81,35 @@ def test_concurrent_first_use_of_a_new_store_creates_its_schema_once(tmp_path):
                               text=True) for _ in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [e[-500:] for _, e in outs]
+
+
+def test_a_full_disk_keeps_the_previous_output_and_says_so(tmp_path):
+    """Issue 11, item 11: a write that fails half-way (ENOSPC) leaves the previous file and no temporary file."""
+    import errno
+
+    import pytest
+
+    from repfit.errors import RepfitError
+    from repfit.io import atomic_write
+
+    target = tmp_path / "out.csv"
+    target.write_text("previous\n")
+
+    def fill_the_disk(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(RepfitError, match=r"out.csv: could not be written \(No space left on device\)"):
+        atomic_write(target, fill_the_disk)
+    assert target.read_text() == "previous\n" and sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
+
+
+def test_a_read_only_store_is_one_line_and_the_outputs_stay(trained, tmp_path):
+    """Issue 11, item 11: a store that cannot be written (opened read-only here: as root, file modes do not stop
+    writes) fails with one line when the run is logged."""
+    org, uri, tmp = trained
+    ro = f"sqlite:///file:{uri[len('sqlite:///'):]}?mode=ro&uri=true"
+    res = run("score", "--data", org, "--tracking-uri", ro, "--out", tmp_path / "s.csv")
+    assert res.exit_code == 2, res.output
+    assert "error: --tracking-uri: " in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1

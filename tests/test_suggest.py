@@ -156,6 +156,9 @@ def test_suggest_account_rep_and_all_end_to_end(trained):
     moved = a[a.moved == "True"].set_index("account_id").rep_id
     assert t.set_index("account_id").to_rep_id.sort_index().equals(moved.sort_index().rename("to_rep_id"))
     assert set(t.group) <= {"move", "chain", "exchange"}
+    for why in t.reasons:  # issue 11 (minor): a reason was printed twice in one suggestion
+        parts = why.split("; ")
+        assert len(parts) == len(set(parts)), why
 
     from mlflow.tracking import MlflowClient
 

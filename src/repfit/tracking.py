@@ -37,8 +37,8 @@ def _quiet() -> None:
     # an unreachable tracking server fails within seconds, not after minutes of retries
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    for name in ("mlflow", "alembic"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    for name in ("mlflow", "alembic"):  # store failures reach the user as one RepfitError line, not as MLflow's logs
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     warnings.filterwarnings("ignore", message=".*type hints.*")
     warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
 
@@ -90,6 +90,24 @@ class Decision:
     compared_rows: int
 
 
+def _store_errors(method):
+    """A tracking store that fails while a run is logged (read-only, full, gone) is one RepfitError naming it."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except RepfitError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any store failure, as one line for the user
+            raise RepfitError(f"{self.uri}: the run could not be logged to this MLflow store ({_first_line(exc)}); "
+                              "files already written stay. Fix: make the store writable (or free space), or use "
+                              "another tracking URI.", option="tracking_uri") from None
+
+    return wrapped
+
+
 class Tracker:
     """A connection to one tracking store and experiment."""
 
@@ -124,6 +142,7 @@ class Tracker:
         mlflow.set_experiment(experiment_id=exp_id)
 
     # --- training ---------------------------------------------------------------------------
+    @_store_errors
     def log_training(self, result, data_dir: str, configs: dict[str, str], promote: bool,
                      models_dir: Path | None, score_champion) -> tuple[str, Decision]:
         """Log one training run, register its model, and decide champion vs challenger.
@@ -226,6 +245,7 @@ class Tracker:
                    "kept as challenger: does not beat the champion")
         return Decision(version, promoted, f"{verdict} ({reason})", ours, theirs, champ.version, int(ok.sum()))
 
+    @_store_errors
     def log_job(self, kind: str, params: dict, metrics: dict, tags: dict, artifacts: list[Path],
                 texts: dict[str, str] | None = None) -> str:
         """One MLflow run for a ``score`` / ``assign`` / ... job, with its outputs as artifacts."""
