@@ -279,8 +279,23 @@ def test_heavy_tailed_values_keep_every_account_exact(solver, seed):
     giant = int(np.argmax(potential))
     rest = np.arange(A) != giant
     best_rest = _float_optimum(values[rest], prob.capacity - np.eye(R, dtype=int)[x[giant]])
-    assert prob.value_tolerance < 1e-3 * best_rest  # measured 1.1e-4 to 1.8e-4 on these seeds
+    assert prob.value_tolerance < 1e-3 * best_rest  # measured 2e-4 to 3e-4 on these seeds
     assert float(values[np.flatnonzero(rest), x[rest]].sum()) >= best_rest - prob.value_tolerance
     # the old fixed scale: the same problem rounded to 1e7 units loses far more than that
     coarse = np.rint(values / values.max() * 1e7)
     assert (coarse[rest] == 0).mean() > 0.9
+
+
+def test_tier_balance_with_a_move_budget_on_more_than_a_thousand_nodes():
+    """The demo's `suggest --all --balance-tiers --max-moves 200` hit OR-tools' cost range (BAD_COST_RANGE) once
+    the integer scale grew with the problem (issue 11, item 1): above ~1,000 nodes the int64 limit, not float64's,
+    sets the scale, and the flow with its penalties and keep bonus must still fit."""
+    rng = np.random.default_rng(4)
+    A, R = 1100, 5
+    values = rng.beta(2, 5, (A, R)) * np.exp(rng.normal(10, 1, A))[:, None]
+    cur = rng.integers(0, R, A)
+    p = Problem(values=values, capacity=np.full(R, 260), current=cur, locked=np.zeros(A, bool),
+                tiers=rng.integers(0, 3, A), max_moves=50)
+    assert A + R + 2 + 3 * R > 1024
+    sol = solve(p)
+    assert p.moves(sol.assignment) <= 50 and sol.certified

@@ -15,7 +15,9 @@ import numpy as np
 from repfit.errors import InfeasibleAssignment
 from repfit.schema import listed  # the one renderer of "a, b, c (and N more)" in messages
 
-INT_LIMIT = 2**62  # every integer a solver forms from the values stays below this (int64 has 2**63)
+# every integer a solver forms from the values, times the node count, stays below this: OR-tools' min-cost flow
+# refuses (BAD_COST_RANGE) once max |cost| x nodes passes about 2**63 / 2.4 (measured), so 16x margin
+INT_LIMIT = 2**59
 FLOAT_EXACT = 2**52  # ... and below this where a solver adds them up in float64 (Hungarian, MILP): exact there
 
 
@@ -85,9 +87,9 @@ class Problem:
         The largest integer a solver forms is a penalty of 3 x (A + 1) x the largest gain, a gain being a value
         plus a keep bonus of at most twice the value range; OR-tools' cost scaling multiplies costs by the node
         count; the Hungarian method and HiGHS add them up in float64, exact below ``FLOAT_EXACT``. So the
-        largest |value| maps to ``min(INT_LIMIT / (nodes + 1), FLOAT_EXACT) / (9 (A + 1))`` units: 1e11 units on
-        a 40 x 2,000 org, 5e7 on 1,000 x 100,000 (a single fixed scale of 1e7 rounded an org's small accounts to
-        nothing beside one of potential 1e13). Each pair's value is then off by at most half a unit, so a
+        largest |value| maps to ``min(INT_LIMIT / (nodes + 1), FLOAT_EXACT) / (9 (A + 1))`` units: 1.5e10 units
+        on a 40 x 2,000 org with tier balance, 1.5e12 on 200 x 8, 6e6 on 1,000 x 100,000 (a single fixed scale of
+        1e7 rounded a small org's small accounts to nothing beside one of potential 1e13). Each pair's value is then off by at most half a unit, so a
         solution optimal for ``int_values`` is within ``value_tolerance`` of the real-valued optimum."""
         vmax = float(np.abs(self.objective_values()).max()) if self.values.size else 0.0
         A, R = self.shape
