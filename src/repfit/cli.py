@@ -204,7 +204,9 @@ def train(data_dir, mapping, features, config, tracking_uri, promote, models_dir
 def score(data_dir, mapping, model_uri, out, block_pairs, tracking_uri) -> None:
     """Score the win probability of every rep x account pair, streamed in blocks.
 
-    Writes rep_id, account_id, p_win, expected_value (= p_win x potential), and OUT.json naming the model.
+    Writes rep_id, account_id, p_win, expected_value (= p_win x potential), cold (the rep has no closed deal
+    yet), and OUT.json naming the model and fingerprinting the data scored. Reps and accounts new since
+    training are scored from their attributes and the history the data holds.
 
     \b
     Example:
