@@ -221,3 +221,24 @@ def test_ids_that_read_as_missing_survive_a_scores_csv_and_bad_p_win_is_one_line
     bad = run("assign", "--data", org_copy, "--tracking-uri", tracking_uri, "--scores", tmp_path / "s.csv",
               "--out", tmp_path / "b.csv")
     assert bad.exit_code == 2 and "column 'p_win' must be numbers in [0, 1]; found ['high']" in bad.output
+
+
+def test_the_fingerprint_ignores_row_order_and_a_malformed_one_is_one_line(trained, tmp_path):
+    """Review of issue 11, item 5: the same data exported in another row order is the same data."""
+    import json
+    import shutil
+
+    org, uri, tmp = trained
+    assert run("score", "--data", org, "--tracking-uri", uri, "--out", tmp / "s.parquet").exit_code == 0
+    shuffled = tmp_path / "shuffled"
+    shutil.copytree(org, shuffled)
+    for table in ("reps", "accounts", "opportunities"):
+        df = pd.read_csv(shuffled / f"{table}.csv", dtype=str, keep_default_na=False)
+        df.sample(frac=1.0, random_state=1).to_csv(shuffled / f"{table}.csv", index=False)
+    ok = run("assign", "--data", shuffled, "--tracking-uri", uri, "--scores", tmp / "s.parquet", "--out", tmp / "a.csv")
+    assert ok.exit_code == 0, ok.output
+    meta = json.loads((tmp / "s.parquet.json").read_text())
+    meta["fingerprint"]["reps"] = None
+    (tmp / "s.parquet.json").write_text(json.dumps(meta))
+    bad = run("assign", "--data", org, "--tracking-uri", uri, "--scores", tmp / "s.parquet", "--out", tmp / "b.csv")
+    assert bad.exit_code == 2 and "its fingerprint is not one repfit wrote" in bad.output, bad.output

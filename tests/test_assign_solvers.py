@@ -299,3 +299,29 @@ def test_tier_balance_with_a_move_budget_on_more_than_a_thousand_nodes():
     assert A + R + 2 + 3 * R > 1024
     sol = solve(p)
     assert p.moves(sol.assignment) <= 50 and sol.certified
+
+
+def test_a_range_too_wide_for_integer_solving_is_not_called_certified():
+    """Issue 11, item 1 (review): at 1,500 accounts one potential of 1e15 makes an integer unit worth more than the
+    small accounts' differences; the plan must say it is NOT certified and why, not hide the loss behind a
+    tolerance relative to a total the giant account dominates."""
+    import pandas as pd
+
+    from repfit.assign.plan import plan_assignment
+    from repfit.config import AssignConfig
+    from repfit.schema import Dataset
+
+    rng = np.random.default_rng(3)
+    A, R = 1500, 10
+    potential = np.exp(rng.normal(9, 1, A))
+    potential[7] = 1e15
+    reps = pd.DataFrame({"rep_id": [f"R{i}" for i in range(R)], "capacity": 160})
+    accs = pd.DataFrame({"account_id": [f"A{i}" for i in range(A)], "potential": potential,
+                         "current_rep_id": rng.choice(reps.rep_id, A), "locked": False, "tier": "A"})
+    ds = Dataset(reps=reps, accounts=accs, opportunities=pd.DataFrame(), paths={}, warnings=())
+    plan = plan_assignment(ds, rng.beta(2, 5, (A, R)), AssignConfig())
+    assert not plan.summary.certified_optimal
+    assert any(n.startswith("NOT certified: the values span too wide a range") for n in plan.summary.solver_notes)
+    accs["potential"] = np.exp(rng.normal(9, 1, A))  # the same org without the giant: certified
+    ok = plan_assignment(ds, rng.beta(2, 5, (A, R)), AssignConfig())
+    assert ok.summary.certified_optimal and any(n.startswith("certified for values rounded") for n in ok.summary.solver_notes)

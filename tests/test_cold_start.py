@@ -118,3 +118,17 @@ def test_scores_follow_the_attribute_values_of_the_data_given(later, tmp_path):
     assert (np.abs(P1 - P0) > 1e-6).mean() > 0.9
     code = s1.features(ds1.reps.rep_id[:1].repeat(3), ds1.accounts.account_id[:3])["account_industry"].to_numpy()
     assert [levels[int(c)] for c in code] == ds1.accounts.industry[:3].tolist()
+
+
+def test_a_match_attribute_read_as_numbers_on_one_side_scores(later, tmp_path):
+    """Review of issue 11: a newer export whose reps carry region as numbers and accounts as text crashed sorting."""
+    before, _, scorer, _, _ = later
+    mixed = tmp_path / "mixed"
+    shutil.copytree(before, mixed)
+    reps = pd.read_csv(mixed / "reps.csv", dtype=str, keep_default_na=False)
+    reps["region"] = [str(i % 3) for i in range(len(reps))]
+    reps.to_csv(mixed / "reps.csv", index=False)
+    ds = load_dataset(mixed)
+    assert pd.api.types.is_numeric_dtype(ds.reps.region)
+    P = score_matrix(refresh_history(scorer, ds), ds)
+    assert np.isfinite(P).all()

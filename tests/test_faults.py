@@ -112,4 +112,6 @@ def test_a_read_only_store_is_one_line_and_the_outputs_stay(trained, tmp_path):
     res = run("score", "--data", org, "--tracking-uri", ro, "--out", tmp_path / "s.csv")
     assert res.exit_code == 2, res.output
     assert "error: --tracking-uri: " in res.output and "Traceback" not in res.output
+    assert "the run could not be logged to this MLflow store" in res.output
     assert len(res.output.strip().splitlines()) == 1
+    assert (tmp_path / "s.csv").stat().st_size > 0  # the scores were written before the run failed to log

@@ -37,5 +37,9 @@ class InfeasibleAssignment(RepfitError):
     """The assignment constraints cannot all hold at once (stated before any solving)."""
 
 
+class BundleError(RepfitError):
+    """A file or artifact is not a model bundle this repfit can read (another format version, not a bundle)."""
+
+
 class SolverError(RepfitError):
     """A solver was asked for something it does not model (e.g. tier balance in ``hungarian``)."""

@@ -178,7 +178,7 @@ def _read_meta(meta: Path) -> dict:
         return {}
     try:
         info = json.loads(meta.read_text())
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, OSError):
         info = None
     if not isinstance(info, dict):
         from repfit.errors import SchemaError

@@ -151,10 +151,11 @@ def read_scores(path: Path, ds: S.Dataset) -> np.ndarray:
 
 
 SCORED_BY = {  # what P(win) depends on, per table: ids, the attributes the features read, and the history
-    "reps": lambda df: df.drop(columns=[S.CAPACITY]),
-    "accounts": lambda df: df.drop(columns=[c for c in (S.CURRENT_REP_ID, S.LOCKED, S.TIER) if c in df.columns]),
-    "opportunities": lambda df: df[df[S.OUTCOME] != S.OUTCOME_OPEN],
-}
+    "reps": lambda df: df.drop(columns=[S.CAPACITY]).sort_values(S.REP_ID),
+    "accounts": lambda df: df.drop(columns=[c for c in (S.CURRENT_REP_ID, S.LOCKED, S.TIER) if c in df.columns])
+    .sort_values(S.ACCOUNT_ID),
+    "opportunities": lambda df: df[df[S.OUTCOME] != S.OUTCOME_OPEN].sort_values(S.OPPORTUNITY_ID),
+}  # rows in id order: the same data exported in another row order has the same fingerprint
 
 
 def data_fingerprint(ds: S.Dataset) -> dict[str, dict[str, str]]:
@@ -174,6 +175,9 @@ def data_fingerprint(ds: S.Dataset) -> dict[str, dict[str, str]]:
 def check_fingerprint(path: Path, recorded: dict, ds: S.Dataset) -> None:
     """Raise ``SchemaError`` naming what changed when ``recorded`` (the scores sidecar's) is not ``ds``'s."""
     now = data_fingerprint(ds)
+    if not isinstance(recorded, dict) or not all(isinstance(recorded.get(t, {}), dict) for t in now):
+        raise SchemaError(f"{path}.json: its fingerprint is not one repfit wrote. Fix: score the data set again "
+                          "(repfit score).", option="scores")
     changes = []
     for table, cols in now.items():
         then = recorded.get(table, {})

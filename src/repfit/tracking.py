@@ -22,7 +22,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from repfit import schema as S
-from repfit.errors import RepfitError
+from repfit.errors import BundleError, RepfitError
 from repfit.probability import log_loss
 
 MODEL_NAME = "repfit-winprob"
@@ -96,11 +96,12 @@ def _store_errors(method):
 
     @functools.wraps(method)
     def wrapped(self, *args, **kwargs):
+        from mlflow.exceptions import MlflowException
+        from sqlalchemy.exc import SQLAlchemyError
+
         try:
             return method(self, *args, **kwargs)
-        except RepfitError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any store failure, as one line for the user
+        except (MlflowException, SQLAlchemyError, OSError) as exc:  # the store's failures, not the job's
             raise RepfitError(f"{self.uri}: the run could not be logged to this MLflow store ({_first_line(exc)}); "
                               "files already written stay. Fix: make the store writable (or free space), or use "
                               "another tracking URI.", option="tracking_uri") from None
@@ -221,7 +222,7 @@ class Tracker:
             return Decision(version, True, "no champion yet", ours, None, None, len(rows))
         try:
             theirs_p = score_champion(self.load_scorer(champ.run_id))
-        except RepfitError as exc:  # e.g. a bundle of an older format: nothing to compare with, never a dead end
+        except BundleError as exc:  # a bundle of an older format: nothing to compare with, never a dead end
             theirs_p, unreadable = np.full(len(y), np.nan), str(exc)
         else:
             unreadable = None
@@ -240,7 +241,8 @@ class Tracker:
         promoted = better or promote
         if promoted:
             c.set_registered_model_alias(MODEL_NAME, CHAMPION, version)
-        verdict = ("promoted: beats the champion" if better else
+        verdict = ("promoted: the champion cannot be compared" if theirs is None else
+                   "promoted: beats the champion" if better else
                    "promoted on request although it does not beat the champion" if promote else
                    "kept as challenger: does not beat the champion")
         return Decision(version, promoted, f"{verdict} ({reason})", ours, theirs, champ.version, int(ok.sum()))

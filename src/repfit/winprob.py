@@ -19,7 +19,7 @@ from sklearn.linear_model import LogisticRegression
 
 from repfit.card import ModelCard
 from repfit.config import AUTO, TrainConfig
-from repfit.errors import NotFittedError, RepfitError
+from repfit.errors import BundleError, NotFittedError
 from repfit.features import FeatureSpace, HistorySnapshot, pair_features
 from repfit.features.catalogue import Catalogue
 from repfit.probability import EPS, log_loss, sigmoid
@@ -222,14 +222,14 @@ class PairScorer:
         try:
             obj = joblib.load(path)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a bundle" to the user
-            raise RepfitError(f"{path}: not a repfit model bundle ({type(exc).__name__}). Fix: name a .joblib bundle "
+            raise BundleError(f"{path}: not a repfit model bundle ({type(exc).__name__}). Fix: name a .joblib bundle "
                               "that repfit saved, or a registered model.", option="model") from None
         if not isinstance(obj, PairScorer):
-            raise RepfitError(f"{path}: not a repfit model bundle (it holds a {type(obj).__name__}). Fix: name a "
+            raise BundleError(f"{path}: not a repfit model bundle (it holds a {type(obj).__name__}). Fix: name a "
                               ".joblib bundle that repfit saved, or a registered model.", option="model")
         version = vars(obj).get("version", 1)  # bundles before version 2 had no such field
         if version != BUNDLE_VERSION:
-            raise RepfitError(f"{path}: a model bundle of format version {version}, but this repfit reads version "
+            raise BundleError(f"{path}: a model bundle of format version {version}, but this repfit reads version "
                               f"{BUNDLE_VERSION}. Fix: train the model again on this data (the data and configs are "
                               "enough).", option="model")
         return obj

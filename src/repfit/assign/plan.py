@@ -217,12 +217,27 @@ def _per_rep_table(ds: S.Dataset, x: np.ndarray, cur: np.ndarray, assignment: pd
     return per_rep
 
 
-def _tolerance_note(prob: Problem, total: float) -> str:
+MAX_REST_TOLERANCE = 1e-3  # the rounding may cost at most this share of what all but the largest account are worth
+
+
+def _certificate(prob: Problem, sol: Solution) -> tuple[bool, tuple[str, ...]]:
     """What "certified optimal" certifies: optimal for the values rounded to integer units, so within
-    ``value_tolerance`` of the real-valued optimum."""
-    rel = prob.value_tolerance / abs(total) if total else float("nan")
-    return (f"certified for values rounded to 1/{prob.scale:.4g} units: within {prob.value_tolerance:.3g} "
-            f"(relative {rel:.1e}) of the real-valued optimum")
+    ``value_tolerance`` of the real-valued optimum. The tolerance is judged against the value of every account
+    but the largest (one huge account must not make it look negligible); above ``MAX_REST_TOLERANCE`` of that,
+    the plan is NOT certified and says why (issue 11, item 1)."""
+    if not sol.certified:
+        return False, ()
+    best = prob.objective_values().max(axis=1)
+    rest = float(best.sum() - best.max()) if len(best) > 1 else float(best.sum())
+    tol = prob.value_tolerance
+    rel = tol / rest if rest > 0 else 0.0
+    if rel > MAX_REST_TOLERANCE:
+        return False, (f"NOT certified: the values span too wide a range for exact integer solving (largest account "
+                       f"{best.max():.3g}, all others together {rest:.3g}); the plan is optimal for values rounded to "
+                       f"1/{prob.scale:.4g} units, so it may fall up to {tol:.3g} ({rel:.1%} of the other accounts' "
+                       "value) short of the real optimum. Fix: plan the largest accounts separately (lock them).",)
+    return True, (f"certified for values rounded to 1/{prob.scale:.4g} units: within {tol:.3g} of the real-valued "
+                  f"optimum ({rel:.1e} of the value of all accounts but the largest)",)
 
 
 def _summary(cfg: AssignConfig, prob: Problem, sol: Solution, seconds: float, assignment: pd.DataFrame,
@@ -231,9 +246,10 @@ def _summary(cfg: AssignConfig, prob: Problem, sol: Solution, seconds: float, as
     p_new, p_cur = assignment["p_win"].to_numpy(), assignment["previous_p_win"].to_numpy()
     total_now = float(np.nan_to_num(assignment["previous_expected_value"].to_numpy()).sum())
     total_new = float(assignment["expected_value"].to_numpy().sum())
+    certified, cert_notes = _certificate(prob, sol)
     return PlanSummary(
-        objective=cfg.objective, solver=sol.solver, certified_optimal=sol.certified,
-        solver_notes=tuple(sol.notes) + ((_tolerance_note(prob, total_new),) if sol.certified else ())
+        objective=cfg.objective, solver=sol.solver, certified_optimal=certified,
+        solver_notes=tuple(sol.notes) + cert_notes
         + (("warning: every pair has the same value (e.g. all potential 0), so no reassignment can gain; today's "
             "owners are kept wherever the constraints allow",) if prob.flat else ()),
         solve_seconds=seconds, accounts=len(p_new), reps=len(per_rep), accounts_with_current_rep=int(has.sum()),

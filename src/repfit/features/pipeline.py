@@ -174,8 +174,10 @@ class FeatureSpace:
                 vals = pd.to_numeric(accs[d.column], errors="coerce").to_numpy(float)  # text in a newer export: missing
                 account_value[d.name] = np.where(np.isnan(vals), -1, np.searchsorted(np.asarray(d.levels), vals, side="right"))
             elif d.kind == MATCH:
-                levels = sorted(set(reps[d.column].dropna()) | set(accs[d.column].dropna()))
-                match_codes[d.name] = (_codes(reps[d.column], levels), _codes(accs[d.column], levels))
+                # compared as text: a newer export may carry one side as numbers and the other as text
+                rv, av = reps[d.column].astype("string"), accs[d.column].astype("string")
+                levels = sorted(set(rv.dropna()) | set(av.dropna()))
+                match_codes[d.name] = (_codes(rv, levels), _codes(av, levels))
         return replace(
             self, rep_ids=reps[S.REP_ID].to_numpy(str), account_ids=accs[S.ACCOUNT_ID].to_numpy(str),
             rep_static=pd.DataFrame(rep_static, index=pd.RangeIndex(len(reps))),
