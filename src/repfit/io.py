@@ -53,16 +53,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
                           "Fix: choose an output path in a writable directory.") from None
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions, as open() would
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions, as open() would
         write(tmp)
         os.replace(tmp, target)
     except OSError as exc:  # disk full, quota, a path gone mid-way: the previous output (or none) stays
         raise RepfitError(f"{target}: could not be written ({exc.strerror or type(exc).__name__}). Fix: free space "
                           "or choose another output path; any previous file there is unchanged.") from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     return target
 
 

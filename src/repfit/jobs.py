@@ -161,6 +161,9 @@ def scored(*, data: DataSource, pairs: PairSource, tracker, progress: Progress, 
         scorer, uri, version = tracker.scorer_for(pairs.model_uri or DEFAULT_MODEL)
         scorer = refresh_history(scorer, ds)
     if pairs.scores is not None:
+        from repfit.io import protect_inputs
+
+        protect_inputs([pairs.scores])  # an input too: `--out` must not overwrite it
         P = read_scores(Path(pairs.scores), ds)
         info = _read_meta(_model_meta(Path(pairs.scores)))
         if "fingerprint" in info:
