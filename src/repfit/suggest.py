@@ -24,6 +24,7 @@ from repfit.errors import RepfitError
 from repfit.features import Dimension
 from repfit.features.catalogue import DimensionKind, Topic, TopicKind
 from repfit.probability import laplace_rate
+from repfit.scoring import cold_reps
 from repfit.winprob import PairScorer
 
 N_REASONS = 2
@@ -227,7 +228,7 @@ def confidence(ctx: Context, acc_idx, new_rep, old_rep) -> tuple[np.ndarray, np.
     dp = ctx.p_win[acc_idx, new_rep] - baseline
     se = np.sqrt(se_new**2 + se_old**2)
     r_ids = ctx.ds.reps[S.REP_ID].to_numpy(str)
-    cold = (ctx.scorer.history.n_r == 0)[ctx.scorer.space.rep_index(r_ids[new_rep])]
+    cold = cold_reps(ctx.scorer)[ctx.scorer.space.rep_index(r_ids[new_rep])]
     confident = ctx.signal & (dp > 2 * se) & ~cold
     return confident, se
 

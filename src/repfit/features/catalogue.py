@@ -52,7 +52,6 @@ class Subject(Enum):
     REP = "rep"
     ACCOUNT = "account"
     PAIR = "pair"  # the rep on this account (strengths, pair history, joint parts)
-    TEAM = "team"  # everyone (the global rate: not a column today, a topic of reasons)
 
 
 class TopicKind(Enum):
