@@ -10,20 +10,16 @@ or line numbers, and the fix.
 
 from __future__ import annotations
 
-import difflib
-import json
 import math
-import re
-import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from repfit.config import describe, fits, shown
-from repfit.errors import ConfigError, SchemaError
+from repfit.errors import SchemaError
+from repfit.mapping import MAPPING_FILE, TABLES, Mapping, resolve_mapping
 
 # --- column names (the contract) -------------------------------------------------------------
 REP_ID = "rep_id"
@@ -41,7 +37,6 @@ AMOUNT = "amount"
 MAX_CAPACITY = 10**12  # accounts one rep may own: far above any book, far below int64 sums over reps
 WON = "won"  # derived: 1.0 won, 0.0 lost, NaN open
 
-TABLES = ("reps", "accounts", "opportunities")
 REQUIRED = {
     "reps": (REP_ID,),
     "accounts": (ACCOUNT_ID,),
@@ -64,7 +59,6 @@ TRUE_LABELS = ("true", "1", "yes", "y", "t")
 FALSE_LABELS = ("false", "0", "no", "n", "f", "")
 TIER_SHARES = (("A", 0.2), ("B", 0.3), ("C", 0.5))  # top 20% of potential -> A, next 30% -> B
 MAX_SHOWN = 5
-MAPPING_FILE = "repfit.toml"
 
 
 def _clip(text: str, limit: int = 80) -> str:
@@ -85,150 +79,6 @@ def _lines(index: pd.Index) -> str:
     return "line " + listed([int(i) + 2 for i in index]) if len(index) == 1 else "lines " + listed(
         [int(i) + 2 for i in index]
     )
-
-
-# --- mapping ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Mapping:
-    """How a source's files, columns and labels map onto the contract (``repfit.toml``).
-
-    Example ``repfit.toml``::
-
-        [files]
-        reps = "sales_teams.csv"
-        [columns.reps]
-        sales_agent = "rep_id"
-        [outcome]
-        won = ["Won"]
-        lost = ["Lost"]
-        open = ["Engaging", "Prospecting"]
-        [values.opportunities.product]
-        GTXPro = "GTX Pro"
-    """
-
-    files: dict[str, str] = field(default_factory=dict)
-    columns: dict[str, dict[str, str]] = field(default_factory=dict)
-    values: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
-    won: tuple[str, ...] = ()
-    lost: tuple[str, ...] = ()
-    open: tuple[str, ...] = ()
-    date_format: str = "ISO8601"
-    source: str | None = None
-
-    @classmethod
-    def from_toml(cls, path: str | Path) -> Mapping:
-        """Read a ``repfit.toml``.
-
-        Raises
-        ------
-        ConfigError
-            One line naming the file, ``[section]``, key and fix: for a missing or malformed file, an
-            unknown section, table or key, a key outside any section, or a value of the wrong type
-            (e.g. ``won = "Won"`` for ``won = ["Won"]``).
-        """
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: mapping file not found. Fix: pass an existing file.", option="mapping")
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8-sig"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid TOML ({exc}). Fix the syntax of the mapping file.") from None
-        _check_mapping(path, raw)
-        outcome = raw.get("outcome", {})
-        return cls(
-            files=raw.get("files", {}),
-            columns=raw.get("columns", {}),
-            values=raw.get("values", {}),
-            won=tuple(outcome.get("won", ())),
-            lost=tuple(outcome.get("lost", ())),
-            open=tuple(outcome.get("open", ())),
-            date_format=raw.get("dates", {}).get("format", "ISO8601"),
-            source=str(path),
-        )
-
-
-# What a repfit.toml may hold: [section] -> key -> type. A dict[str, ...] is a sub-table keyed by the
-# source's own names: [columns.reps] sales_agent = "rep_id"; [values.opportunities.product] GTXPro = "GTX Pro".
-MAPPING_LAYOUT: dict[str, dict[str, Any]] = {
-    "files": {t: str for t in TABLES},
-    "columns": {t: dict[str, str] for t in TABLES},
-    "values": {t: dict[str, dict[str, str]] for t in TABLES},
-    "outcome": {k: tuple[str, ...] for k in ("won", "lost", "open")},
-    "dates": {"format": str},
-}
-_MAPPING_SECTIONS = "known sections: " + ", ".join(f"[{s}]" for s in MAPPING_LAYOUT)
-
-
-def _toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
-
-
-def _check_mapping(path: Path, raw: dict[str, Any]) -> None:
-    """Raise one ``ConfigError`` for the first section, key or value that ``MAPPING_LAYOUT`` does not allow."""
-    for section, body in raw.items():
-        if section not in MAPPING_LAYOUT or not isinstance(body, dict):
-            raise _mapping_section_error(path, section, body)
-        layout = MAPPING_LAYOUT[section]
-        for key, value in body.items():
-            if key not in layout:
-                what = "table" if set(layout) == set(TABLES) else "key"
-                close = difflib.get_close_matches(key, list(layout), n=1)
-                raise ConfigError(
-                    f"{path}: [{section}] unknown {what} '{key}'; known keys in [{section}]: {', '.join(layout)}; "
-                    f"Fix: use one of those{f' (did you mean {close[0]!r}?)' if close else ''}."
-                )
-            _check_mapping_value(path, section, key, value, layout[key])
-
-
-def _mapping_section_error(path: Path, name: str, body: Any) -> ConfigError:
-    """The error for a top-level ``name = body`` that is not one of the mapping's sections as a table."""
-    if name in MAPPING_LAYOUT:
-        return ConfigError(
-            f"{path}: '{name}' must be a section, got {name} = {shown(body)}; known keys in [{name}]: "
-            f"{', '.join(MAPPING_LAYOUT[name])}; Fix: write [{name}] on a line of its own, with its entries below it."
-        )
-    homes = [s for s, keys in MAPPING_LAYOUT.items() if name in keys]
-    if homes:
-        return ConfigError(
-            f"{path}: key '{name}' is at the top level, outside any section; {_MAPPING_SECTIONS}; "
-            f"Fix: put it under {' or '.join(f'[{s}]' for s in homes)}."
-        )
-    close = difflib.get_close_matches(name, list(MAPPING_LAYOUT), n=1)
-    fix = f"rename it [{close[0]}]" if close else "rename or remove it"
-    if not isinstance(body, dict):
-        return ConfigError(f"{path}: unknown top-level key '{name}'; {_MAPPING_SECTIONS}; Fix: {fix}.")
-    keys = ", ".join(map(repr, body)) or "no keys"
-    return ConfigError(f"{path}: [{name}] unknown section (holding {keys}); {_MAPPING_SECTIONS}; Fix: {fix}.")
-
-
-def _check_mapping_value(path: Path, section: str, key: str, value: Any, tp: Any) -> None:
-    if get_origin(tp) is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(
-                f"{path}: [{section}] key '{key}' must be a table of name = \"value\" lines, got {shown(value)}; "
-                f"Fix: write [{section}.{_toml_key(key)}] on a line of its own, with the lines below it."
-            )
-        for k, v in value.items():
-            _check_mapping_value(path, f"{section}.{_toml_key(key)}", k, v, get_args(tp)[1])
-        return
-    if fits(value, tp):
-        return
-    items = value if isinstance(value, list) else [value]
-    strings = [str(v) for v in items if not isinstance(v, (dict, list))] or ["..."]
-    example = json.dumps(strings if get_origin(tp) is tuple else strings[0])
-    raise ConfigError(
-        f"{path}: [{section}] key '{key}' must be {describe(tp)}, got {shown(value)}; "
-        f"Fix: {_toml_key(key)} = {example}."
-    )
-
-
-def resolve_mapping(data_dir: Path, mapping: str | Path | Mapping | None) -> Mapping:
-    if isinstance(mapping, Mapping):
-        return mapping
-    if mapping is not None:
-        return Mapping.from_toml(mapping)
-    default = data_dir / MAPPING_FILE
-    return Mapping.from_toml(default) if default.is_file() else Mapping()
 
 
 # --- the loaded data set ----------------------------------------------------------------------
