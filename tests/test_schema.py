@@ -127,8 +127,8 @@ def _set(table, col, row, value):
 
 
 BAD = {
-    "missing file": (lambda o: (o / "accounts.csv").unlink(),
-                     [r"no 'accounts' table", r"Fix: add accounts.csv"]),
+    "missing file": (lambda o: (o / "opportunities.csv").unlink(),
+                     [r"no 'opportunities' table", r"Fix: add opportunities.csv"]),
     "missing column": (lambda o: edit(o, "reps", lambda d: d.rename(columns={"rep_id": "id"})),
                        [r"reps.csv: column 'rep_id' is missing \(found: 'id'", r"Map your column|map your column"]),
     "duplicate ids": (lambda o: edit(o, "accounts", lambda d: d.assign(account_id=d.account_id.where(d.index != 5, d.account_id[4]))),
@@ -218,7 +218,7 @@ def test_bad_flag_is_a_usage_error_without_traceback(small_org):
 
 def test_missing_data_dir(tmp_path):
     res = run("validate", "--data", tmp_path / "nowhere")
-    assert res.exit_code == 2 and "data directory not found" in res.output
+    assert res.exit_code == 2 and "no such file or directory" in res.output
 
 
 def test_parquet_tables_load_too(small_org, tmp_path):

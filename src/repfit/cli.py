@@ -44,11 +44,34 @@ def app() -> None:
     """
 
 
+def _stash(ctx: click.Context, param: click.Parameter, value):
+    """Options every data-loading command shares, kept aside for ``_sources`` (not passed to each command)."""
+    ctx.meta[param.name] = value
+    return value
+
+
 def _data_option(f):
-    f = click.option("--mapping", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     help="Column mapping (repfit.toml). Default: DATA/repfit.toml if present.")(f)
-    return click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
-                        help="Directory holding reps, accounts and opportunities (.csv or .parquet).")(f)
+    rows = [
+        click.option("--max-rejected-share", type=click.FloatRange(0, 1), default=None, expose_value=False,
+                     callback=_stash, help="With quarantine: stop if more than this share of rows would be set aside. "
+                     "Default: the mapping's [rows], else 0.2."),
+        click.option("--rejected", type=click.Path(dir_okay=False, path_type=Path), default=None, expose_value=False,
+                     callback=_stash, help="Where rows set aside go (CSV with line and reason). Default: "
+                     "rejected_rows.csv in the working directory."),
+        click.option("--on-bad-rows", type=click.Choice(["strict", "quarantine"]), default=None, expose_value=False,
+                     callback=_stash, help="A bad opportunity row (close before create, bad date, unknown stage, "
+                     "repeated id, no rep or account...): strict stops; quarantine sets it aside and goes on. "
+                     "Default: the mapping's [rows] on_bad, else strict."),
+        click.option("--mapping", default=None, metavar="FILE|PRESET",
+                     help="Column mapping: a repfit.toml, or a preset for a CRM export: hubspot, salesforce "
+                     "(repfit mapping show NAME prints it). Default: repfit.toml in DATA (or beside it) if present."),
+        click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
+                     help="A directory holding reps, accounts and opportunities (.csv or .parquet; reps and accounts "
+                     "may be absent), or one CRM export file of deals/opportunities."),
+    ]
+    for option in rows:
+        f = option(f)
+    return f
 
 
 @app.command()
@@ -72,17 +95,17 @@ def synth(out: Path, n_reps: int, n_accounts: int, seed: int) -> None:
 
 @app.command()
 @_data_option
-def validate(data_dir: Path, mapping: Path | None) -> None:
-    """Load the three tables through the contract and print counts and findings.
+def validate(data_dir: Path, mapping: str | None) -> None:
+    """Load the data through the contract and print counts and findings (rows set aside, columns the
+    leakage guard dropped).
 
     \b
     Example:
       repfit validate --data demo/org
+      repfit validate --data deals.csv --mapping hubspot --on-bad-rows quarantine
       repfit validate --data ../shared/data/crm_sales_opportunities --mapping examples/maven_crm/repfit.toml
     """
-    from repfit.schema import load_dataset
-
-    ds = load_dataset(data_dir, mapping)
+    ds = _data_source(data_dir, mapping, announce_dropped=False).load()
     click.echo(format_summary(ds.summary(), ds.warnings))
 
 
@@ -157,10 +180,19 @@ class TerminalProgress:
                     disable=None, mininterval=0.5)
 
 
-def _sources(data_dir: Path, mapping: Path | None, tracking_uri: str | None):
-    from repfit.jobs import DataSource, Store
+def _data_source(data_dir: Path, mapping: str | None, announce_dropped: bool = True):
+    from repfit.jobs import DataSource
 
-    return DataSource(data_dir, mapping), Store(tracking_uri, Path.cwd())
+    meta = click.get_current_context().meta
+    return DataSource(data_dir, mapping, on_bad_rows=meta.get("on_bad_rows"),
+                      max_rejected_share=meta.get("max_rejected_share"), rejected=meta.get("rejected"),
+                      notify=lambda line: click.echo(line, err=True), announce_dropped=announce_dropped)
+
+
+def _sources(data_dir: Path, mapping: str | None, tracking_uri: str | None):
+    from repfit.jobs import Store
+
+    return _data_source(data_dir, mapping), Store(tracking_uri, Path.cwd())
 
 
 @app.command()

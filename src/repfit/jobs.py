@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -27,17 +28,41 @@ ARTIFACT_MAX_BYTES = 200 * 1024 * 1024  # larger score files stay on disk; the r
 
 @dataclass(frozen=True)
 class DataSource:
-    """A data directory and the column mapping to read it with (None: DATA/repfit.toml if present)."""
+    """Where the data is (a directory of tables, or one CRM export file), the mapping to read it with (a file, a
+    preset name, or None: repfit.toml beside the data if present), and what to do with bad rows.
+
+    ``on_bad_rows`` / ``max_rejected_share``: None takes the mapping's ``[rows]`` (else strict, 20%). In
+    quarantine the rows set aside are written to ``rejected`` (default ``rejected_rows.csv`` in the working
+    directory) and ``notify`` (a line printer) hears how many per reason, and which columns the leakage guard
+    dropped."""
 
     path: Path
-    mapping: Path | None = None
+    mapping: str | Path | None = None
+    on_bad_rows: str | None = None
+    max_rejected_share: float | None = None
+    rejected: Path | None = None
+    notify: Callable[[str], None] | None = None
+    announce_dropped: bool = True  # validate lists them among its findings instead
 
     def load(self) -> Dataset:
         """The validated tables; none of their files may then be written as an output."""
-        from repfit.io import protect_inputs
+        from repfit.io import protect_inputs, write_table
 
-        ds = load_dataset(self.path, self.mapping)
+        ds = load_dataset(self.path, self.mapping, on_bad_rows=self.on_bad_rows,
+                          max_rejected_share=self.max_rejected_share)
         protect_inputs(ds.paths.values())
+        say = self.notify or (lambda line: None)
+        if ds.rejected is not None:
+            target = self.rejected or Path("rejected_rows.csv")
+            try:
+                write_table(ds.rejected, target)
+            except RepfitError as exc:
+                raise RepfitError(str(exc), option="rejected") from None
+            per = ", ".join(f"{code} {n:,}" for code, n in ds.rejected_counts.items()) or "none"
+            say(f"set aside {len(ds.rejected):,} bad row(s) of {Path(ds.paths['opportunities']).name} ({per}): "
+                f"written to {target}")
+        for d in ds.dropped if self.announce_dropped else ():
+            say(f"warning: {d.message}")
         return ds
 
 
@@ -184,7 +209,7 @@ def _read_meta(meta: Path) -> dict:
     except (ValueError, UnicodeDecodeError, OSError):
         info = None
     if not isinstance(info, dict):
-        from repfit.errors import SchemaError
+        from repfit.errors import SchemaError, RepfitError
 
         raise SchemaError(f"{meta}: not a readable scores sidecar (JSON written by repfit score). Fix: score the data "
                           "set again, or delete the sidecar to use the scores without its checks.", option="scores")

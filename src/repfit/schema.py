@@ -11,7 +11,7 @@ or line numbers, and the fix.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,10 @@ import numpy as np
 import pandas as pd
 
 from repfit.errors import SchemaError
+from repfit.messages import MAX_SHOWN, lines as _lines, listed
+from repfit.export import derive_table, join_on, plain_numbers, select_columns, snake_attributes, split_derived
+from repfit.leakage import Dropped, guard_leakage
+from repfit.rows import REASONS, RowPolicy, RowProblems
 from repfit.mapping import MAPPING_FILE, TABLES, Mapping, resolve_mapping
 
 # --- column names (the contract) -------------------------------------------------------------
@@ -58,27 +62,6 @@ DEFAULT_OPEN_LABELS = (
 TRUE_LABELS = ("true", "1", "yes", "y", "t")
 FALSE_LABELS = ("false", "0", "no", "n", "f", "")
 TIER_SHARES = (("A", 0.2), ("B", 0.3), ("C", 0.5))  # top 20% of potential -> A, next 30% -> B
-MAX_SHOWN = 5
-
-
-def _clip(text: str, limit: int = 80) -> str:
-    """A value as shown in a message: at most ``limit`` characters (a 200 KB id must not make a 1 MB line)."""
-    return text if len(text) <= limit else f"{text[:limit - 20]}...({len(text):,} characters)"
-
-
-def listed(values: Any, n: int = MAX_SHOWN) -> str:
-    """Render up to ``n`` values for an error message, with a count of the rest."""
-    vals = list(values)
-    shown = ", ".join(_clip(repr(v) if isinstance(v, str) else str(v)) for v in vals[:n])
-    more = len(vals) - n
-    return shown + (f" (and {more} more)" if more > 0 else "")
-
-
-def _lines(index: pd.Index) -> str:
-    """Data rows are 0-based; a CSV's header is line 1, so row i sits on line i + 2."""
-    return "line " + listed([int(i) + 2 for i in index]) if len(index) == 1 else "lines " + listed(
-        [int(i) + 2 for i in index]
-    )
 
 
 # --- the loaded data set ----------------------------------------------------------------------
@@ -98,6 +81,10 @@ class Dataset:
     opportunities: pd.DataFrame
     paths: dict[str, str]
     warnings: tuple[str, ...] = ()
+    rejected: pd.DataFrame | None = None  # rows set aside (quarantine): file, line, reason, detail, source columns
+    rejected_counts: dict[str, int] = field(default_factory=dict)  # reason code -> rows
+    dropped: tuple[Dropped, ...] = ()  # attributes the leakage guard took out of the features
+    policy: RowPolicy = RowPolicy()
 
     @property
     def closed(self) -> pd.DataFrame:
@@ -192,33 +179,20 @@ def _read_file(path: Path) -> pd.DataFrame:
     return df
 
 
-def _apply_mapping(df: pd.DataFrame, table: str, path: Path, mapping: Mapping) -> pd.DataFrame:
-    cols = mapping.columns.get(table, {})
-    missing_src = [src for src in cols if src not in df.columns]
-    if missing_src:
-        raise SchemaError(
-            f"{path}: the mapping {mapping.source} renames column(s) {listed(missing_src)}, which the file "
-            f"does not have (found: {listed(list(df.columns), 12)}). Fix: correct [columns.{table}]."
-        )
-    df = df.rename(columns=cols)
-    dupes = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
-    if dupes:
-        raise SchemaError(
-            f"{path}: column name(s) {listed(dupes)} appear more than once (after mapping). "
-            "Fix: rename or drop the duplicates."
-        )
-    for column, replace in mapping.values.get(table, {}).items():
-        if column in df.columns:
-            df = df.assign(**{column: df[column].replace({str(k): str(v) for k, v in replace.items()})})
-    return df
+_EXPORT_HINTS = {"hubspot": ("Deal owner", "Deal Stage"), "salesforce": ("Opportunity Owner", "Stage")}
 
 
-def _require_columns(df: pd.DataFrame, table: str, path: Path) -> None:
+def _require_columns(df: pd.DataFrame, table: str, path: Path, mp: Mapping | None = None) -> None:
     missing = [c for c in REQUIRED[table] if c not in df.columns]
     if missing:
+        hint = ""
+        if mp is not None and not mp.columns.get(table):
+            known = [name for name, heads in _EXPORT_HINTS.items() if all(h in df.columns for h in heads)]
+            hint = f" This looks like a {known[0]} export: --mapping {known[0]} reads it as is." if known else (
+                " For a CRM export, `repfit mapping guess FILE` proposes a mapping.")
         raise SchemaError(
             f"{path}: column {listed(missing)} is missing (found: {listed(list(df.columns), 12)}). "
-            f"Fix: add it, or map your column onto it in {MAPPING_FILE} [columns.{table}]."
+            f"Fix: add it, or map your column onto it in {MAPPING_FILE} [columns.{table}].{hint}"
         )
     if df.empty:
         raise SchemaError(f"{path}: the table has no rows. Fix: export the {table} with at least one row.")
@@ -271,31 +245,33 @@ def _booleans(df: pd.DataFrame, column: str, path: Path) -> pd.Series:
     return s.isin(TRUE_LABELS)
 
 
-def _dates(df: pd.DataFrame, column: str, path: Path, fmt: str, rows: pd.Series) -> pd.Series:
-    raw = df[column]
-    # CRM exports carry time zones (2024-03-01T10:00:00Z, mixed offsets, UTC Parquet timestamps): every date is
-    # read as UTC and kept without its zone (a finding says so)
+def _parse_dates(raw: pd.Series, fmt: str) -> pd.Series:
+    """Dates as UTC without the zone (CRM exports carry zones: 2024-03-01T10:00:00Z, mixed offsets, UTC Parquet
+    timestamps; a finding says so); implausible years (before 1900, after 2200: "-1" parses as year -1) -> NaT."""
     try:
         parsed = pd.to_datetime(raw, errors="coerce", format=fmt, utc=True).dt.tz_localize(None)
     except ValueError as exc:  # a format pandas cannot use at all (e.g. "%Q")
         raise SchemaError(f"[dates] format {fmt!r} is not a date format ({exc}). Fix: use strftime codes, e.g. "
                           f"format = \"%m/%d/%Y\", or \"ISO8601\" (the default) in {MAPPING_FILE}.") from None
     implausible = parsed.notna() & ((parsed < pd.Timestamp("1900-01-01")) | (parsed > pd.Timestamp("2200-01-01")))
-    bad = rows & raw.notna() & (parsed.isna() | implausible)  # "-1" parses as the year -1
-    parsed = parsed.where(~implausible)
-    if bad.any():
-        raise SchemaError(
-            f"{path}: column '{column}' has unparseable or implausible dates {listed(pd.unique(raw[bad]))} "
-            f"(on {_lines(df.index[bad])}). Fix: use ISO dates (YYYY-MM-DD), or set [dates] format "
-            f"in {MAPPING_FILE} (e.g. format = \"%m/%d/%Y\")."
-        )
-    missing = rows & parsed.isna()
-    if missing.any():
-        raise SchemaError(
-            f"{path}: column '{column}' is empty on {_lines(df.index[missing])} of closed opportunities. "
-            "Fix: fill in the date, or mark the rows as open."
-        )
-    return parsed
+    return parsed.where(~implausible)
+
+
+def _dates(df: pd.DataFrame, column: str, path: Path, fmt: str, closed: pd.Series,
+           problems: RowProblems) -> tuple[pd.Series, pd.Series]:
+    """The parsed column and the rows to keep: a closed deal's date must be there and parse."""
+    raw = df[column]
+    parsed = _parse_dates(raw, fmt)
+    bad = closed & raw.notna() & parsed.isna()
+    keep = problems.flag(bad, "bad_date", (
+        f"{path}: column '{column}' has unparseable or implausible dates {listed(pd.unique(raw[bad]))} "
+        f"(on {_lines(df.index[bad])}). Fix: use ISO dates (YYYY-MM-DD), or set [dates] format "
+        f"in {MAPPING_FILE} (e.g. format = \"%m/%d/%Y\")."), column + "=" + raw.astype("string").fillna(""))
+    missing = closed & raw.isna() & keep
+    keep &= problems.flag(missing, "bad_date", (
+        f"{path}: column '{column}' is empty on {_lines(df.index[missing])} of closed opportunities. "
+        "Fix: fill in the date, or mark the rows as open."), pd.Series(f"{column} empty", index=df.index))
+    return parsed, keep
 
 
 def _infer_attributes(df: pd.DataFrame, reserved: set[str], path: Path) -> pd.DataFrame:
@@ -399,117 +375,224 @@ def _validate_accounts(df: pd.DataFrame, path: Path, rep_ids: pd.Index, reps_pat
     return _infer_attributes(df.assign(**cols), RESERVED["accounts"], path)
 
 
-def _normalise_outcome(raw: pd.Series, path: Path, df: pd.DataFrame, mapping: Mapping) -> pd.Series:
+def _normalise_outcome(raw: pd.Series, path: Path, df: pd.DataFrame, mapping: Mapping,
+                       problems: RowProblems) -> tuple[pd.Series, pd.Series]:
+    """won / lost / open per row, and the rows to keep (an unknown label is a row problem)."""
     label = raw.astype("string").str.strip().str.lower().fillna("")
-    won = {s.lower() for s in mapping.won} or set(DEFAULT_WON_LABELS)
-    lost = {s.lower() for s in mapping.lost} or set(DEFAULT_LOST_LABELS)
-    opened = {s.lower() for s in mapping.open} | set(DEFAULT_OPEN_LABELS) | {""}
+    won = {s.lower().strip() for s in mapping.won} or set(DEFAULT_WON_LABELS)
+    lost = {s.lower().strip() for s in mapping.lost} or set(DEFAULT_LOST_LABELS)
+    opened = {s.lower().strip() for s in mapping.open} | set(DEFAULT_OPEN_LABELS) | {""}
     won_m, lost_m = label.isin(won), label.isin(lost)
-    open_m = label.isin(opened) & ~won_m & ~lost_m
+    open_m = (label.isin(opened) | mapping.open_any()) & ~won_m & ~lost_m
     unknown = ~(won_m | lost_m | open_m)
-    if unknown.any():
-        raise SchemaError(
-            f"{path}: column '{OUTCOME}' has unknown labels {listed(pd.unique(raw[unknown]))} "
-            f"(on {_lines(df.index[unknown])}). Won labels: {listed(sorted(won))}; lost: {listed(sorted(lost))}. "
-            f"Fix: map them in {MAPPING_FILE} under [outcome] won = [...], lost = [...] or open = [...]."
-        )
+    keep = problems.flag(unknown, "unknown_outcome", (
+        f"{path}: column '{OUTCOME}' has unknown labels {listed(pd.unique(raw[unknown]))} "
+        f"(on {_lines(df.index[unknown])}). Won labels: {listed(sorted(won))}; lost: {listed(sorted(lost))}. "
+        f"Fix: map them in {MAPPING_FILE} under [outcome] won = [...], lost = [...] or open = [...] "
+        "(open = [\"*\"]: every other label is open)."), OUTCOME + "=" + raw.astype("string").fillna(""))
     out = pd.Series(OUTCOME_OPEN, index=raw.index, dtype="string")
     out[won_m] = OUTCOME_WON
     out[lost_m] = OUTCOME_LOST
-    return out
+    return out, keep
 
 
-def _validate_opportunities(
-    df: pd.DataFrame, path: Path, mapping: Mapping, rep_ids: pd.Index, account_ids: pd.Index, names: dict
-) -> pd.DataFrame:
-    opp_id = _ids(df, OPPORTUNITY_ID, path)
-    outcome = _normalise_outcome(df[OUTCOME], path, df, mapping)
+def _opportunity_ids(df: pd.DataFrame, path: Path, problems: RowProblems) -> pd.Series:
+    """Rows to keep: an id must be there, and a repeated id keeps its first row only."""
+    s = df[OPPORTUNITY_ID].astype("string").str.strip()
+    blank = s.isna() | (s == "")
+    keep = problems.flag(blank, "missing_id", f"{path}: column '{OPPORTUNITY_ID}' is empty on "
+                         f"{_lines(df.index[blank])}. Fix: give every row a {OPPORTUNITY_ID}.")
+    dup = s.duplicated(keep="first") & keep
+    repeated = s.isin(s[dup]) & keep
+    first_line = pd.Series(df.index, index=df.index).groupby(s).transform("min") + 2
+    return keep & problems.flag(dup, "duplicate_id", (
+        f"{path}: column '{OPPORTUNITY_ID}' has duplicate values {listed(pd.unique(s[repeated]))} "
+        f"(on {_lines(df.index[repeated])}). Fix: make each {OPPORTUNITY_ID} unique (one row per id)."),
+        OPPORTUNITY_ID + "=" + s.fillna("") + " first on line " + first_line.astype("string"))
+
+
+def _check_rows(df: pd.DataFrame, path: Path, mapping: Mapping, problems: RowProblems) -> pd.DataFrame:
+    """The opportunity rows without row-level problems (strict: the first problem raises), with contract ids,
+    outcome and dates. Checks run in order on the rows still kept, so each row has one reason."""
+    df = df[_opportunity_ids(df, path, problems)]
+    outcome, keep = _normalise_outcome(df[OUTCOME], path, df, mapping, problems)
+    df, outcome = df[keep], outcome[keep]
     closed = outcome != OUTCOME_OPEN
-    rep = df[REP_ID].astype("string").str.strip().replace("", pd.NA)
-    acc = df[ACCOUNT_ID].astype("string").str.strip().replace("", pd.NA)
-    for column, s, known, table in ((REP_ID, rep, rep_ids, "reps"), (ACCOUNT_ID, acc, account_ids, "accounts")):
-        empty = closed & s.isna()
-        if empty.any():
-            raise SchemaError(
-                f"{path}: column '{column}' is empty on {_lines(df.index[empty])} of closed opportunities. "
-                f"Fix: fill in the {column}, or drop those rows."
-            )
+    cols: dict[str, Any] = {}
+    for column, code in ((REP_ID, "missing_rep"), (ACCOUNT_ID, "missing_account")):
+        cols[column] = df[column].astype("string").str.strip().replace("", pd.NA)
+        empty = closed & cols[column].isna()
+        keep = problems.flag(empty, code, (
+            f"{path}: column '{column}' is empty on {_lines(df.index[empty])} of closed opportunities. "
+            f"Fix: fill in the {column}, or drop those rows."), pd.Series(f"{column} empty", index=df.index))
+        df, outcome, closed, cols = df[keep], outcome[keep], closed[keep], {k: v[keep] for k, v in cols.items()}
+    created, keep = _dates(df, CREATED_AT, path, mapping.date_format, closed, problems)
+    closed_at, keep2 = _dates(df, CLOSED_AT, path, mapping.date_format, closed, problems)
+    keep &= keep2
+    reversed_ = keep & closed & (closed_at < created)
+    pairs = closed_at.dt.strftime("%Y-%m-%d").fillna("") + " < " + created.dt.strftime("%Y-%m-%d").fillna("")
+    keep &= problems.flag(reversed_, "close_before_create", (
+        f"{path}: '{CLOSED_AT}' is before '{CREATED_AT}' on {_lines(df.index[reversed_])} "
+        f"({listed(pairs[reversed_])}). Fix: correct the dates, or swap the two columns in the mapping if they are "
+        "reversed."), CLOSED_AT + " " + pairs)
+    cols.update({OPPORTUNITY_ID: df[OPPORTUNITY_ID].astype("string").str.strip(), CREATED_AT: created,
+                 CLOSED_AT: closed_at, OUTCOME: outcome,
+                 WON: outcome.map({OUTCOME_WON: 1.0, OUTCOME_LOST: 0.0}).astype(float)})
+    return df.assign(**cols)[keep]
+
+
+def _check_references(df: pd.DataFrame, path: Path, rep_ids: pd.Index, account_ids: pd.Index, names: dict,
+                      problems: RowProblems) -> pd.DataFrame:
+    """Rows whose rep and account are in the reps and accounts tables (an unknown id is a row problem)."""
+    for column, known, table, code in ((REP_ID, rep_ids, "reps", "unknown_rep"),
+                                       (ACCOUNT_ID, account_ids, "accounts", "unknown_account")):
+        s = df[column]
         unknown = s.notna() & ~s.isin(known)
-        if unknown.any():
-            raise SchemaError(
-                f"{path}: column '{column}' names ids not in {names[table]}: {listed(pd.unique(s[unknown]))} "
-                f"(on {_lines(df.index[unknown])}). Fix: add them to {names[table]}, or correct the ids."
-            )
-    created = _dates(df, CREATED_AT, path, mapping.date_format, closed)
-    closed_at = _dates(df, CLOSED_AT, path, mapping.date_format, closed)
-    reversed_ = closed & (closed_at < created)
-    if reversed_.any():
-        pairs = [f"{a.date()} < {b.date()}" for a, b in zip(closed_at[reversed_], created[reversed_])]
-        raise SchemaError(
-            f"{path}: '{CLOSED_AT}' is before '{CREATED_AT}' on {_lines(df.index[reversed_])} ({listed(pairs)}). "
-            "Fix: correct the dates, or swap the two columns in the mapping if they are reversed."
-        )
-    cols: dict[str, Any] = {
-        OPPORTUNITY_ID: opp_id, REP_ID: rep, ACCOUNT_ID: acc, CREATED_AT: created, CLOSED_AT: closed_at,
-        OUTCOME: outcome, WON: outcome.map({OUTCOME_WON: 1.0, OUTCOME_LOST: 0.0}).astype(float),
-    }
+        df = df[problems.flag(unknown, code, (
+            f"{path}: column '{column}' names ids not in {names[table]}: {listed(pd.unique(s[unknown]))} "
+            f"(on {_lines(df.index[unknown])}). Fix: add them to {names[table]}, or correct the ids."),
+            column + "=" + s.fillna(""))]
+    return df
+
+
+def _finish_opportunities(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     if AMOUNT in df.columns:
-        cols[AMOUNT] = _numbers(df, AMOUNT, path)
-    return _infer_attributes(df.assign(**cols), RESERVED["opportunities"], path)
+        df = df.assign(**{AMOUNT: _numbers(df, AMOUNT, path)})
+    return _infer_attributes(df, RESERVED["opportunities"], path)
 
 
-def load_dataset(data_dir: str | Path, mapping: str | Path | Mapping | None = None) -> Dataset:
-    """Load and validate the three tables of ``data_dir``.
+def load_dataset(data: str | Path, mapping: str | Path | Mapping | None = None, *,
+                 on_bad_rows: str | None = None, max_rejected_share: float | None = None) -> Dataset:
+    """Load and validate a data set: a directory of reps, accounts and opportunities tables, or one CRM export.
 
     Parameters
     ----------
-    data_dir : directory holding reps, accounts and opportunities (csv or parquet).
-    mapping : a ``repfit.toml`` path or ``Mapping``; default: ``data_dir/repfit.toml`` if present.
+    data : a directory holding the tables (csv or parquet; reps and accounts may be absent: they are then
+        derived from the opportunities' rows), or one opportunities/deals file (a CRM export).
+    mapping : a ``repfit.toml`` path, a preset name (``hubspot``, ``salesforce``) or a ``Mapping``; default:
+        ``repfit.toml`` in the directory (or beside the file) if present.
+    on_bad_rows : ``strict`` (the first row-level problem of the opportunities raises) or ``quarantine`` (such
+        rows are set aside); default: the mapping's ``[rows] on_bad``, else strict.
+    max_rejected_share : stop if more than this share of rows would be set aside (default: the mapping's, else 0.2).
 
     Returns
     -------
-    Dataset with contract dtypes (see ``Dataset``).
+    Dataset with contract dtypes (see ``Dataset``); ``rejected`` holds the rows set aside (quarantine).
 
     Raises
     ------
     SchemaError
         On the first broken rule, naming file, column, offending values and the fix.
     """
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise SchemaError(f"{data_dir}: data directory not found. Fix: name an existing directory.", option="data")
-    mp = resolve_mapping(data_dir, mapping)
-    paths = {t: _find_file(data_dir, t, mp) for t in TABLES}
-    raw = {}
-    for t in TABLES:
-        df = _apply_mapping(_read_file(paths[t]), t, paths[t], mp)
-        _require_columns(df, t, paths[t])
-        raw[t] = df
-    names = {t: paths[t].name for t in TABLES}
-    reps = _validate_reps(raw["reps"], paths["reps"], len(raw["accounts"]))
-    accounts = _validate_accounts(raw["accounts"], paths["accounts"], pd.Index(reps[REP_ID]), paths["reps"])
-    opps = _validate_opportunities(
-        raw["opportunities"], paths["opportunities"], mp, pd.Index(reps[REP_ID]), pd.Index(accounts[ACCOUNT_ID]), names
-    )
+    base, paths, mp = _locate(Path(data), mapping)
+    policy = RowPolicy.of(mp, on_bad_rows, max_rejected_share)
+    opp_path = paths["opportunities"]
+    raw_opps = _read_file(opp_path)
+    problems = RowProblems(opp_path, policy, raw_opps)
+    derived = tuple(t for t in ("reps", "accounts") if paths[t] is None)
+    deals, excluded, carried = _mapped_deals(raw_opps, opp_path, mp, derived)
+    deals = _check_rows(deals, opp_path, mp, problems)
+    order = deals[CREATED_AT]
+    tables = {t: (derive_table(deals, t, carried.get(t, {}), order) if t == "accounts" else None) if paths[t] is None
+              else _mapped_table(paths[t], t, mp, excluded) for t in ("reps", "accounts")}
+    if paths["accounts"] is not None and "accounts" in mp.join:
+        deals = deals.assign(**{ACCOUNT_ID: join_on(deals, tables["accounts"], "accounts", mp.join["accounts"],
+                                                    paths["accounts"])})
+    if tables["reps"] is None:
+        owners = tables["accounts"][CURRENT_REP_ID] if CURRENT_REP_ID in tables["accounts"] else None
+        tables["reps"] = derive_table(deals, "reps", carried.get("reps", {}), order, owners)
+    return _validated(tables, deals, paths, mp, problems, excluded)
+
+
+def _locate(data: Path, mapping) -> tuple[Path, dict[str, Path | None], Mapping]:
+    """The directory, each table's file (None: derived from the deal rows) and the mapping."""
+    if data.is_file():
+        base = data.parent
+        mp = resolve_mapping(base, mapping)
+        paths: dict[str, Path | None] = {"opportunities": data}
+        for t in ("reps", "accounts"):
+            paths[t] = _find_file(base, t, mp) if t in mp.files else None
+        return base, paths, mp
+    if not data.is_dir():
+        raise SchemaError(f"{data}: no such file or directory. Fix: name the directory holding the tables, or one "
+                          "opportunities/deals export file.", option="data")
+    mp = resolve_mapping(data, mapping)
+    paths = {"opportunities": _find_file(data, "opportunities", mp)}
+    for t in ("reps", "accounts"):
+        present = t in mp.files or any((data / f"{t}{ext}").is_file() for ext in (".csv", ".parquet"))
+        paths[t] = _find_file(data, t, mp) if present else None
+    return data, paths, mp
+
+
+def _mapped_deals(raw: pd.DataFrame, path: Path, mp: Mapping, derived: tuple[str, ...]):
+    """The deal rows renamed onto the contract; the excluded source columns; the columns carried for derived tables."""
+    df, excluded = select_columns(plain_numbers(raw, mp.thousands), "opportunities", path, mp)
+    _require_columns(df, "opportunities", path, mp)
+    df, carried = split_derived(df, mp, derived)
+    if derived:
+        df = snake_attributes(df, RESERVED["opportunities"])
+    return df, [("opportunities", c) for c in excluded], carried
+
+
+def _mapped_table(path: Path, table: str, mp: Mapping, excluded: list) -> pd.DataFrame:
+    df, gone = select_columns(plain_numbers(_read_file(path), mp.thousands), table, path, mp)
+    excluded += [(table, c) for c in gone]
+    _require_columns(df, table, path, mp)
+    return df
+
+
+def _validated(tables: dict, deals: pd.DataFrame, paths: dict, mp: Mapping, problems: RowProblems,
+               excluded: list) -> Dataset:
+    opp_path = paths["opportunities"]
+    where = {t: paths[t] or opp_path for t in TABLES}
+    names = {t: where[t].name if paths[t] else f"the owners in {opp_path.name}" if t == "reps" else
+             f"the companies in {opp_path.name}" for t in TABLES}
+    reps = _validate_reps(tables["reps"], where["reps"], len(tables["accounts"]))
+    accounts = _validate_accounts(tables["accounts"], where["accounts"], pd.Index(reps[REP_ID]), where["reps"])
+    deals = _check_references(deals, opp_path, pd.Index(reps[REP_ID]), pd.Index(accounts[ACCOUNT_ID]), names, problems)
+    problems.check_share()
+    opps = _finish_opportunities(deals, opp_path)
     if (opps[OUTCOME] != OUTCOME_OPEN).sum() == 0:
         raise SchemaError(
-            f"{paths['opportunities']}: no closed (won or lost) opportunities, so there is nothing to learn from. "
+            f"{opp_path}: no closed (won or lost) opportunities, so there is nothing to learn from. "
             f"Fix: include closed deals, or map their labels in {MAPPING_FILE} [outcome]."
         )
+    reps, accounts, opps, dropped = guard_leakage(reps.reset_index(drop=True), accounts.reset_index(drop=True),
+                                                  opps.reset_index(drop=True), mp)
+    notes = _source_notes(paths, mp, excluded, problems)
     return Dataset(
-        reps=reps.reset_index(drop=True),
-        accounts=accounts.reset_index(drop=True),
-        opportunities=opps.reset_index(drop=True),
-        paths={t: str(p) for t, p in paths.items()},
-        warnings=tuple(_findings(reps, accounts, opps, names) + _zone_findings(raw["opportunities"], names)),
+        reps=reps, accounts=accounts, opportunities=opps, paths={t: str(p) for t, p in where.items()},
+        warnings=tuple(notes + [d.message for d in dropped] + _findings(reps, accounts, opps, names)
+                       + _zone_findings(problems.raw, mp, names)),
+        rejected=problems.frame() if problems.policy.on_bad == "quarantine" else None,
+        rejected_counts=problems.counts(), dropped=tuple(dropped), policy=problems.policy,
     )
 
 
-def _zone_findings(raw: pd.DataFrame, names: dict) -> list[str]:
+def _source_notes(paths: dict, mp: Mapping, excluded: list, problems: RowProblems) -> list[str]:
+    out = []
+    opp = paths["opportunities"].name
+    for t in ("reps", "accounts"):
+        if paths[t] is None:
+            what = "owners" if t == "reps" else "companies"
+            out.append(f"{t}: the distinct {what} of {opp} (no {t} table), attributes from their latest deal.")
+    if excluded:
+        out.append(f"excluded by the mapping ({mp.source}), never features: "
+                   + listed([c for _, c in excluded], 12) + ".")
+    if problems.reasons:
+        per = ", ".join(f"{REASONS[c]}: {k:,}" for c, k in problems.counts().items())
+        out.append(f"{len(problems.reasons):,} of {len(problems.raw):,} rows of {opp} set aside ({per}).")
+    return out
+
+
+def _zone_findings(raw: pd.DataFrame, mp: Mapping, names: dict) -> list[str]:
     """Say when dates carried time zones (they are read as UTC and kept without the zone)."""
     out = []
+    sources = {target: src for src, target in mp.columns.get("opportunities", {}).items() if src in raw.columns}
     for c in (CREATED_AT, CLOSED_AT):
-        s = raw[c]
+        s = raw.get(sources.get(c, c))
+        if s is None:
+            continue
         zoned = (isinstance(s.dtype, pd.DatetimeTZDtype)
                  or s.astype("string").str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", na=False).any())
         if zoned:

@@ -13,7 +13,7 @@ from functools import cached_property
 import numpy as np
 
 from repfit.errors import InfeasibleAssignment
-from repfit.schema import listed  # the one renderer of "a, b, c (and N more)" in messages
+from repfit.messages import listed  # the one renderer of "a, b, c (and N more)" in messages
 
 # every integer a solver forms from the values, times the node count, stays below this: OR-tools' min-cost flow
 # refuses (BAD_COST_RANGE) once max |cost| x nodes passes about 2**63 / 2.4 (measured), so 16x margin
