@@ -80,17 +80,34 @@ def _data_option(f):
 @click.option("--accounts", "n_accounts", default=2000, show_default=True, type=click.IntRange(min=1),
               help="Number of accounts.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed (same seed, same files).")
-def synth(out: Path, n_reps: int, n_accounts: int, seed: int) -> None:
+# The choices are repfit.synth.FORMATS (tests/test_synth_export.py checks): only this command may import the generator.
+@click.option("--format", "fmt", type=click.Choice(("contract", "hubspot", "salesforce")), default="contract",
+              show_default=True, help="contract: the three tables. hubspot / salesforce: the same org as one CRM "
+              "export file with planted dirty rows, read by the preset of that name.")
+def synth(out: Path, n_reps: int, n_accounts: int, seed: int, fmt: str) -> None:
     """Generate a synthetic org with known ground truth (in OUT/truth/).
+
+    With --format hubspot or salesforce the same org (same seed, same deals and outcomes) is written as
+    one CRM export (OUT/deals.csv, OUT/opportunity_report.csv) with a known number of dirty rows of each
+    kind (OUT/truth/dirty_rows.json); OUT/truth/org/ holds the three tables its clean rows load into.
 
     \b
     Example:
       repfit synth --out demo/org --reps 40 --accounts 2000 --seed 7
+      repfit synth --out demo/hubspot --reps 40 --accounts 2000 --seed 7 --format hubspot
     """
-    from repfit.synth import write_org
+    from repfit.synth import write_export, write_org
 
-    counts = write_org(out, n_reps, n_accounts, seed)
-    click.echo(f"wrote {out}: " + ", ".join(f"{n:,} {t}" for t, n in counts.items()) + f"; truth in {out / 'truth'}")
+    if fmt == "contract":
+        counts = write_org(out, n_reps, n_accounts, seed)
+        tables = ", ".join(f"{n:,} {t}" for t, n in counts.items())
+        click.echo(f"wrote {out}: {tables}; truth in {out / 'truth'}")
+        return
+    got = write_export(out, n_reps, n_accounts, seed, fmt)
+    dirty = ", ".join(f"{n} {kind}" for kind, n in got["dirty"].items())
+    click.echo(f"wrote {got['file']}: {got['rows']:,} rows = {got['deals']:,} deals ({got['reps']:,} reps, "
+               f"{got['accounts']:,} accounts) + {sum(got['dirty'].values())} planted dirty rows ({dirty}); "
+               f"truth in {out / 'truth'} (the org it loads into: {out / 'truth' / 'org'})")
 
 
 @app.command()
