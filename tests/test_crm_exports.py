@@ -13,6 +13,7 @@ import pytest
 
 from conftest import run
 from repfit.config import FeatureConfig, TrainConfig
+from repfit.mapping import preset_text
 from repfit.schema import load_dataset
 from repfit.training.train import train
 
@@ -86,3 +87,47 @@ def test_end_to_end_from_the_export_in_a_fresh_process(tmp_path):
     org = load_dataset(out / "truth" / "org")
     assert len(scores) == len(org.reps) * len(org.accounts)
     assert set(scores["rep_id"]) == set(org.reps["rep_id"])  # reps are the owners' names
+
+
+def test_a_companies_file_joins_the_deals_by_name(tmp_path):
+    """Two-file export: deals carry the company name, a companies export carries its own ids, the attributes, and
+    owners by user id; a users export maps the owner names to those ids."""
+    out = tmp_path / "org"
+    assert run("synth", "--out", out, "--reps", 6, "--accounts", 80, "--seed", 4, "--format", "hubspot").exit_code == 0
+    org = load_dataset(out / "truth" / "org")
+    acc, reps = org.accounts, org.reps
+    user_id = {r: f"U{i}" for i, r in enumerate(reps["rep_id"])}
+    pd.DataFrame({"Record ID": [f"C{i}" for i in range(len(acc))], "Company name": acc["account_id"],
+                  "Industry": acc["industry"], "Company owner ID": acc["current_rep_id"].map(user_id)}
+                 ).to_csv(tmp_path / "companies.csv", index=False)
+    pd.DataFrame({"User ID": list(user_id.values()), "Full name": list(user_id), "Team": reps["region"]}
+                 ).to_csv(tmp_path / "users.csv", index=False)
+    deals = pd.read_csv(out / "deals.csv", dtype=str, keep_default_na=False)
+    deals.to_csv(tmp_path / "deals.csv", index=False)
+    mapping = tmp_path / "two.toml"
+    mapping.write_text(preset_text("hubspot") + '''
+[files]
+accounts = "companies.csv"
+reps = "users.csv"
+
+[columns.accounts]
+"Record ID" = "account_id"
+"Company owner ID" = "current_rep_id"
+"Industry" = "industry"
+
+[columns.reps]
+"User ID" = "rep_id"
+
+[join]
+accounts = "Company name"
+reps = "Full name"
+''')
+    ds = load_dataset(tmp_path / "deals.csv", mapping, on_bad_rows="quarantine")
+    assert sorted(ds.accounts["account_id"]) == sorted(f"C{i}" for i in range(len(acc)))
+    by_name = dict(zip(acc["account_id"], [f"C{i}" for i in range(len(acc))]))
+    expect = org.opportunities["account_id"].map(by_name)
+    assert ds.opportunities["account_id"].tolist() == expect.tolist()
+    assert ds.opportunities["rep_id"].tolist() == org.opportunities["rep_id"].map(user_id).tolist()
+    assert ds.accounts.set_index("account_id")["current_rep_id"].to_dict() == dict(
+        zip([f"C{i}" for i in range(len(acc))], acc["current_rep_id"].map(user_id)))
+    assert "Team" in ds.reps.columns and "industry" in ds.accounts.columns

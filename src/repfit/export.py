@@ -117,13 +117,14 @@ def derive_table(deals: pd.DataFrame, table: str, columns: dict[str, pd.Series],
     return out.reset_index(drop=True)
 
 
-def join_on(deals: pd.DataFrame, table_df: pd.DataFrame, table: str, column: str, path: Path) -> pd.Series:
-    """The deals' ``rep_id``/``account_id`` translated through ``[join] <table> = column``: the second file's
-    ``column`` holds what the deals carry (e.g. the company name), its id column the id to use."""
+def join_on(values: pd.Series, table_df: pd.DataFrame, table: str, column: str, path: Path) -> pd.Series:
+    """``values`` (what the deals carry, e.g. company names) translated through ``[join] <table> = column``: the
+    second file's ``column`` holds those values, its id column the id to use; an unmatched value stays as it is
+    (and is then an unknown id)."""
     key = KEYS[table]
     if column not in table_df.columns:
         raise SchemaError(f"{path}: [join] {table} = {column!r}, but the file has no such column (found: "
                           f"{_listed(list(table_df.columns), 12)}). Fix: name the column holding what the deals carry.")
     lookup = dict(zip(table_df[column].astype("string").str.strip(), table_df[key].astype("string").str.strip()))
-    values = deals[key].astype("string").str.strip()
-    return values.map(lambda v: lookup.get(v, v) if pd.notna(v) else v).astype("string")
+    text = values.astype("string").str.strip()
+    return text.map(lambda v: lookup.get(v, v) if pd.notna(v) else v).astype("string")

@@ -495,13 +495,26 @@ def load_dataset(data: str | Path, mapping: str | Path | Mapping | None = None, 
     order = deals[CREATED_AT]
     tables = {t: (derive_table(deals, t, carried.get(t, {}), order) if t == "accounts" else None) if paths[t] is None
               else _mapped_table(paths[t], t, mp, excluded) for t in ("reps", "accounts")}
-    if paths["accounts"] is not None and "accounts" in mp.join:
-        deals = deals.assign(**{ACCOUNT_ID: join_on(deals, tables["accounts"], "accounts", mp.join["accounts"],
-                                                    paths["accounts"])})
+    deals, tables = _joined(deals, tables, paths, mp)
     if tables["reps"] is None:
         owners = tables["accounts"][CURRENT_REP_ID] if CURRENT_REP_ID in tables["accounts"] else None
         tables["reps"] = derive_table(deals, "reps", carried.get("reps", {}), order, owners)
     return _validated(tables, deals, paths, mp, problems, excluded)
+
+
+def _joined(deals: pd.DataFrame, tables: dict, paths: dict, mp: Mapping) -> tuple[pd.DataFrame, dict]:
+    """``[join] accounts = "Company name"``: the deals (and, for reps, the accounts' owners) carry that column's
+    values; translate them to the second file's ids."""
+    if paths["accounts"] is not None and "accounts" in mp.join:
+        deals = deals.assign(**{ACCOUNT_ID: join_on(deals[ACCOUNT_ID], tables["accounts"], "accounts",
+                                                    mp.join["accounts"], paths["accounts"])})
+    if paths["reps"] is not None and "reps" in mp.join:
+        deals = deals.assign(**{REP_ID: join_on(deals[REP_ID], tables["reps"], "reps", mp.join["reps"], paths["reps"])})
+        accounts = tables["accounts"]
+        if CURRENT_REP_ID in accounts:
+            owners = join_on(accounts[CURRENT_REP_ID], tables["reps"], "reps", mp.join["reps"], paths["reps"])
+            tables = {**tables, "accounts": accounts.assign(**{CURRENT_REP_ID: owners})}
+    return deals, tables
 
 
 def _locate(data: Path, mapping) -> tuple[Path, dict[str, Path | None], Mapping]:
