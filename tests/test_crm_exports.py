@@ -80,6 +80,13 @@ def test_end_to_end_from_the_export_in_a_fresh_process(tmp_path):
                        capture_output=True, text=True)
     assert t.returncode == 0, t.stderr[-2000:]
     assert "set aside" in t.stderr and "leakage guard" in t.stderr
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    run_ = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.`repfit.kind` = 'train'")[0]
+    planted = json.loads((out / "truth" / "dirty_rows.json").read_text())
+    assert run_.data.tags["repfit.rows.rejected"] == str(sum(planted.values()))
+    assert set(run_.data.tags["repfit.leakage.dropped"].split(",")) == {"contract_start_date", "annual_contract_value"}
     s = subprocess.run(env_cmd + ["score", *common, "--out", str(tmp_path / "scores.csv")], cwd=tmp_path,
                        capture_output=True, text=True)
     assert s.returncode == 0, s.stderr[-2000:]

@@ -110,6 +110,10 @@ def train_job(*, data: DataSource, store: Store, features: Path | None = None, c
     run_id, decision = tracker.log_training(
         result, str(data.path), configs, promote, models_dir,
         score_champion=lambda champ: score_rows(champ, ds, result.test_rows),
+        data_tags={"repfit.mapping": str(data.mapping or "default"), "repfit.rows.on_bad": ds.policy.on_bad,
+                   "repfit.rows.rejected": str(sum(ds.rejected_counts.values())),
+                   "repfit.leakage.dropped": ",".join(d.column for d in ds.dropped) or "none"},
+        findings=ds.warnings,
     )
     return TrainOutcome(result, run_id, decision, tracker.uri)
 

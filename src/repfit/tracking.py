@@ -145,10 +145,13 @@ class Tracker:
     # --- training ---------------------------------------------------------------------------
     @_store_errors
     def log_training(self, result, data_dir: str, configs: dict[str, str], promote: bool,
-                     models_dir: Path | None, score_champion) -> tuple[str, Decision]:
+                     models_dir: Path | None, score_champion, data_tags: dict[str, str] | None = None,
+                     findings: tuple[str, ...] = ()) -> tuple[str, Decision]:
         """Log one training run, register its model, and decide champion vs challenger.
 
         ``score_champion(scorer) -> np.ndarray`` scores the current champion on this run's test rows.
+        ``data_tags`` (mapping, rows set aside, columns the leakage guard dropped) and ``findings`` (what
+        ``validate`` prints) record how the data was read.
         """
         import matplotlib
 
@@ -163,6 +166,8 @@ class Tracker:
                              "repfit.signal": "detected" if result.scorer.card.signal.detected else "not detected"})
             mlflow.log_params({k: (",".join(map(str, v)) if isinstance(v, (tuple, list)) else v) for k, v in result.params.items()})
             mlflow.log_metrics({k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float)) and np.isfinite(v)})
+            mlflow.set_tags(data_tags or {})
+            mlflow.log_text("\n".join(findings) + "\n", "data/findings.txt")
             for name, text in configs.items():
                 mlflow.log_text(text, f"config/{name}")
             mlflow.log_text(result.table.to_csv(index=False), "evaluation/test_metrics.csv")
