@@ -104,11 +104,12 @@ def test_a_full_disk_keeps_the_previous_output_and_says_so(tmp_path):
     assert target.read_text() == "previous\n" and sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]
 
 
-def test_a_read_only_store_is_one_line_and_the_outputs_stay(trained, tmp_path):
+def test_a_read_only_store_is_one_line_and_the_outputs_stay(trained, tmp_path, monkeypatch):
     """Issue 11, item 11: a store that cannot be written (opened read-only here: as root, file modes do not stop
     writes) fails with one line when the run is logged."""
     org, uri, tmp = trained
     ro = f"sqlite:///file:{uri[len('sqlite:///'):]}?mode=ro&uri=true"
+    monkeypatch.chdir(tmp_path)  # MLflow makes the folders of a "file:..." database path relative to the cwd
     res = run("score", "--data", org, "--tracking-uri", ro, "--out", tmp_path / "s.csv")
     assert res.exit_code == 2, res.output
     assert "error: --tracking-uri: " in res.output and "Traceback" not in res.output
