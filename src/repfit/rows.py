@@ -10,6 +10,7 @@ load stops: that many bad rows means a wrong mapping, not a dirty export.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,15 +58,17 @@ class RowProblems:
     raw: pd.DataFrame
     reasons: dict[int, tuple[str, str]] = field(default_factory=dict)  # row -> (code, detail)
 
-    def flag(self, bad: pd.Series, code: str, message: str, detail: pd.Series | None = None) -> pd.Series:
-        """Rows where ``bad`` holds have problem ``code``: raise (strict) or set them aside (quarantine).
+    def flag(self, bad: pd.Series, code: str, message: str,
+             detail: str | Callable[[pd.Series], pd.Series] = "") -> pd.Series:
+        """Rows where ``bad`` holds have problem ``code``: raise (strict) or set them aside (quarantine), with
+        ``detail`` (a text, or a function of the mask giving one per bad row: only computed when rows are bad).
         Returns the mask of rows to keep."""
         bad = bad.fillna(False).astype(bool)
         if not bad.any():
             return ~bad
         if self.policy.on_bad == STRICT:
             raise SchemaError(message + QUARANTINE_FIX)
-        text = detail[bad].astype(str) if detail is not None else pd.Series("", index=bad.index[bad])
+        text = detail(bad).astype(str) if callable(detail) else pd.Series(detail, index=bad.index[bad])
         for row, d in zip(bad.index[bad], text):
             self.reasons.setdefault(int(row), (code, d))
         return ~bad

@@ -266,11 +266,11 @@ def _dates(df: pd.DataFrame, column: str, path: Path, fmt: str, closed: pd.Serie
     keep = problems.flag(bad, "bad_date", (
         f"{path}: column '{column}' has unparseable or implausible dates {listed(pd.unique(raw[bad]))} "
         f"(on {_lines(df.index[bad])}). Fix: use ISO dates (YYYY-MM-DD), or set [dates] format "
-        f"in {MAPPING_FILE} (e.g. format = \"%m/%d/%Y\")."), column + "=" + raw.astype("string").fillna(""))
+        f"in {MAPPING_FILE} (e.g. format = \"%m/%d/%Y\")."), lambda m: column + "=" + raw[m].astype("string").fillna(""))
     missing = closed & raw.isna() & keep
     keep &= problems.flag(missing, "bad_date", (
         f"{path}: column '{column}' is empty on {_lines(df.index[missing])} of closed opportunities. "
-        "Fix: fill in the date, or mark the rows as open."), pd.Series(f"{column} empty", index=df.index))
+        "Fix: fill in the date, or mark the rows as open."), f"{column} empty")
     return parsed, keep
 
 
@@ -389,7 +389,7 @@ def _normalise_outcome(raw: pd.Series, path: Path, df: pd.DataFrame, mapping: Ma
         f"{path}: column '{OUTCOME}' has unknown labels {listed(pd.unique(raw[unknown]))} "
         f"(on {_lines(df.index[unknown])}). Won labels: {listed(sorted(won))}; lost: {listed(sorted(lost))}. "
         f"Fix: map them in {MAPPING_FILE} under [outcome] won = [...], lost = [...] or open = [...] "
-        "(open = [\"*\"]: every other label is open)."), OUTCOME + "=" + raw.astype("string").fillna(""))
+        "(open = [\"*\"]: every other label is open)."), lambda m: OUTCOME + "=" + raw[m].astype("string").fillna(""))
     out = pd.Series(OUTCOME_OPEN, index=raw.index, dtype="string")
     out[won_m] = OUTCOME_WON
     out[lost_m] = OUTCOME_LOST
@@ -404,11 +404,14 @@ def _opportunity_ids(df: pd.DataFrame, path: Path, problems: RowProblems) -> pd.
                          f"{_lines(df.index[blank])}. Fix: give every row a {OPPORTUNITY_ID}.")
     dup = s.duplicated(keep="first") & keep
     repeated = s.isin(s[dup]) & keep
-    first_line = pd.Series(df.index, index=df.index).groupby(s).transform("min") + 2
+
+    def first_lines(m: pd.Series) -> pd.Series:
+        first = pd.Series(df.index[repeated], index=s[repeated].to_numpy()).groupby(level=0).min() + 2
+        return OPPORTUNITY_ID + "=" + s[m] + " first on line " + s[m].map(first).astype("string")
+
     return keep & problems.flag(dup, "duplicate_id", (
         f"{path}: column '{OPPORTUNITY_ID}' has duplicate values {listed(pd.unique(s[repeated]))} "
-        f"(on {_lines(df.index[repeated])}). Fix: make each {OPPORTUNITY_ID} unique (one row per id)."),
-        OPPORTUNITY_ID + "=" + s.fillna("") + " first on line " + first_line.astype("string"))
+        f"(on {_lines(df.index[repeated])}). Fix: make each {OPPORTUNITY_ID} unique (one row per id)."), first_lines)
 
 
 def _check_rows(df: pd.DataFrame, path: Path, mapping: Mapping, problems: RowProblems) -> pd.DataFrame:
@@ -424,17 +427,20 @@ def _check_rows(df: pd.DataFrame, path: Path, mapping: Mapping, problems: RowPro
         empty = closed & cols[column].isna()
         keep = problems.flag(empty, code, (
             f"{path}: column '{column}' is empty on {_lines(df.index[empty])} of closed opportunities. "
-            f"Fix: fill in the {column}, or drop those rows."), pd.Series(f"{column} empty", index=df.index))
+            f"Fix: fill in the {column}, or drop those rows."), f"{column} empty")
         df, outcome, closed, cols = df[keep], outcome[keep], closed[keep], {k: v[keep] for k, v in cols.items()}
     created, keep = _dates(df, CREATED_AT, path, mapping.date_format, closed, problems)
     closed_at, keep2 = _dates(df, CLOSED_AT, path, mapping.date_format, closed, problems)
     keep &= keep2
     reversed_ = keep & closed & (closed_at < created)
-    pairs = closed_at.dt.strftime("%Y-%m-%d").fillna("") + " < " + created.dt.strftime("%Y-%m-%d").fillna("")
+
+    def pairs(m: pd.Series) -> pd.Series:
+        return closed_at[m].dt.strftime("%Y-%m-%d") + " < " + created[m].dt.strftime("%Y-%m-%d")
+
     keep &= problems.flag(reversed_, "close_before_create", (
         f"{path}: '{CLOSED_AT}' is before '{CREATED_AT}' on {_lines(df.index[reversed_])} "
-        f"({listed(pairs[reversed_])}). Fix: correct the dates, or swap the two columns in the mapping if they are "
-        "reversed."), CLOSED_AT + " " + pairs)
+        f"({listed(pairs(reversed_))}). Fix: correct the dates, or swap the two columns in the mapping if they are "
+        "reversed."), lambda m: CLOSED_AT + " " + pairs(m))
     cols.update({OPPORTUNITY_ID: df[OPPORTUNITY_ID].astype("string").str.strip(), CREATED_AT: created,
                  CLOSED_AT: closed_at, OUTCOME: outcome,
                  WON: outcome.map({OUTCOME_WON: 1.0, OUTCOME_LOST: 0.0}).astype(float)})
@@ -451,7 +457,7 @@ def _check_references(df: pd.DataFrame, path: Path, rep_ids: pd.Index, account_i
         df = df[problems.flag(unknown, code, (
             f"{path}: column '{column}' names ids not in {names[table]}: {listed(pd.unique(s[unknown]))} "
             f"(on {_lines(df.index[unknown])}). Fix: add them to {names[table]}, or correct the ids."),
-            column + "=" + s.fillna(""))]
+            lambda m: column + "=" + s[m].fillna(""))]
     return df
 
 
