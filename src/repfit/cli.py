@@ -395,6 +395,63 @@ def capacity(data_dir, mapping, add, like, out, scores, model_uri, tracking_uri,
     click.echo("wrote " + ", ".join(str(p) for p in res.paths.values()) + f"; run {res.run_id}")
 
 
+@app.group("mapping")
+def mapping_group() -> None:
+    """Mappings (repfit.toml) for CRM exports: print a preset, or guess one from an export.
+
+    \b
+    Example:
+      repfit mapping show hubspot > repfit.toml
+      repfit mapping guess deals.csv --out repfit.toml
+    """
+
+
+@mapping_group.command("show")
+@click.argument("name")
+def mapping_show(name: str) -> None:
+    """Print the preset NAME (e.g. hubspot) as TOML, to use as is or to copy and edit.
+
+    \b
+    Example:
+      repfit mapping show salesforce > repfit.toml
+    """
+    from repfit.errors import ConfigError
+    from repfit.mapping import preset_text
+
+    try:
+        text = preset_text(name)
+    except ConfigError as exc:  # about NAME here, not the --mapping option the library's message names
+        raise ConfigError(str(exc)) from None
+    click.echo(text, nl=False)
+
+
+@mapping_group.command("guess")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the mapping to this file (atomically) instead of printing it.")
+def mapping_guess(file: Path, out: Path | None) -> None:
+    """Guess a starter repfit.toml for FILE, a deals/opportunities export (CSV or Parquet).
+
+    Each line of the guess says what it rests on; lines marked UNSURE need a look, and a required column
+    nothing matched is commented out (and named on stderr).
+
+    \b
+    Example:
+      repfit mapping guess deals.csv > repfit.toml
+      repfit mapping guess deals.csv --out repfit.toml
+    """
+    from repfit.guess import guess
+
+    res = guess(file, out)
+    for warning in res.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if out is None:
+        click.echo(res.text, nl=False)
+    else:
+        mapped = sum(p.column is not None for p in res.picks.values())
+        click.echo(f"wrote {res.path}: {mapped} columns mapped, {res.unsure} lines marked UNSURE")
+
+
 def _gain(x: float, sign: bool = True) -> str:
     """Money-like values as whole numbers; small ones (expected wins, potential 1) with three significant digits."""
     s = "+" if sign else ""
