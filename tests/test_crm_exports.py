@@ -11,7 +11,7 @@ import sys
 import pandas as pd
 import pytest
 
-from conftest import run
+from conftest import MAVEN_MAPPING, run
 from repfit.config import FeatureConfig, TrainConfig
 from repfit.mapping import preset_text
 from repfit.schema import load_dataset
@@ -138,3 +138,32 @@ reps = "Full name"
     assert ds.accounts.set_index("account_id")["current_rep_id"].to_dict() == dict(
         zip([f"C{i}" for i in range(len(acc))], acc["current_rep_id"].map(user_id)))
     assert "Team" in ds.reps.columns and "industry" in ds.accounts.columns
+
+
+@pytest.mark.parametrize("source", ["hubspot", "salesforce", "maven"])
+def test_a_guessed_mapping_loads(source, tmp_path, request):
+    """`repfit mapping guess` on each synthetic export and on the Maven pipeline file gives a mapping that loads."""
+    from repfit.guess import guess_mapping
+
+    if source == "maven":
+        maven_dir = request.getfixturevalue("maven_dir")  # skips when ../shared is absent
+        data = maven_dir / "sales_pipeline.csv"
+        expect = load_dataset(maven_dir, MAVEN_MAPPING)
+    else:
+        out = tmp_path / "org"
+        assert run("synth", "--out", out, "--reps", 8, "--accounts", 200, "--seed", 3, "--format", source).exit_code == 0
+        data = out / FILES[source]
+        expect = load_dataset(out / "truth" / "org")
+    mapping = tmp_path / "guessed.toml"
+    mapping.write_text(guess_mapping(data))
+    ds = load_dataset(data, mapping, on_bad_rows="quarantine")
+    closed = ds.closed.sort_values("opportunity_id")
+    ref = expect.closed.sort_values("opportunity_id")
+    assert closed["opportunity_id"].tolist() == ref["opportunity_id"].tolist()
+    assert closed["won"].tolist() == ref["won"].tolist()
+    assert closed["rep_id"].tolist() == ref["rep_id"].tolist()
+    assert closed["account_id"].tolist() == ref["account_id"].tolist()
+    assert (closed["closed_at"].to_numpy() == ref["closed_at"].to_numpy()).all()
+    if source != "maven":
+        planted = json.loads((out / "truth" / "dirty_rows.json").read_text())
+        assert ds.rejected_counts == planted

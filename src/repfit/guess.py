@@ -250,9 +250,11 @@ def _read_dates(filled: pd.Series) -> tuple[pd.Series, str, bool] | None:
         fmt = "ISO8601"
     else:
         p = parts[slash]
-        day_first, month_first = (p["a"].astype(int) > 12).any(), (p["b"].astype(int) > 12).any()
-        if day_first and month_first:
-            return None
+        n_day, n_month = int((p["a"].astype(int) > 12).sum()), int((p["b"].astype(int) > 12).sum())
+        if n_day and n_month and max(n_day, n_month) < 10 * min(n_day, n_month):
+            return None  # both orders have real support: not one date format
+        # a few values against the order (13/45/2024 in a US export) are bad dates, not evidence
+        day_first, month_first = n_day > 10 * n_month, n_month > 10 * n_day
         unsure = not (day_first or month_first)
         sep, year = p["sep"].mode()[0], "%Y" if p["y"].str.len().mode()[0] == 4 else "%y"
         fmt = f"%d{sep}%m{sep}{year}" if day_first else f"%m{sep}%d{sep}{year}"

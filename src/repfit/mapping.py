@@ -149,7 +149,7 @@ def preset_text(name: str) -> str:
     if name not in PRESETS:
         close = difflib.get_close_matches(name, PRESETS, n=1)
         raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}. "
-                          f"Fix: use one of those{f' (did you mean {close[0]!r}?)' if close else ''}.", option="mapping")
+                          f"Fix: use one of those{f' (did you mean {close[0]!r}?)' if close else ''}.")
     return resources.files("repfit.presets").joinpath(f"{name}.toml").read_text(encoding="utf-8")
 
 
