@@ -25,7 +25,7 @@ from repfit.features.catalogue import Catalogue
 from repfit.probability import EPS, log_loss, sigmoid
 from repfit.probability import logit as _logit
 
-BUNDLE_VERSION = 3  # 2: the feature catalogue and a typed model card; 3: static columns keep their training levels
+BUNDLE_VERSION = 4  # 2: the feature catalogue and a typed model card; 3: static columns keep their training levels; 4: rates net of deal-level attributes
 
 
 class Calibrator:

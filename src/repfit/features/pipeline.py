@@ -17,9 +17,17 @@ Features of a (rep, account) pair
 - pair history: prior deals with this very account and their shrunk win rate.
 
 Shrinkage (empirical Bayes, ``k = prior_deals``): ``g`` global rate; rep rate
-``p_r = (w_r + k g) / (n_r + k)``; value rate ``g_v = (w_v + k g) / (n_v + k)``; strength
-``s_rv = (w_rv + k prior) / (n_rv + k)`` with ``prior = p_r + g_v - g`` (the rep's rate, adjusted
-for how hard the value is for everyone).
+``p_r = (w_r - x_r + k g) / (n_r + k)``; value rate ``g_v = (w_v - x_v + k g) / (n_v + k)``; strength
+``s_rv = (w_rv - x_rv + k prior) / (n_rv + k)`` with ``prior = p_r + g_v - g`` (the rep's rate, adjusted
+for how hard the value is for everyone); pair rate ``(w_ra - x_ra + k p_r) / (n_ra + k)``.
+
+Deal-level controls (issue 12, item 5): the ``x`` terms are the wins the deals' own deal-level values
+(opportunity attributes: deal type, lead source, product) predict above the org's rate, summed over the
+deals behind each count (``_deal_excess``). So a rep fed renewals or inbound leads is not credited with
+their ease: its rate is its wins over what its deal mix predicts, i.e. its rate on an org-average mix.
+An opportunity dimension's own counts keep its own ease (only the other deal-level attributes' is
+removed), so its strength still says how easy the account's mix of it is. The account's rate stays
+gross: the account keeps its deal mix whoever owns it. Without opportunity attributes every ``x`` is 0.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from repfit.features.joint import JointFit, fit_joint, learn_band_edges
 
 ACCOUNT, BAND, OPPORTUNITY, MATCH = DimensionKind.ACCOUNT, DimensionKind.BAND, DimensionKind.OPPORTUNITY, DimensionKind.MATCH
 T = "_t"
+X = "_x"  # events: the wins a deal's deal-level values predict above the org's rate (``_deal_excess``)
 RATE_EPS = 1e-4  # shrunk rates never come closer to 0 or 1 than this in log-odds features
 
 
@@ -255,25 +264,32 @@ class Counts:
     w_a: np.ndarray
     n_ra: np.ndarray
     w_ra: np.ndarray
-    dims: dict[str, dict[str, np.ndarray]]  # name -> n_rv, w_rv, n_v, w_v, mix (rows x levels)
+    dims: dict[str, dict[str, np.ndarray]]  # name -> n_rv, w_rv, x_rv, n_v, w_v, x_v, mix (rows x levels)
+    x_r: np.ndarray | float = 0.0  # wins the deal-level values predict above the org's rate (``_deal_excess``)
+    x_ra: np.ndarray | float = 0.0
+
+
+def _rate(wins: np.ndarray, deals: np.ndarray) -> np.ndarray:
+    """A shrunk rate; wins net of deal-level ease may leave [0, 1] (a rep losing every easy deal): clipped."""
+    return np.clip(wins / deals, RATE_EPS, 1 - RATE_EPS)
 
 
 def _strength_features(c: Counts, space: FeatureSpace) -> dict[str, np.ndarray]:
     k = space.cfg.prior_deals
     g = laplace_rate(c.W, c.N)
-    p_r = (c.w_r + k * g) / (c.n_r + k)
+    p_r = _rate(c.w_r - c.x_r + k * g, c.n_r + k)  # net of the rep's deal mix (see the module docstring)
     out = {
         "rep_n": c.n_r.astype(float), "rep_rate": p_r,
         "account_n": c.n_a.astype(float), "account_rate": (c.w_a + k * g) / (c.n_a + k),
-        "pair_n": c.n_ra.astype(float), "pair_rate": (c.w_ra + k * p_r) / (c.n_ra + k),
+        "pair_n": c.n_ra.astype(float), "pair_rate": _rate(c.w_ra - c.x_ra + k * p_r, c.n_ra + k),
     }
     combined = _logit(p_r)
     for d in space.dims:
         x = c.dims[d.name]
         gcol, pcol = g[:, None], p_r[:, None]
-        g_v = (x["w_v"] + k * gcol) / (x["n_v"] + k)
+        g_v = _rate(x["w_v"] - x["x_v"] + k * gcol, x["n_v"] + k)
         prior = np.clip(pcol + g_v - gcol, 0.01, 0.99)
-        s = (x["w_rv"] + k * prior) / (x["n_rv"] + k)
+        s = _rate(x["w_rv"] - x["x_rv"] + k * prior, x["n_rv"] + k)
         mix = x["mix"]
         strength = (mix * s).sum(axis=1)
         out[f"{d.name}_strength"] = strength
@@ -365,8 +381,10 @@ class HistorySnapshot:
     pair_codes: np.ndarray  # sorted r * n_accounts + a
     pair_n: np.ndarray
     pair_w: np.ndarray
-    tables: dict[str, dict[str, np.ndarray]]  # dim -> n_rv [R, V], w_rv, n_v [V], w_v, (opportunity dims) c_av [A, V]
+    tables: dict[str, dict[str, np.ndarray]]  # dim -> n_rv [R, V], w_rv, x_rv, n_v [V], w_v, x_v, (opportunity) c_av [A, V]
     joint: JointFit | None = None  # the joint model over all of it (None: joint features off)
+    x_r: np.ndarray | None = None  # wins the deals' deal-level values predict above the org's rate (``_deal_excess``)
+    pair_x: np.ndarray | None = None
 
 
 def _bincount2(i: np.ndarray, j: np.ndarray, weights, shape) -> np.ndarray:
@@ -376,7 +394,8 @@ def _bincount2(i: np.ndarray, j: np.ndarray, weights, shape) -> np.ndarray:
 
 
 def snapshot(space: FeatureSpace, closed: pd.DataFrame) -> HistorySnapshot:
-    """Count tables over ``closed`` (validated closed opportunities)."""
+    """Count tables over ``closed`` (validated closed opportunities). Wins are counted as they are; the ``x``
+    tables hold the wins the deals' deal-level values predict (``_deal_excess``), which the rates subtract."""
     r = space.rep_index(closed[S.REP_ID])
     a = space.account_index(closed[S.ACCOUNT_ID])
     won = closed[S.WON].to_numpy(float)
@@ -384,6 +403,7 @@ def snapshot(space: FeatureSpace, closed: pd.DataFrame) -> HistorySnapshot:
     codes = r.astype(np.int64) * A + a
     uniq, inv = np.unique(codes, return_inverse=True)
     joint = _fit_joint(space, _event_codes(space, closed, r, a), r, a, won) if space.cfg.joint_prior_sd > 0 else None
+    excess = _deal_excess(space, closed)
     tables = {}
     for d in space.dims:
         V = space.n_levels(d)
@@ -393,9 +413,10 @@ def snapshot(space: FeatureSpace, closed: pd.DataFrame) -> HistorySnapshot:
         else:
             v = space.pair_value(d, r, a)
             c_av = None
-        n_rv = _bincount2(r, v, None, (R, V))
-        w_rv = _bincount2(r, v, won, (R, V))
-        t = {"n_rv": n_rv, "w_rv": w_rv, "n_v": n_rv.sum(axis=0), "w_v": w_rv.sum(axis=0)}
+        n_rv, w_rv = _bincount2(r, v, None, (R, V)), _bincount2(r, v, won, (R, V))
+        x_rv = _bincount2(r, v, excess.behind(d), (R, V))
+        t = {"n_rv": n_rv, "w_rv": w_rv, "x_rv": x_rv, "n_v": n_rv.sum(axis=0), "w_v": w_rv.sum(axis=0),
+             "x_v": x_rv.sum(axis=0)}
         if c_av is not None:
             t["c_av"] = c_av
         tables[d.name] = t
@@ -404,7 +425,8 @@ def snapshot(space: FeatureSpace, closed: pd.DataFrame) -> HistorySnapshot:
         n_r=np.bincount(r, minlength=R).astype(float), w_r=np.bincount(r, weights=won, minlength=R),
         n_a=np.bincount(a, minlength=A).astype(float), w_a=np.bincount(a, weights=won, minlength=A),
         pair_codes=uniq, pair_n=np.bincount(inv).astype(float), pair_w=np.bincount(inv, weights=won),
-        tables=tables, joint=joint,
+        tables=tables, joint=joint, x_r=np.bincount(r, weights=excess.total, minlength=R),
+        pair_x=np.bincount(inv, weights=excess.total, minlength=len(uniq)),
     )
 
 
@@ -427,8 +449,9 @@ def pair_features(space: FeatureSpace, snap: HistorySnapshot, r: np.ndarray, a: 
         if d.kind == OPPORTUNITY:
             n_v = np.broadcast_to(t["n_v"], (m, len(t["n_v"])))
             dims[d.name] = {
-                "n_rv": t["n_rv"][r], "w_rv": t["w_rv"][r], "n_v": n_v,
-                "w_v": np.broadcast_to(t["w_v"], n_v.shape), "mix": _mix(t["c_av"][a], n_v),
+                "n_rv": t["n_rv"][r], "w_rv": t["w_rv"][r], "x_rv": t["x_rv"][r], "n_v": n_v,
+                "w_v": np.broadcast_to(t["w_v"], n_v.shape), "x_v": np.broadcast_to(t["x_v"], n_v.shape),
+                "mix": _mix(t["c_av"][a], n_v),
             }
             weights[d.name] = dims[d.name]["mix"]
         else:
@@ -436,34 +459,80 @@ def pair_features(space: FeatureSpace, snap: HistorySnapshot, r: np.ndarray, a: 
             weights[d.name] = v
             ok = v >= 0
             vv = np.where(ok, v, 0)
-            dims[d.name] = {
-                "n_rv": np.where(ok, t["n_rv"][r, vv], 0.0)[:, None], "w_rv": np.where(ok, t["w_rv"][r, vv], 0.0)[:, None],
-                "n_v": np.where(ok, t["n_v"][vv], 0.0)[:, None], "w_v": np.where(ok, t["w_v"][vv], 0.0)[:, None],
-                "mix": np.ones((m, 1)),
-            }
+            dims[d.name] = {k: np.where(ok, t[k][r, vv], 0.0)[:, None] for k in ("n_rv", "w_rv", "x_rv")}
+            dims[d.name].update({k: np.where(ok, t[k][vv], 0.0)[:, None] for k in ("n_v", "w_v", "x_v")})
+            dims[d.name]["mix"] = np.ones((m, 1))
     counts = Counts(
         N=np.full(m, snap.N), W=np.full(m, snap.W),
         n_r=snap.n_r[r], w_r=snap.w_r[r], n_a=snap.n_a[a], w_a=snap.w_a[a],
         n_ra=np.where(hit, snap.pair_n[pos], 0.0), w_ra=np.where(hit, snap.pair_w[pos], 0.0), dims=dims,
+        x_r=snap.x_r[r], x_ra=np.where(hit, snap.pair_x[pos], 0.0),
     )
     joint = snap.joint  # None when the joint features are off
     return _frame(space, r, a, counts, None if joint is None else joint.logits(r, a, weights))
 
 
 # --- the training path: point-in-time counts ------------------------------------------------------
-def _asof(events: pd.DataFrame, queries: pd.DataFrame, by: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """For each query row: deals and wins among ``events`` with equal ``by`` keys and time < query time."""
-    ev = events.sort_values([T]).assign(_n=1.0)
+def _asof(events: pd.DataFrame, queries: pd.DataFrame, by: list[str], sums: tuple[str, ...] = (S.WON,)) -> tuple[np.ndarray, ...]:
+    """For each query row: deals among ``events`` with equal ``by`` keys and time < query time, and the sum of
+    each column of ``sums`` (wins by default) over them."""
+    cols = [f"_sum{i}" for i in range(len(sums))]
+    ev = events.sort_values([T])
     if by:
         g = ev.groupby(by, sort=False)
-        ev = ev.assign(_n=g.cumcount() + 1.0, _w=g[S.WON].cumsum())
+        ev = ev.assign(_n=g.cumcount() + 1.0, **{c: g[x].cumsum() for c, x in zip(cols, sums)})
     else:
-        ev = ev.assign(_n=np.arange(1, len(ev) + 1, dtype=float), _w=ev[S.WON].cumsum())
+        ev = ev.assign(_n=np.arange(1, len(ev) + 1, dtype=float), **{c: ev[x].cumsum() for c, x in zip(cols, sums)})
     q = queries[[T] + by].assign(_row=np.arange(len(queries))).sort_values(T)
-    merged = pd.merge_asof(q, ev[[T] + by + ["_n", "_w"]], on=T, by=by or None, direction="backward",
+    merged = pd.merge_asof(q, ev[[T] + by + ["_n"] + cols], on=T, by=by or None, direction="backward",
                            allow_exact_matches=False)
     merged = merged.sort_values("_row")
-    return merged["_n"].fillna(0).to_numpy(float), merged["_w"].fillna(0).to_numpy(float)
+    return tuple(merged[c].fillna(0).to_numpy(float) for c in ["_n"] + cols)
+
+
+@dataclass(frozen=True)
+class DealExcess:
+    """Per closed deal: the wins its deal-level values predict above the org's rate (``total``), and, per
+    opportunity dimension, above the rate of its own value of that dimension (``beyond[d]``: the ease of its other
+    deal-level values, given that one). All zero without opportunity dimensions."""
+
+    total: np.ndarray
+    beyond: dict[str, np.ndarray]
+
+    def behind(self, d: Dimension) -> np.ndarray:
+        """What dimension ``d``'s counts subtract: an opportunity dimension keeps its own ease, others keep none."""
+        return self.beyond.get(d.name, self.total)
+
+
+def _deal_excess(space: FeatureSpace, closed: pd.DataFrame) -> DealExcess:
+    """``DealExcess`` of ``closed``, each deal's from the deals closed strictly before it was created.
+
+    The deal's expected rate is the shrunk rate of its *combination* of deal-level values (deal type x lead source x
+    product ...), shrunk (``k = prior_deals``) toward the sum of the values' separate lifts, ``g + sum_d (g_v - g)``
+    (each ``g_v`` shrunk toward the org's rate ``g``): correlated attributes (a lead source that is "renewal" for
+    every renewal) are not counted twice where the history shows their combinations, and a rare combination falls
+    back on its parts. Point-in-time per deal, so the training and scoring paths sum the very same numbers, and a
+    deal's excess never changes as later deals arrive."""
+    dims = [d for d in space.dims if d.kind == OPPORTUNITY]
+    if not dims:
+        return DealExcess(np.zeros(len(closed)), {})
+    k = space.cfg.prior_deals
+    ev = pd.DataFrame({T: closed[S.CLOSED_AT].to_numpy(), S.WON: closed[S.WON].to_numpy(float)})
+    q = pd.DataFrame({T: closed[S.CREATED_AT].to_numpy()})
+    n, w = _asof(ev, q, [])
+    g = laplace_rate(w, n)
+    codes = np.column_stack([_codes(closed[d.column], d.levels) for d in dims])
+    own = {}
+    for d, v in zip(dims, codes.T):
+        n_v, w_v = _asof(ev.assign(v=v), q.assign(v=v), ["v"])
+        own[d.name] = np.where(v >= 0, (w_v + k * g) / (n_v + k), g)  # a missing value: no ease either way
+    parts = np.clip(g + sum(own[d.name] - g for d in dims), RATE_EPS, 1 - RATE_EPS)
+    expected = parts  # one attribute: its combinations are its values, already counted
+    if len(dims) > 1 and len(closed):
+        combo = np.unique(codes, axis=0, return_inverse=True)[1].ravel()
+        n_c, w_c = _asof(ev.assign(c=combo), q.assign(c=combo), ["c"])
+        expected = (w_c + k * parts) / (n_c + k)
+    return DealExcess(expected - g, {d.name: expected - own[d.name] for d in dims})
 
 
 def point_in_time_features(space: FeatureSpace, closed: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
@@ -473,44 +542,53 @@ def point_in_time_features(space: FeatureSpace, closed: pd.DataFrame, rows: pd.D
     a_e = space.account_index(closed[S.ACCOUNT_ID])
     r_q = space.rep_index(rows[S.REP_ID])
     a_q = space.account_index(rows[S.ACCOUNT_ID])
-    ev = pd.DataFrame({T: closed[S.CLOSED_AT].to_numpy(), S.WON: closed[S.WON].to_numpy(float), "r": r_e, "a": a_e})
+    excess = _deal_excess(space, closed)
+    ev = pd.DataFrame({T: closed[S.CLOSED_AT].to_numpy(), S.WON: closed[S.WON].to_numpy(float), X: excess.total,
+                       "r": r_e, "a": a_e})
     q = pd.DataFrame({T: rows[S.CREATED_AT].to_numpy(), "r": r_q, "a": a_q})
-    m = len(q)
     N, W = _asof(ev, q, [])
-    n_r, w_r = _asof(ev, q, ["r"])
+    n_r, w_r, x_r = _asof(ev, q, ["r"], (S.WON, X))
     n_a, w_a = _asof(ev, q, ["a"])
-    n_ra, w_ra = _asof(ev, q, ["r", "a"])
-    dims = {}
-    for d in space.dims:
-        if d.kind == OPPORTUNITY:
-            v_e = _codes(closed[d.column], d.levels)
-            V = len(d.levels)
-            cols = {k: np.zeros((m, V)) for k in ("n_rv", "w_rv", "n_v", "w_v", "c_av")}
-            for j in range(V):
-                sub = ev[v_e == j]
-                cols["n_rv"][:, j], cols["w_rv"][:, j] = _asof(sub, q, ["r"])
-                cols["n_v"][:, j], cols["w_v"][:, j] = _asof(sub, q, [])
-                cols["c_av"][:, j], _ = _asof(sub, q, ["a"])
-            c_av = cols.pop("c_av")
-            own = _codes(rows[d.column], d.levels) if d.column in rows.columns else np.full(m, -1)
-            # a deal's own product is known when it is created: use it; rows without one use the account's mix
-            cols["mix"] = np.where((own >= 0)[:, None], np.eye(V)[np.maximum(own, 0)], _mix(c_av, cols["n_v"]))
-            dims[d.name] = cols
-        else:
-            ev_d = ev.assign(v=space.pair_value(d, r_e, a_e))
-            q_d = q.assign(v=space.pair_value(d, r_q, a_q))
-            ok = (q_d["v"] >= 0).to_numpy()
-            n_rv, w_rv = _asof(ev_d, q_d, ["r", "v"])
-            n_v, w_v = _asof(ev_d, q_d, ["v"])
-            dims[d.name] = {k: np.where(ok, x, 0.0)[:, None] for k, x in
-                            (("n_rv", n_rv), ("w_rv", w_rv), ("n_v", n_v), ("w_v", w_v))}
-            dims[d.name]["mix"] = np.ones((m, 1))
-    counts = Counts(N=N, W=W, n_r=n_r, w_r=w_r, n_a=n_a, w_a=w_a, n_ra=n_ra, w_ra=w_ra, dims=dims)
+    n_ra, w_ra, x_ra = _asof(ev, q, ["r", "a"], (S.WON, X))
+    dims = {d.name: _dimension_counts_asof(space, d, closed, ev.assign(**{X: excess.behind(d)}), q, rows)
+            for d in space.dims}
+    counts = Counts(N=N, W=W, n_r=n_r, w_r=w_r, n_a=n_a, w_a=w_a, n_ra=n_ra, w_ra=w_ra, dims=dims, x_r=x_r, x_ra=x_ra)
     joint = None
     if space.cfg.joint_prior_sd > 0:
         weights = {d.name: dims[d.name]["mix"] if d.kind == OPPORTUNITY else space.pair_value(d, r_q, a_q) for d in space.dims}
         joint = _joint_point_in_time(space, closed, r_e, a_e, q[T].to_numpy(), r_q, a_q, weights)
     return _frame(space, r_q, a_q, counts, joint)
+
+
+def _dimension_counts_asof(space: FeatureSpace, d: Dimension, closed: pd.DataFrame, ev: pd.DataFrame, q: pd.DataFrame,
+                           rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """One dimension's counts for the query rows ``q`` (rows x levels), from the events ``ev`` (time, won, excess
+    ``X``, rep ``r``, account ``a``) closed before each row's time; the layout ``pair_features`` builds."""
+    m = len(q)
+    if d.kind == OPPORTUNITY:
+        v_e = _codes(closed[d.column], d.levels)
+        V = len(d.levels)
+        cols = {k: np.zeros((m, V)) for k in ("n_rv", "w_rv", "x_rv", "n_v", "w_v", "x_v", "c_av")}
+        for j in range(V):
+            sub = ev[v_e == j]
+            cols["n_rv"][:, j], cols["w_rv"][:, j], cols["x_rv"][:, j] = _asof(sub, q, ["r"], (S.WON, X))
+            cols["n_v"][:, j], cols["w_v"][:, j], cols["x_v"][:, j] = _asof(sub, q, [], (S.WON, X))
+            cols["c_av"][:, j], _ = _asof(sub, q, ["a"])
+        c_av = cols.pop("c_av")
+        own = _codes(rows[d.column], d.levels) if d.column in rows.columns else np.full(m, -1)
+        # a deal's own product is known when it is created: use it; rows without one use the account's mix
+        cols["mix"] = np.where((own >= 0)[:, None], np.eye(V)[np.maximum(own, 0)], _mix(c_av, cols["n_v"]))
+        return cols
+    r_e, a_e = ev["r"].to_numpy(), ev["a"].to_numpy()
+    ev_d = ev.assign(v=space.pair_value(d, r_e, a_e))
+    q_d = q.assign(v=space.pair_value(d, q["r"].to_numpy(), q["a"].to_numpy()))
+    ok = (q_d["v"] >= 0).to_numpy()
+    n_rv, w_rv, x_rv = _asof(ev_d, q_d, ["r", "v"], (S.WON, X))
+    n_v, w_v, x_v = _asof(ev_d, q_d, ["v"], (S.WON, X))
+    out = {k: np.where(ok, x, 0.0)[:, None] for k, x in
+           (("n_rv", n_rv), ("w_rv", w_rv), ("x_rv", x_rv), ("n_v", n_v), ("w_v", w_v), ("x_v", x_v))}
+    out["mix"] = np.ones((m, 1))
+    return out
 
 
 def _joint_point_in_time(space: FeatureSpace, closed: pd.DataFrame, r_e, a_e, t_q: np.ndarray, r_q, a_q,
