@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/repfit synth --out $(DEMO)/org --reps 40 --accounts 2000 --seed 7
 	$(BIN)/repfit validate --data $(DEMO)/org
+	@echo "a CRM export as it comes: one HubSpot-shaped deals file with planted dirty rows, read by the preset"
+	$(BIN)/repfit synth --out $(DEMO)/hubspot --reps 12 --accounts 300 --seed 5 --format hubspot
+	$(BIN)/repfit validate --data $(DEMO)/hubspot/deals.csv --mapping hubspot --on-bad-rows quarantine \
+	  --rejected $(DEMO)/hubspot/rejected_rows.csv
 	$(BIN)/repfit train --data $(DEMO)/org
 	$(BIN)/repfit score --data $(DEMO)/org --out $(DEMO)/scores.parquet
 	$(BIN)/repfit assign --data $(DEMO)/org --scores $(DEMO)/scores.parquet --out $(DEMO)/assignment.csv \
