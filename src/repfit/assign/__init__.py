@@ -1,6 +1,6 @@
 """Exact, balanced, strength-based assignment of accounts to reps."""
 
-from repfit.assign.problem import Problem, check_feasible
+from repfit.assign.problem import Band, Problem, check_feasible
 from repfit.assign.solvers import (
     SOLVERS,
     KeepBonusPoint,
@@ -17,6 +17,6 @@ from repfit.assign.solvers import (
 )
 
 __all__ = [
-    "Problem", "Solution", "KeepBonusPoint", "SOLVERS", "budget_curve", "check_feasible", "choose_solver", "solve",
+    "Band", "Problem", "Solution", "KeepBonusPoint", "SOLVERS", "budget_curve", "check_feasible", "choose_solver", "solve",
     "solve_flow", "solve_hungarian", "solve_max_moves", "solve_milp", "solve_pruned", "solve_with_keep_bonus",
 ]

@@ -31,6 +31,45 @@ def _read_only(a: np.ndarray | None) -> np.ndarray | None:
 
 
 @dataclass(frozen=True, eq=False)
+class Band:
+    """Each rep's total of one metric over the accounts it gets stays within ``[lower[r], upper[r]]``.
+
+    ``--balance potential=10%`` is a band with ``weights`` = each account's potential and bounds 0.9 / 1.1 x the
+    rep's target (its share of the total, by quota or capacity); a workload capacity is a band with ``lower`` 0;
+    tier balance is one band per tier with 0/1 weights.
+
+    Parameters
+    ----------
+    metric : what is summed, for messages and summaries ("accounts", "potential", "expected_value",
+        "workload", an account column, "tier A").
+    weights : (A,) float >= 0, the metric of each account; or (A, R) when it depends on the rep (expected value).
+    lower, upper : (R,) float bounds on each rep's total (-inf / inf: no bound on that side).
+    tolerance : the +-share that set the bounds (0.1 for 10%), or None for a hard limit (workload capacity).
+    """
+
+    metric: str
+    weights: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    tolerance: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("weights", "lower", "upper"):
+            object.__setattr__(self, name, _read_only(np.asarray(getattr(self, name), dtype=float)))
+
+    def totals(self, assignment: np.ndarray) -> np.ndarray:
+        """(R,) each rep's total of the metric under ``assignment`` ((A,) rep index per account)."""
+        R = len(self.lower)
+        w = self.weights if self.weights.ndim == 1 else self.weights[np.arange(len(assignment)), assignment]
+        return np.bincount(assignment, weights=w, minlength=R)
+
+    def violation(self, assignment: np.ndarray) -> np.ndarray:
+        """(R,) how far each rep's total lies outside the band (0 inside)."""
+        t = self.totals(assignment)
+        return np.maximum(self.lower - t, 0) + np.maximum(t - self.upper, 0)
+
+
+@dataclass(frozen=True, eq=False)
 class Problem:
     """Assign each of A accounts to one of R reps.
 
@@ -49,6 +88,7 @@ class Problem:
     continuity : W, bonus of W x value for keeping the current rep.
     max_moves : at most this many accounts with a current rep change rep (None: no limit).
     rep_names, account_names, tier_names : (R,), (A,), (T,) labels for messages, or None.
+    bands : each rep's total of a metric within bounds (``Band``); () for none.
     """
 
     values: np.ndarray
@@ -62,6 +102,7 @@ class Problem:
     rep_names: np.ndarray | None = None
     account_names: np.ndarray | None = None
     tier_names: np.ndarray | None = None
+    bands: tuple[Band, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("values", "capacity", "current", "locked", "allowed", "tiers"):

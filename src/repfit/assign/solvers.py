@@ -38,6 +38,8 @@ class Solution:
     int_objective: int  # sum of Problem.int_values over the assignment (comparable across solvers)
     certified: bool = True  # proven optimal
     notes: tuple[str, ...] = ()
+    gap: float | None = None  # relative gap to a valid upper bound ((bound - value) / |bound|); 0 when optimal
+    bound: float | None = None  # that upper bound on the objective, in Problem.int_values units
 
 
 def keep_bonus_values(p: Problem, keep_bonus: int = 0) -> np.ndarray:
