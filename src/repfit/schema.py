@@ -38,6 +38,9 @@ CREATED_AT = "created_at"
 CLOSED_AT = "closed_at"
 OUTCOME = "outcome"
 AMOUNT = "amount"
+QUOTA = "quota"  # optional: a rep's quota; balance targets are shares of it (else of capacity)
+WORKLOAD = "workload"  # optional: an account's workload (e.g. hours a year), default 1
+PARENT_ACCOUNT_ID = "parent_account_id"  # optional: accounts of one family go to one rep together
 MAX_CAPACITY = 10**12  # accounts one rep may own: far above any book, far below int64 sums over reps
 WON = "won"  # derived: 1.0 won, 0.0 lost, NaN open
 
@@ -47,8 +50,8 @@ REQUIRED = {
     "opportunities": (OPPORTUNITY_ID, REP_ID, ACCOUNT_ID, CREATED_AT, CLOSED_AT, OUTCOME),
 }
 RESERVED = {
-    "reps": {REP_ID, CAPACITY},
-    "accounts": {ACCOUNT_ID, CURRENT_REP_ID, POTENTIAL, LOCKED, TIER},
+    "reps": {REP_ID, CAPACITY, QUOTA},
+    "accounts": {ACCOUNT_ID, CURRENT_REP_ID, POTENTIAL, LOCKED, TIER, WORKLOAD, PARENT_ACCOUNT_ID},
     "opportunities": {OPPORTUNITY_ID, REP_ID, ACCOUNT_ID, CREATED_AT, CLOSED_AT, OUTCOME, AMOUNT, WON},
 }
 

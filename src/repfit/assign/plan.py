@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 from repfit import schema as S
-from repfit.assign.problem import Problem, check_feasible
+from repfit.assign.bands import build_bands, metric_weights, parse_balance
+from repfit.assign.problem import Band, Problem, check_feasible
 from repfit.assign.solvers import Solution, solve
 from repfit.config import OBJECTIVES, AssignConfig
 from repfit.errors import ConfigError
@@ -131,13 +132,32 @@ def build_problem(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> tuple[
     tiers = tier_names = None
     if cfg.balance_tiers:
         tier_names, tiers = np.unique(accs[S.TIER].astype(str).to_numpy(), return_inverse=True)
+    capacity, bands = _capacity(ds, cfg)
     prob = Problem(
-        values=values, capacity=reps[S.CAPACITY].to_numpy(np.int64), current=current,
+        values=values, capacity=capacity, current=current,
         locked=accs[S.LOCKED].to_numpy(bool), allowed=allowed, tiers=tiers, continuity=cfg.continuity,
         max_moves=cfg.max_moves, rep_names=reps[S.REP_ID].to_numpy(str), account_names=accs[S.ACCOUNT_ID].to_numpy(str),
-        tier_names=tier_names,
+        tier_names=tier_names, bands=bands + _balance_bands(ds, p_win, cfg, [s for s in parse_balance(cfg.balance)
+                                                                            if s.metric != "expected_value"]),
     )
     return prob, match
+
+
+def _capacity(ds: S.Dataset, cfg: AssignConfig) -> tuple[np.ndarray, tuple[Band, ...]]:
+    """Each rep's capacity: a count of accounts, or (``capacity_unit = "workload"``) a workload limit, which is a
+    band on the accounts' workload with no lower bound (a generalised assignment problem)."""
+    cap = ds.reps[S.CAPACITY].to_numpy(np.int64)
+    if cfg.capacity_unit == "accounts":
+        return cap, ()
+    if cfg.capacity_unit != "workload":
+        raise ConfigError(f"capacity unit {cfg.capacity_unit!r} is not accounts or workload.", option="capacity_unit")
+    work = metric_weights(ds, "workload", np.empty((0, 0)))
+    A = len(ds.accounts)
+    return np.full(len(cap), A, np.int64), (Band("workload capacity", work, np.zeros(len(cap)), cap.astype(float)),)
+
+
+def _balance_bands(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig, specs, expected_total=None) -> tuple[Band, ...]:
+    return build_bands(ds, p_win, tuple(specs), expected_total)
 
 
 def _spread(x: np.ndarray) -> Spread:
@@ -173,8 +193,14 @@ def plan_assignment(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> Plan
         Before solving, when the constraints cannot all hold (the shortfall and the fix).
     """
     prob, match = build_problem(ds, p_win, cfg)
-    check_feasible(prob, match)
     t0 = time.perf_counter()
+    ev = [s for s in parse_balance(cfg.balance) if s.metric == "expected_value"]
+    if ev:  # its target: each rep's share of the plan's total expected value without that band
+        check_feasible(prob, match)
+        first = solve(prob, cfg.solver).assignment
+        total = float((p_win * ds.accounts[S.POTENTIAL].to_numpy(float)[:, None])[np.arange(len(first)), first].sum())
+        prob = replace(prob, bands=prob.bands + _balance_bands(ds, p_win, cfg, ev, total))
+    check_feasible(prob, match)
     sol = solve(prob, cfg.solver)
     seconds = time.perf_counter() - t0
     tiers = sorted(ds.accounts[S.TIER].astype(str).unique())
