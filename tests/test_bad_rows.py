@@ -129,3 +129,15 @@ def test_table_level_problems_stop_even_in_quarantine(org_copy, breaker, phrase)
     breaker(org_copy)
     with pytest.raises(SchemaError, match=phrase):
         load_dataset(org_copy, on_bad_rows="quarantine")
+
+
+def test_a_rejected_path_that_cannot_be_written_is_one_error_line(org_copy, tmp_path):
+    """--rejected onto the input table (or anywhere unwritable) stops with a message naming --rejected, no traceback,
+    and leaves the input as it was (review of issue 12: a NameError escaped)."""
+    _spoil(org_copy, "close_before_create")
+    table = org_copy / "opportunities.csv"
+    before = table.read_bytes()
+    res = run("validate", "--data", org_copy, "--on-bad-rows", "quarantine", "--rejected", table)
+    assert res.exit_code != 0 and isinstance(res.exception, SystemExit), res.exception
+    assert "error: --rejected:" in res.output and "input table" in res.output
+    assert table.read_bytes() == before
