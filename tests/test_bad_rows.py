@@ -141,3 +141,19 @@ def test_a_rejected_path_that_cannot_be_written_is_one_error_line(org_copy, tmp_
     assert res.exit_code != 0 and isinstance(res.exception, SystemExit), res.exception
     assert "error: --rejected:" in res.output and "input table" in res.output
     assert table.read_bytes() == before
+
+
+@pytest.mark.parametrize("share", [None, 1.0])
+def test_quarantine_that_sets_every_closed_deal_aside_is_one_error(tmp_path, share):
+    """With reps and accounts derived from the deals, setting aside every closed deal left no reps: the load divided
+    by zero (review of issue 12). It stops on the share, or (all rows allowed) says no closed deal is left."""
+    (tmp_path / "deals.csv").write_text(
+        "Record ID,Deal owner,Associated Company,Deal Stage,Create Date,Close Date,Amount\n"
+        "D1,Ann,Acme,Closed Won,2024-03-01,2024-01-01,100\n"
+        "D2,,,Appointment scheduled,2024-01-01,,100\n")
+    want = "more than the 20% allowed" if share is None else r"no closed \(won or lost\) opportunities.*1 of 2 rows"
+    with pytest.raises(SchemaError, match=want):
+        load_dataset(tmp_path / "deals.csv", "hubspot", on_bad_rows="quarantine", max_rejected_share=share)
+    res = run("validate", "--data", tmp_path / "deals.csv", "--mapping", "hubspot", "--on-bad-rows", "quarantine",
+              "--rejected", tmp_path / "r.csv", *(["--max-rejected-share", share] if share else []))
+    assert res.exit_code != 0 and isinstance(res.exception, SystemExit) and "error: " in res.output, res.output

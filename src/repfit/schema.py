@@ -498,6 +498,8 @@ def load_dataset(data: str | Path, mapping: str | Path | Mapping | None = None, 
     derived = tuple(t for t in ("reps", "accounts") if paths[t] is None)
     deals, excluded, carried = _mapped_deals(raw_opps, opp_path, mp, derived)
     deals = _check_rows(deals, opp_path, mp, problems)
+    problems.check_share()
+    _require_closed(deals, opp_path, problems)  # before deriving: reps and accounts come from the closed deals
     order = deals[CREATED_AT]
     tables = {t: (derive_table(deals, t, carried.get(t, {}), order) if t == "accounts" else None) if paths[t] is None
               else _mapped_table(paths[t], t, mp, excluded) for t in ("reps", "accounts")}
@@ -506,6 +508,17 @@ def load_dataset(data: str | Path, mapping: str | Path | Mapping | None = None, 
         owners = tables["accounts"][CURRENT_REP_ID] if CURRENT_REP_ID in tables["accounts"] else None
         tables["reps"] = derive_table(deals, "reps", carried.get("reps", {}), order, owners)
     return _validated(tables, deals, paths, mp, problems, excluded)
+
+
+def _require_closed(deals: pd.DataFrame, path: Path, problems: RowProblems) -> None:
+    if (deals[OUTCOME] != OUTCOME_OPEN).any():
+        return
+    per = ", ".join(f"{code} {k:,}" for code, k in problems.counts().items())
+    aside = f" ({len(problems.reasons):,} of {len(problems.raw):,} rows set aside: {per})" if problems.reasons else ""
+    raise SchemaError(
+        f"{path}: no closed (won or lost) opportunities{aside}, so there is nothing to learn from. "
+        f"Fix: include closed deals, or map their labels in {MAPPING_FILE} [outcome]."
+    )
 
 
 def _joined(deals: pd.DataFrame, tables: dict, paths: dict, mp: Mapping) -> tuple[pd.DataFrame, dict]:
@@ -570,12 +583,8 @@ def _validated(tables: dict, deals: pd.DataFrame, paths: dict, mp: Mapping, prob
     accounts = _validate_accounts(tables["accounts"], where["accounts"], pd.Index(reps[REP_ID]), where["reps"])
     deals = _check_references(deals, opp_path, pd.Index(reps[REP_ID]), pd.Index(accounts[ACCOUNT_ID]), names, problems)
     problems.check_share()
+    _require_closed(deals, opp_path, problems)
     opps = _finish_opportunities(deals, opp_path)
-    if (opps[OUTCOME] != OUTCOME_OPEN).sum() == 0:
-        raise SchemaError(
-            f"{opp_path}: no closed (won or lost) opportunities, so there is nothing to learn from. "
-            f"Fix: include closed deals, or map their labels in {MAPPING_FILE} [outcome]."
-        )
     reps, accounts, opps, dropped = guard_leakage(reps.reset_index(drop=True), accounts.reset_index(drop=True),
                                                   opps.reset_index(drop=True), mp)
     notes = _source_notes(paths, mp, excluded, problems)
