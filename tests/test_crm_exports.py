@@ -13,6 +13,7 @@ import pytest
 
 from conftest import MAVEN_MAPPING, run
 from repfit.config import FeatureConfig, TrainConfig
+from repfit.errors import SchemaError
 from repfit.mapping import preset_text
 from repfit.schema import load_dataset
 from repfit.training.train import train
@@ -167,3 +168,21 @@ def test_a_guessed_mapping_loads(source, tmp_path, request):
     if source != "maven":
         planted = json.loads((out / "truth" / "dirty_rows.json").read_text())
         assert ds.rejected_counts == planted
+
+
+def test_a_join_by_name_refuses_a_name_two_companies_share(tmp_path):
+    """Two companies named 'Acme' in companies.csv: a deal naming 'Acme' cannot be joined (the last one silently
+    won; review of issue 12). A repeated name no deal carries is harmless."""
+    (tmp_path / "deals.csv").write_text(
+        "Record ID,Deal owner,Associated Company,Deal Stage,Create Date,Close Date,Amount\n"
+        "D1,Ann,Acme,Closed Won,2024-01-01,2024-02-01,100\n"
+        "D2,Bob,Beta,Closed Lost,2024-01-06,2024-02-02,200\n")
+    (tmp_path / "companies.csv").write_text("Company ID,Company name\nC1,Acme\nC2,Beta\nC3,Acme\nC4,Zeta\nC5,Zeta\n")
+    (tmp_path / "two.toml").write_text(preset_text("hubspot") + '[files]\naccounts = "companies.csv"\n'
+                                       '[columns.accounts]\n"Company ID" = "account_id"\n'
+                                       '[join]\naccounts = "Company name"\n')
+    with pytest.raises(SchemaError, match=r"companies.csv: column 'Company name' .*'Acme' \(on lines 2, 4\).*Fix"):
+        load_dataset(tmp_path / "deals.csv", tmp_path / "two.toml")
+    (tmp_path / "companies.csv").write_text("Company ID,Company name\nC1,Acme\nC2,Beta\nC4,Zeta\nC5,Zeta\n")
+    ds = load_dataset(tmp_path / "deals.csv", tmp_path / "two.toml")
+    assert ds.opportunities["account_id"].tolist() == ["C1", "C2"]

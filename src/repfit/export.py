@@ -17,7 +17,7 @@ import pandas as pd
 
 from repfit.errors import SchemaError
 from repfit.mapping import Mapping
-from repfit.messages import listed as _listed
+from repfit.messages import lines as _lines, listed as _listed
 
 _GROUPED = re.compile(r"^\s*[-+]?[$€£¥]?\s*[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?\s*$")
 _PLAIN = re.compile(r"^\s*[-+]?[$€£¥]?\s*[-+]?\d+(?:\.\d+)?\s*$")
@@ -125,6 +125,14 @@ def join_on(values: pd.Series, table_df: pd.DataFrame, table: str, column: str, 
     if column not in table_df.columns:
         raise SchemaError(f"{path}: [join] {table} = {column!r}, but the file has no such column (found: "
                           f"{_listed(list(table_df.columns), 12)}). Fix: name the column holding what the deals carry.")
-    lookup = dict(zip(table_df[column].astype("string").str.strip(), table_df[key].astype("string").str.strip()))
+    names, ids = table_df[column].astype("string").str.strip(), table_df[key].astype("string").str.strip()
     text = values.astype("string").str.strip()
+    shared = ids.groupby(names).nunique()
+    ambiguous = names.isin(shared.index[shared > 1]) & names.isin(text.dropna())
+    if ambiguous.any():
+        raise SchemaError(
+            f"{path}: column '{column}' gives the same name to several {table} ({_listed(pd.unique(names[ambiguous]))} "
+            f"(on {_lines(table_df.index[ambiguous])})), and deals carry it: [join] {table} = {column!r} cannot tell "
+            f"which one they mean. Fix: make those names unique in {path.name}, or join by id.")
+    lookup = dict(zip(names, ids))
     return text.map(lambda v: lookup.get(v, v) if pd.notna(v) else v).astype("string")
