@@ -157,3 +157,19 @@ def test_quarantine_that_sets_every_closed_deal_aside_is_one_error(tmp_path, sha
     res = run("validate", "--data", tmp_path / "deals.csv", "--mapping", "hubspot", "--on-bad-rows", "quarantine",
               "--rejected", tmp_path / "r.csv", *(["--max-rejected-share", share] if share else []))
     assert res.exit_code != 0 and isinstance(res.exception, SystemExit) and "error: " in res.output, res.output
+
+
+@pytest.mark.parametrize("gap", ['"a note\nover\nthree lines"', 'ok\n\n'])
+def test_line_numbers_count_the_file_lines_not_the_records(tmp_path, gap):
+    """A quoted cell with line breaks, or blank lines, before a bad row: its line is the file's line where the row
+    starts, as an editor shows it (review of issue 12: it was the record number + 1)."""
+    (tmp_path / "deals.csv").write_text(
+        "Record ID,Deal owner,Associated Company,Deal Stage,Create Date,Close Date,Notes\n"
+        f"D1,Ann,Acme,Closed Won,2024-01-01,2024-02-01,{gap}\n"
+        "D2,Bob,Beta,Closed Lost,2024-01-05,2024-01-02,reversed\n"
+        "D3,Bob,Beta,Closed Lost,2024-01-05,2024-02-02,ok\n")
+    with pytest.raises(SchemaError, match="on line 5 "):
+        load_dataset(tmp_path / "deals.csv", "hubspot")
+    ds = load_dataset(tmp_path / "deals.csv", "hubspot", on_bad_rows="quarantine", max_rejected_share=1)
+    assert ds.rejected["line"].tolist() == [5] and ds.rejected["Record ID"].tolist() == ["D2"]
+    assert ds.opportunities["opportunity_id"].tolist() == ["D1", "D3"]

@@ -10,6 +10,7 @@ or line numbers, and the fix.
 
 from __future__ import annotations
 
+import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,11 +173,34 @@ def _read_file(path: Path) -> pd.DataFrame:
     if path.suffix.lower() != ".parquet":  # pandas renames a repeated header ("region" -> "region.1"): read it raw
         df.columns = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
     df.columns = [str(c).strip() for c in df.columns]
+    if path.suffix.lower() != ".parquet":
+        df.index = _record_rows(path, len(df))
     twice = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
     if twice:
         raise SchemaError(f"{path}: the header names column(s) {listed(twice)} more than once. Fix: keep one column "
                           "per name (rename or delete the others).")
     return df
+
+
+def _record_rows(path: Path, n_rows: int) -> pd.Index:
+    """Each record's row number such that row + 2 is the file line it starts on (``messages.lines``): a quoted cell
+    with line breaks, or a blank line, puts later records further down the file than their count says."""
+    with path.open("rb") as fh:
+        breaks, last = 0, b"\n"
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            breaks, last = breaks + chunk.count(b"\n"), chunk[-1:]
+    if breaks + (last != b"\n") == n_rows + 1:  # one line per record: the usual case, no second pass
+        return pd.RangeIndex(n_rows)
+    starts, end = [], 0
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh, skipinitialspace=True)
+        for record in reader:
+            if record:  # pandas skips blank lines
+                starts.append(end + 1)
+            end = reader.line_num
+    if len(starts) != n_rows + 1:  # the two parsers disagree: keep the record count
+        return pd.RangeIndex(n_rows)
+    return pd.Index(np.array(starts[1:]) - 2)
 
 
 _EXPORT_HINTS = {"hubspot": ("Deal owner", "Deal Stage"), "salesforce": ("Opportunity Owner", "Stage")}
