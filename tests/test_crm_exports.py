@@ -186,3 +186,18 @@ def test_a_join_by_name_refuses_a_name_two_companies_share(tmp_path):
     (tmp_path / "companies.csv").write_text("Company ID,Company name\nC1,Acme\nC2,Beta\nC4,Zeta\nC5,Zeta\n")
     ds = load_dataset(tmp_path / "deals.csv", tmp_path / "two.toml")
     assert ds.opportunities["account_id"].tolist() == ["C1", "C2"]
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_a_semicolon_or_tab_export_loads_as_the_comma_one(export, tmp_path, sep):
+    """Excel in many locales saves ';'-separated CSV. `mapping guess` read it, but the loader took the header for one
+    column, so the guessed mapping did not load (review of issue 12)."""
+    fmt, out = export
+    rows = pd.read_csv(out / FILES[fmt], dtype=str, keep_default_na=False)
+    rows.to_csv(tmp_path / "export.csv", sep=sep, index=False)
+    want = load_dataset(out / FILES[fmt], fmt, on_bad_rows="quarantine")
+    got = load_dataset(tmp_path / "export.csv", fmt, on_bad_rows="quarantine")
+    _same(got.opportunities, want.opportunities)
+    assert got.rejected["line"].tolist() == want.rejected["line"].tolist()
+    assert run("mapping", "guess", tmp_path / "export.csv", "--out", tmp_path / "guessed.toml").exit_code == 0
+    assert len(load_dataset(tmp_path / "export.csv", tmp_path / "guessed.toml", on_bad_rows="quarantine").closed)

@@ -29,7 +29,7 @@ from repfit.errors import SchemaError
 from repfit.mapping import ANY_OTHER, MAPPING_FILE, MAX_AUC, PRESETS, Mapping, preset_text
 from repfit.schema import (
     ACCOUNT_ID, AMOUNT, CLOSED_AT, CREATED_AT, CURRENT_REP_ID, FALSE_LABELS, OPPORTUNITY_ID, OUTCOME, REP_ID,
-    REQUIRED, RESERVED, TRUE_LABELS,
+    REQUIRED, RESERVED, TRUE_LABELS, csv_separator,
 )
 
 TARGETS = (OPPORTUNITY_ID, REP_ID, ACCOUNT_ID, OUTCOME, CREATED_AT, CLOSED_AT, AMOUNT)
@@ -195,7 +195,7 @@ def read_export(path: Path) -> pd.DataFrame:
         if path.suffix.lower() == ".parquet":
             df = pd.read_parquet(path).head(MAX_ROWS)
         else:
-            df = pd.read_csv(path, dtype="string", sep=_separator(path), nrows=MAX_ROWS, encoding="utf-8-sig",
+            df = pd.read_csv(path, dtype="string", sep=csv_separator(path), nrows=MAX_ROWS, encoding="utf-8-sig",
                              encoding_errors="replace", skipinitialspace=False)
     except (ValueError, OSError, ImportError, pd.errors.ParserError) as exc:
         raise SchemaError(f"{path}: cannot be read as {'Parquet' if path.suffix.lower() == '.parquet' else 'CSV'} "
@@ -207,13 +207,6 @@ def read_export(path: Path) -> pd.DataFrame:
     df.columns = [str(c) for c in df.columns]
     text = {c: df[c].astype("string").str.strip() for c in df.columns}
     return pd.DataFrame({c: s.mask(s == "") for c, s in text.items()})
-
-
-def _separator(path: Path) -> str:
-    """Comma, semicolon, tab or pipe: whichever the header line holds most of."""
-    with path.open(encoding="utf-8-sig", errors="replace") as fh:
-        header = fh.readline()
-    return max((",", ";", "\t", "|"), key=header.count)
 
 
 def header_key(header: str) -> str:

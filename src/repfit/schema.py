@@ -156,7 +156,8 @@ def _read_file(path: Path) -> pd.DataFrame:
         if path.suffix.lower() == ".parquet":
             df = pd.read_parquet(path)
             return df.astype({c: "string" for c in df.columns if df[c].dtype == object})
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True)
+        sep = csv_separator(path)
+        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True)
     except UnicodeDecodeError:
         raise SchemaError(
             f"{path}: not a readable CSV (it is not UTF-8 text). Fix: export the table as a UTF-8 CSV "
@@ -170,11 +171,10 @@ def _read_file(path: Path) -> pd.DataFrame:
         ) from None
     if df.shape[1] <= 1 and any("\x00" in str(c) for c in df.columns):
         raise SchemaError(f"{path}: not a readable CSV (binary content). Fix: export the table as CSV.")
-    if path.suffix.lower() != ".parquet":  # pandas renames a repeated header ("region" -> "region.1"): read it raw
-        df.columns = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
-    df.columns = [str(c).strip() for c in df.columns]
-    if path.suffix.lower() != ".parquet":
-        df.index = _record_rows(path, len(df))
+    # pandas renames a repeated header ("region" -> "region.1"): read it raw
+    header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]
+    df.columns = [str(c).strip() for c in header]
+    df.index = _record_rows(path, len(df), sep)
     twice = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
     if twice:
         raise SchemaError(f"{path}: the header names column(s) {listed(twice)} more than once. Fix: keep one column "
@@ -182,7 +182,14 @@ def _read_file(path: Path) -> pd.DataFrame:
     return df
 
 
-def _record_rows(path: Path, n_rows: int) -> pd.Index:
+def csv_separator(path: Path) -> str:
+    """Comma, semicolon, tab or pipe: whichever the header line holds most of (Excel saves ';' in many locales)."""
+    with path.open(encoding="utf-8-sig", errors="replace") as fh:
+        header = fh.readline()
+    return max((",", ";", "\t", "|"), key=header.count)
+
+
+def _record_rows(path: Path, n_rows: int, sep: str = ",") -> pd.Index:
     """Each record's row number such that row + 2 is the file line it starts on (``messages.lines``): a quoted cell
     with line breaks, or a blank line, puts later records further down the file than their count says."""
     with path.open("rb") as fh:
@@ -193,7 +200,7 @@ def _record_rows(path: Path, n_rows: int) -> pd.Index:
         return pd.RangeIndex(n_rows)
     starts, end = [], 0
     with path.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.reader(fh, skipinitialspace=True)
+        reader = csv.reader(fh, delimiter=sep, skipinitialspace=True)
         for record in reader:
             if record:  # pandas skips blank lines
                 starts.append(end + 1)
