@@ -201,3 +201,17 @@ def test_a_semicolon_or_tab_export_loads_as_the_comma_one(export, tmp_path, sep)
     assert got.rejected["line"].tolist() == want.rejected["line"].tolist()
     assert run("mapping", "guess", tmp_path / "export.csv", "--out", tmp_path / "guessed.toml").exit_code == 0
     assert len(load_dataset(tmp_path / "export.csv", tmp_path / "guessed.toml", on_bad_rows="quarantine").closed)
+
+
+@pytest.mark.parametrize("sep, amounts", [(".", ["1.200", "2.500,50", "€ 300"]), (" ", ["1 200", "2 500.50", "300"]),
+                                          (",", ["$1,200", "2,500.50", "-$300"])])
+def test_numbers_thousands_is_the_separator_the_mapping_names(tmp_path, sep, amounts):
+    """[numbers] thousands = "." was ignored: '1.200' read as 1.2 (review of issue 12). A '.' separator makes ',' the
+    decimal mark."""
+    rows = "".join(f'D{i},Ann,Acme,Closed {"Won" if i % 2 else "Lost"},2024-01-01,2024-02-01,"{a}"\n'
+                   for i, a in enumerate(amounts))
+    (tmp_path / "deals.csv").write_text("Record ID,Deal owner,Associated Company,Deal Stage,Create Date,Close Date,"
+                                        "Amount\n" + rows)
+    (tmp_path / "m.toml").write_text(preset_text("hubspot").replace('thousands = ","', f"thousands = {sep!r}"))
+    ds = load_dataset(tmp_path / "deals.csv", tmp_path / "m.toml")
+    assert ds.opportunities["amount"].tolist() == [1200.0, 2500.5, -300.0 if sep == "," else 300.0]

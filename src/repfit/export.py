@@ -19,8 +19,7 @@ from repfit.errors import SchemaError
 from repfit.mapping import Mapping
 from repfit.messages import lines as _lines, listed as _listed
 
-_GROUPED = re.compile(r"^\s*[-+]?[$€£¥]?\s*[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?\s*$")
-_PLAIN = re.compile(r"^\s*[-+]?[$€£¥]?\s*[-+]?\d+(?:\.\d+)?\s*$")
+_CURRENCY = "[$€£¥]"
 KEYS = {"reps": "rep_id", "accounts": "account_id"}
 
 
@@ -30,19 +29,24 @@ def snake(name: str) -> str:
 
 
 def plain_numbers(df: pd.DataFrame, thousands: str | None) -> pd.DataFrame:
-    """Columns whose every value is a number written with thousands separators (``69,245.09``, ``$1,200``) as
-    plain numbers (``69245.09``); other columns (``Smith, John``) as they are."""
+    """Columns whose every value is a number written with ``thousands`` separators (``69,245.09``, ``$1,200``;
+    with ``"."``, ``1.200,50``: the decimal mark is then ``,``) as plain numbers (``69245.09``); other columns
+    (``Smith, John``) as they are."""
     if not thousands:
         return df
+    sep, decimal = re.escape(thousands), "," if thousands == "." else r"\."
+    head = rf"^\s*[-+]?{_CURRENCY}?\s*[-+]?"
+    grouped_rx, plain_rx = rf"{head}\d{{1,3}}(?:{sep}\d{{3}})+(?:{decimal}\d+)?\s*$", rf"{head}\d+(?:{decimal}\d+)?\s*$"
     out = {}
     for c in df.columns:
         s = df[c]
         if s.dtype != object and not pd.api.types.is_string_dtype(s):
             continue
         text = s.dropna().astype(str)
-        grouped = text.str.match(_GROUPED)
-        if grouped.any() and (grouped | text.str.match(_PLAIN) | (text.str.strip() == "")).all():
-            out[c] = s.astype("string").str.replace(thousands, "", regex=False).str.replace(r"[$€£¥\s]", "", regex=True)
+        grouped = text.str.match(grouped_rx)
+        if grouped.any() and (grouped | text.str.match(plain_rx) | (text.str.strip() == "")).all():
+            plain = s.astype("string").str.replace(thousands, "", regex=False)
+            out[c] = plain.str.replace(rf"{_CURRENCY}|\s", "", regex=True).str.replace(",", ".", regex=False)
     return df.assign(**out) if out else df
 
 
