@@ -70,6 +70,15 @@ def test_a_deals_export_without_mapping_points_to_the_preset(export):
     assert res.exit_code != 0 and f"--mapping {fmt} reads it as is" in res.output
 
 
+def test_the_other_crms_preset_points_to_the_right_one(export):
+    """--mapping salesforce on a HubSpot export: the error named repfit.toml and gave no hint (review of issue 12)."""
+    fmt, out = export
+    other = next(f for f in FILES if f != fmt)
+    res = run("validate", "--data", out / FILES[fmt], "--mapping", other)
+    assert res.exit_code != 0 and f"--mapping {fmt} reads it as is" in res.output, res.output
+    assert f"preset {other}" in res.output and "repfit.toml" not in res.output
+
+
 def test_end_to_end_from_the_export_in_a_fresh_process(tmp_path):
     """train and score through the command a user runs, on the one file, with the preset and quarantine."""
     fmt, out = "hubspot", tmp_path / "org"

@@ -216,14 +216,16 @@ _EXPORT_HINTS = {"hubspot": ("Deal owner", "Deal Stage"), "salesforce": ("Opport
 def _require_columns(df: pd.DataFrame, table: str, path: Path, mp: Mapping | None = None) -> None:
     missing = [c for c in REQUIRED[table] if c not in df.columns]
     if missing:
-        hint = ""
-        if mp is not None and not mp.columns.get(table):
+        hint, where = "", mp.source if mp is not None and mp.source else MAPPING_FILE
+        if mp is not None and table == "opportunities":
             known = [name for name, heads in _EXPORT_HINTS.items() if all(h in df.columns for h in heads)]
-            hint = f" This looks like a {known[0]} export: --mapping {known[0]} reads it as is." if known else (
-                " For a CRM export, `repfit mapping guess FILE` proposes a mapping.")
+            if known and mp.source != f"preset {known[0]}":
+                hint = f" This looks like a {known[0]} export: --mapping {known[0]} reads it as is."
+            elif not known and not mp.columns.get(table):
+                hint = " For a CRM export, `repfit mapping guess FILE` proposes a mapping."
         raise SchemaError(
             f"{path}: column {listed(missing)} is missing (found: {listed(list(df.columns), 12)}). "
-            f"Fix: add it, or map your column onto it in {MAPPING_FILE} [columns.{table}].{hint}"
+            f"Fix: add it, or map your column onto it in {where} [columns.{table}].{hint}"
         )
     if df.empty:
         raise SchemaError(f"{path}: the table has no rows. Fix: export the {table} with at least one row.")
