@@ -5,6 +5,7 @@ same metrics as the same org loaded as three tables."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -224,3 +225,20 @@ def test_numbers_thousands_is_the_separator_the_mapping_names(tmp_path, sep, amo
     (tmp_path / "m.toml").write_text(preset_text("hubspot").replace('thousands = ","', f"thousands = {sep!r}"))
     ds = load_dataset(tmp_path / "deals.csv", tmp_path / "m.toml")
     assert ds.opportunities["amount"].tolist() == [1200.0, 2500.5, -300.0 if sep == "," else 300.0]
+
+
+@pytest.mark.parametrize("row, phrase", [
+    ("D1,Ann,Acme,Closed Won,2024-01-01,2024-02-01,100", "column 'Record ID' (opportunity_id) has duplicate values"),
+    ("D2,Ann,Acme,Closed Won,2024-03-01,2024-02-01,100", "'Close Date' (closed_at) is before 'Create Date' (created_at)"),
+    ("D2,Ann,Acme,Closed Won,2024-13-01,2024-02-01,100", "column 'Create Date' (created_at) has unparseable"),
+    ("D2,Ann,,Closed Lost,2024-01-01,2024-02-01,100", "column 'Associated Company' (account_id) is empty"),
+    ("D2,,Acme,Closed Won,2024-01-01,2024-02-01,100", "column 'Deal owner' (rep_id) is empty"),
+    ("D2,Ann,Acme,Closed Won,2024-01-01,2024-02-01,($5)", "column 'Amount' (amount) has non-numeric values '($5)'"),
+])
+def test_a_row_error_names_the_exports_own_header(tmp_path, row, phrase):
+    """A HubSpot user has no column 'opportunity_id': the messages named only the contract's names (review of
+    issue 12)."""
+    (tmp_path / "deals.csv").write_text("Record ID,Deal owner,Associated Company,Deal Stage,Create Date,Close Date,"
+                                        "Amount\nD1,Bob,Beta,Closed Lost,2024-01-01,2024-02-01,100\n" + row + "\n")
+    with pytest.raises(SchemaError, match=re.escape(phrase)):
+        load_dataset(tmp_path / "deals.csv", "hubspot")

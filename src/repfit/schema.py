@@ -248,20 +248,21 @@ def _ids(df: pd.DataFrame, column: str, path: Path, unique: bool = True) -> pd.S
     return s
 
 
-def _numbers(df: pd.DataFrame, column: str, path: Path) -> pd.Series:
-    raw = df[column]
+def _numbers(df: pd.DataFrame, column: str, path: Path, label: str | None = None) -> pd.Series:
+    """``label``: how messages name the column (default ``'column'``)."""
+    raw, label = df[column], label or f"'{column}'"
     num = pd.to_numeric(raw, errors="coerce")
     bad = raw.notna() & num.isna()
     if bad.any():
         raise SchemaError(
-            f"{path}: column '{column}' has non-numeric values {listed(pd.unique(raw[bad]))} "
+            f"{path}: column {label} has non-numeric values {listed(pd.unique(raw[bad]))} "
             f"(on {_lines(df.index[bad])}). Fix: use plain numbers (no units or thousands separators)."
         )
     num = num.astype(float)
     inf = num.notna() & ~np.isfinite(num)
     if inf.any():
         raise SchemaError(
-            f"{path}: column '{column}' has non-finite values {listed(pd.unique(raw[inf]))} "
+            f"{path}: column {label} has non-finite values {listed(pd.unique(raw[inf]))} "
             f"(on {_lines(df.index[inf])}). Fix: use finite numbers (leave the cell empty for the default)."
         )
     return num
@@ -297,12 +298,12 @@ def _dates(df: pd.DataFrame, column: str, path: Path, fmt: str, closed: pd.Serie
     parsed = _parse_dates(raw, fmt)
     bad = closed & raw.notna() & parsed.isna()
     keep = problems.flag(bad, "bad_date", (
-        f"{path}: column '{column}' has unparseable or implausible dates {listed(pd.unique(raw[bad]))} "
+        f"{path}: column {problems.column(column)} has unparseable or implausible dates {listed(pd.unique(raw[bad]))} "
         f"(on {_lines(df.index[bad])}). Fix: use ISO dates (YYYY-MM-DD), or set [dates] format "
         f"in {MAPPING_FILE} (e.g. format = \"%m/%d/%Y\")."), lambda m: column + "=" + raw[m].astype("string").fillna(""))
     missing = closed & raw.isna() & keep
     keep &= problems.flag(missing, "bad_date", (
-        f"{path}: column '{column}' is empty on {_lines(df.index[missing])} of closed opportunities. "
+        f"{path}: column {problems.column(column)} is empty on {_lines(df.index[missing])} of closed opportunities. "
         "Fix: fill in the date, or mark the rows as open."), f"{column} empty")
     return parsed, keep
 
@@ -419,7 +420,7 @@ def _normalise_outcome(raw: pd.Series, path: Path, df: pd.DataFrame, mapping: Ma
     open_m = (label.isin(opened) | mapping.open_any()) & ~won_m & ~lost_m
     unknown = ~(won_m | lost_m | open_m)
     keep = problems.flag(unknown, "unknown_outcome", (
-        f"{path}: column '{OUTCOME}' has unknown labels {listed(pd.unique(raw[unknown]))} "
+        f"{path}: column {problems.column(OUTCOME)} has unknown labels {listed(pd.unique(raw[unknown]))} "
         f"(on {_lines(df.index[unknown])}). Won labels: {listed(sorted(won))}; lost: {listed(sorted(lost))}. "
         f"Fix: map them in {MAPPING_FILE} under [outcome] won = [...], lost = [...] or open = [...] "
         "(open = [\"*\"]: every other label is open)."), lambda m: OUTCOME + "=" + raw[m].astype("string").fillna(""))
@@ -433,7 +434,7 @@ def _opportunity_ids(df: pd.DataFrame, path: Path, problems: RowProblems) -> pd.
     """Rows to keep: an id must be there, and a repeated id keeps its first row only."""
     s = df[OPPORTUNITY_ID].astype("string").str.strip()
     blank = s.isna() | (s == "")
-    keep = problems.flag(blank, "missing_id", f"{path}: column '{OPPORTUNITY_ID}' is empty on "
+    keep = problems.flag(blank, "missing_id", f"{path}: column {problems.column(OPPORTUNITY_ID)} is empty on "
                          f"{_lines(df.index[blank])}. Fix: give every row a {OPPORTUNITY_ID}.")
     dup = s.duplicated(keep="first") & keep
     repeated = s.isin(s[dup]) & keep
@@ -443,7 +444,7 @@ def _opportunity_ids(df: pd.DataFrame, path: Path, problems: RowProblems) -> pd.
         return OPPORTUNITY_ID + "=" + s[m] + " first on line " + s[m].map(first).astype("string")
 
     return keep & problems.flag(dup, "duplicate_id", (
-        f"{path}: column '{OPPORTUNITY_ID}' has duplicate values {listed(pd.unique(s[repeated]))} "
+        f"{path}: column {problems.column(OPPORTUNITY_ID)} has duplicate values {listed(pd.unique(s[repeated]))} "
         f"(on {_lines(df.index[repeated])}). Fix: make each {OPPORTUNITY_ID} unique (one row per id)."), first_lines)
 
 
@@ -459,7 +460,7 @@ def _check_rows(df: pd.DataFrame, path: Path, mapping: Mapping, problems: RowPro
         cols[column] = df[column].astype("string").str.strip().replace("", pd.NA)
         empty = closed & cols[column].isna()
         keep = problems.flag(empty, code, (
-            f"{path}: column '{column}' is empty on {_lines(df.index[empty])} of closed opportunities. "
+            f"{path}: column {problems.column(column)} is empty on {_lines(df.index[empty])} of closed opportunities. "
             f"Fix: fill in the {column}, or drop those rows."), f"{column} empty")
         df, outcome, closed, cols = df[keep], outcome[keep], closed[keep], {k: v[keep] for k, v in cols.items()}
     created, keep = _dates(df, CREATED_AT, path, mapping.date_format, closed, problems)
@@ -471,7 +472,7 @@ def _check_rows(df: pd.DataFrame, path: Path, mapping: Mapping, problems: RowPro
         return closed_at[m].dt.strftime("%Y-%m-%d") + " < " + created[m].dt.strftime("%Y-%m-%d")
 
     keep &= problems.flag(reversed_, "close_before_create", (
-        f"{path}: '{CLOSED_AT}' is before '{CREATED_AT}' on {_lines(df.index[reversed_])} "
+        f"{path}: {problems.column(CLOSED_AT)} is before {problems.column(CREATED_AT)} on {_lines(df.index[reversed_])} "
         f"({listed(pairs(reversed_))}). Fix: correct the dates, or swap the two columns in the mapping if they are "
         "reversed."), lambda m: CLOSED_AT + " " + pairs(m))
     cols.update({OPPORTUNITY_ID: df[OPPORTUNITY_ID].astype("string").str.strip(), CREATED_AT: created,
@@ -488,15 +489,15 @@ def _check_references(df: pd.DataFrame, path: Path, rep_ids: pd.Index, account_i
         s = df[column]
         unknown = s.notna() & ~s.isin(known)
         df = df[problems.flag(unknown, code, (
-            f"{path}: column '{column}' names ids not in {names[table]}: {listed(pd.unique(s[unknown]))} "
+            f"{path}: column {problems.column(column)} names ids not in {names[table]}: {listed(pd.unique(s[unknown]))} "
             f"(on {_lines(df.index[unknown])}). Fix: add them to {names[table]}, or correct the ids."),
             lambda m: column + "=" + s[m].fillna(""))]
     return df
 
 
-def _finish_opportunities(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+def _finish_opportunities(df: pd.DataFrame, path: Path, label: str) -> pd.DataFrame:
     if AMOUNT in df.columns:
-        df = df.assign(**{AMOUNT: _numbers(df, AMOUNT, path)})
+        df = df.assign(**{AMOUNT: _numbers(df, AMOUNT, path, label)})
     return _infer_attributes(df, RESERVED["opportunities"], path)
 
 
@@ -527,7 +528,11 @@ def load_dataset(data: str | Path, mapping: str | Path | Mapping | None = None, 
     policy = RowPolicy.of(mp, on_bad_rows, max_rejected_share)
     opp_path = paths["opportunities"]
     raw_opps = _read_file(opp_path)
-    problems = RowProblems(opp_path, policy, raw_opps)
+    sources: dict[str, str] = {}  # contract column -> the header it was renamed from (the first listed wins)
+    for source, target in mp.columns.get("opportunities", {}).items():
+        if source in raw_opps.columns:
+            sources.setdefault(target, source)
+    problems = RowProblems(opp_path, policy, raw_opps, sources=sources)
     derived = tuple(t for t in ("reps", "accounts") if paths[t] is None)
     deals, excluded, carried = _mapped_deals(raw_opps, opp_path, mp, derived)
     deals = _check_rows(deals, opp_path, mp, problems)
@@ -617,14 +622,14 @@ def _validated(tables: dict, deals: pd.DataFrame, paths: dict, mp: Mapping, prob
     deals = _check_references(deals, opp_path, pd.Index(reps[REP_ID]), pd.Index(accounts[ACCOUNT_ID]), names, problems)
     problems.check_share()
     _require_closed(deals, opp_path, problems)
-    opps = _finish_opportunities(deals, opp_path)
+    opps = _finish_opportunities(deals, opp_path, problems.column(AMOUNT))
     reps, accounts, opps, dropped = guard_leakage(reps.reset_index(drop=True), accounts.reset_index(drop=True),
                                                   opps.reset_index(drop=True), mp)
     notes = _source_notes(paths, mp, excluded, problems)
     return Dataset(
         reps=reps, accounts=accounts, opportunities=opps, paths={t: str(p) for t, p in where.items()},
         warnings=tuple(notes + [d.message for d in dropped] + _findings(reps, accounts, opps, names)
-                       + _zone_findings(problems.raw, mp, names)),
+                       + _zone_findings(problems.raw, problems.sources, names)),
         rejected=problems.frame() if problems.policy.on_bad == "quarantine" else None,
         rejected_counts=problems.counts(), dropped=tuple(dropped), policy=problems.policy,
     )
@@ -646,10 +651,9 @@ def _source_notes(paths: dict, mp: Mapping, excluded: list, problems: RowProblem
     return out
 
 
-def _zone_findings(raw: pd.DataFrame, mp: Mapping, names: dict) -> list[str]:
+def _zone_findings(raw: pd.DataFrame, sources: dict[str, str], names: dict) -> list[str]:
     """Say when dates carried time zones (they are read as UTC and kept without the zone)."""
     out = []
-    sources = {target: src for src, target in mp.columns.get("opportunities", {}).items() if src in raw.columns}
     for c in (CREATED_AT, CLOSED_AT):
         s = raw.get(sources.get(c, c))
         if s is None:
