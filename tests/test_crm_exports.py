@@ -14,8 +14,8 @@ import pytest
 
 from conftest import MAVEN_MAPPING, run
 from repfit.config import FeatureConfig, TrainConfig
-from repfit.errors import SchemaError
-from repfit.mapping import preset_text
+from repfit.errors import ConfigError, SchemaError
+from repfit.mapping import Mapping, preset_text
 from repfit.schema import load_dataset
 from repfit.training.train import train
 
@@ -242,3 +242,16 @@ def test_a_row_error_names_the_exports_own_header(tmp_path, row, phrase):
                                         "Amount\nD1,Bob,Beta,Closed Lost,2024-01-01,2024-02-01,100\n" + row + "\n")
     with pytest.raises(SchemaError, match=re.escape(phrase)):
         load_dataset(tmp_path / "deals.csv", "hubspot")
+
+
+@pytest.mark.parametrize("lines, phrase", [
+    ("[leakage]\nmax_auc = 2", "[leakage] key 'max_auc' must be an AUC from 0.5 to 1 (1: off), got 2; Fix: max_auc = 0.9."),
+    ("[leakage]\nmax_auc = 0.3", "[leakage] key 'max_auc' must be an AUC from 0.5 to 1 (1: off), got 0.3"),
+    ("[rows]\nmax_rejected_share = \"0.5\"", "must be a number, got '0.5'; Fix: max_rejected_share = 0.2."),
+])
+def test_mapping_shares_and_aucs_out_of_range_are_refused(tmp_path, lines, phrase):
+    """max_auc = 2 silently turned the guard off, 0.3 dropped every attribute; a quoted share was told to be 0.9, the
+    AUC's example (review of issue 12)."""
+    (tmp_path / "m.toml").write_text(preset_text("hubspot") + lines + "\n")
+    with pytest.raises(ConfigError, match=re.escape(phrase)):
+        Mapping.from_toml(tmp_path / "m.toml")
