@@ -63,11 +63,7 @@ def select_columns(df: pd.DataFrame, table: str, path: Path, mapping: Mapping) -
             f"{path}: the mapping {mapping.source} renames column(s) {_listed(missing)}, which the file "
             f"does not have (found: {_listed(list(df.columns), 12)}). Fix: correct [columns.{table}]."
         )
-    rename, taken = {}, set()
-    for src, target in cols.items():
-        if src in df.columns and target not in taken:
-            rename[src] = target
-            taken.add(target)
+    rename = renames(cols, df.columns)
     spare = [src for src in cols if src in df.columns and src not in rename]
     excluded = [c for c in df.columns if c not in rename and mapping.excluded(c)]
     df = df.drop(columns=spare + excluded).rename(columns=rename)
@@ -75,6 +71,16 @@ def select_columns(df: pd.DataFrame, table: str, path: Path, mapping: Mapping) -
         if column in df.columns:
             df = df.assign(**{column: df[column].replace({str(k): str(v) for k, v in replace.items()})})
     return df, excluded
+
+
+def renames(columns: dict[str, str], present) -> dict[str, str]:
+    """Source header -> contract column for the mapped headers ``present`` in a file; several onto one contract
+    column: the first listed wins."""
+    out: dict[str, str] = {}
+    for src, target in columns.items():
+        if src in present and target not in out.values():
+            out[src] = target
+    return out
 
 
 def split_derived(deals: pd.DataFrame, mapping: Mapping, derive: tuple[str, ...]) -> tuple[pd.DataFrame, dict]:

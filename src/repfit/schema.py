@@ -21,7 +21,8 @@ import pandas as pd
 
 from repfit.errors import SchemaError
 from repfit.messages import MAX_SHOWN, lines as _lines, listed
-from repfit.export import derive_table, join_on, plain_numbers, select_columns, snake_attributes, split_derived
+from repfit.export import (derive_table, join_on, plain_numbers, renames, select_columns, snake_attributes,
+                           split_derived)
 from repfit.leakage import Dropped, guard_leakage
 from repfit.rows import REASONS, RowPolicy, RowProblems
 from repfit.mapping import MAPPING_FILE, TABLES, Mapping, resolve_mapping
@@ -528,10 +529,7 @@ def load_dataset(data: str | Path, mapping: str | Path | Mapping | None = None, 
     policy = RowPolicy.of(mp, on_bad_rows, max_rejected_share)
     opp_path = paths["opportunities"]
     raw_opps = _read_file(opp_path)
-    sources: dict[str, str] = {}  # contract column -> the header it was renamed from (the first listed wins)
-    for source, target in mp.columns.get("opportunities", {}).items():
-        if source in raw_opps.columns:
-            sources.setdefault(target, source)
+    sources = {target: src for src, target in renames(mp.columns.get("opportunities", {}), raw_opps.columns).items()}
     problems = RowProblems(opp_path, policy, raw_opps, sources=sources)
     derived = tuple(t for t in ("reps", "accounts") if paths[t] is None)
     deals, excluded, carried = _mapped_deals(raw_opps, opp_path, mp, derived)
