@@ -255,3 +255,23 @@ def test_mapping_shares_and_aucs_out_of_range_are_refused(tmp_path, lines, phras
     (tmp_path / "m.toml").write_text(preset_text("hubspot") + lines + "\n")
     with pytest.raises(ConfigError, match=re.escape(phrase)):
         Mapping.from_toml(tmp_path / "m.toml")
+
+
+@pytest.mark.parametrize("value, phrase", [
+    ("abc", "column 'Potential' (potential) has non-numeric values 'abc' (on line 5)"),
+    ("-5", "column 'Potential' (potential) must be >= 0; found '-5' (on line 5)"),
+])
+def test_a_bad_company_value_is_reported_on_the_deal_line_it_comes_from(tmp_path, value, phrase):
+    """Accounts derived from the deals: a bad potential was reported on the line of the account's row in the derived
+    table (companies sorted by name), not of the deal in the file (review of issue 12)."""
+    (tmp_path / "deals.csv").write_text(
+        "Record ID,Deal owner,Associated Company,Deal Stage,Create Date,Close Date,Potential\n"
+        "D1,Ann,Zeta,Closed Won,2024-01-01,2024-02-01,500\n"
+        "D2,Bob,Beta,Closed Lost,2024-01-05,2024-02-02, \n"
+        "D3,Bob,Gamma,Closed Lost,2024-01-05,2024-02-02,7\n"
+        f"D4,Bob,Acme,Closed Lost,2024-01-05,2024-02-02,{value}\n")
+    with pytest.raises(SchemaError, match=re.escape(phrase)):
+        load_dataset(tmp_path / "deals.csv", "hubspot")
+    stale = tmp_path / "deals.csv"
+    stale.write_text(stale.read_text() + "D5,Bob,Acme,Closed Lost,2024-01-06,2024-02-02,9\n")  # a later deal supersedes it
+    assert load_dataset(stale, "hubspot").accounts.set_index("account_id").loc["Acme", "potential"] == 9

@@ -127,6 +127,15 @@ def derive_table(deals: pd.DataFrame, table: str, columns: dict[str, pd.Series],
     return out.reset_index(drop=True)
 
 
+def supplying_rows(ids: pd.Series, values: pd.Series, order: pd.Series) -> pd.Index:
+    """The deal rows whose value each id takes in ``derive_table`` (its latest deal where the value is not empty)."""
+    blank = {"id": ids, "v": values}
+    frame = pd.DataFrame({k: s.astype("string").str.strip().replace("", pd.NA) for k, s in blank.items()} |
+                         {"_order": order}, index=ids.index).dropna(subset=["id", "v"])
+    frame = frame.sort_values("_order", kind="stable", na_position="first")
+    return frame.index[~frame["id"].duplicated(keep="last")]
+
+
 def join_on(values: pd.Series, table_df: pd.DataFrame, table: str, column: str, path: Path) -> pd.Series:
     """``values`` (what the deals carry, e.g. company names) translated through ``[join] <table> = column``: the
     second file's ``column`` holds those values, its id column the id to use; an unmatched value stays as it is

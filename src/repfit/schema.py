@@ -22,7 +22,7 @@ import pandas as pd
 from repfit.errors import SchemaError
 from repfit.messages import MAX_SHOWN, lines as _lines, listed
 from repfit.export import (derive_table, join_on, plain_numbers, renames, select_columns, snake_attributes,
-                           split_derived)
+                           split_derived, supplying_rows)
 from repfit.leakage import Dropped, guard_leakage
 from repfit.rows import REASONS, RowPolicy, RowProblems
 from repfit.mapping import MAPPING_FILE, TABLES, Mapping, resolve_mapping
@@ -269,12 +269,12 @@ def _numbers(df: pd.DataFrame, column: str, path: Path, label: str | None = None
     return num
 
 
-def _booleans(df: pd.DataFrame, column: str, path: Path) -> pd.Series:
+def _booleans(df: pd.DataFrame, column: str, path: Path, label: str | None = None) -> pd.Series:
     s = df[column].astype("string").str.strip().str.lower().fillna("")
     ok = s.isin(TRUE_LABELS + FALSE_LABELS)
     if not ok.all():
         raise SchemaError(
-            f"{path}: column '{column}' has values {listed(pd.unique(df[column][~ok]))} that are not "
+            f"{path}: column {label or repr(column)} has values {listed(pd.unique(df[column][~ok]))} that are not "
             f"true/false (on {_lines(df.index[~ok])}). Fix: use true/false, yes/no or 1/0."
         )
     return s.isin(TRUE_LABELS)
@@ -345,19 +345,46 @@ def derive_tiers(potential: pd.Series) -> pd.Series:
 
 
 # --- validation per table ---------------------------------------------------------------------
+def _capacity(df: pd.DataFrame, column: str, path: Path, label: str | None = None) -> pd.Series:
+    cap = _numbers(df, column, path, label)
+    bad = cap.notna() & ((cap <= 0) | (cap != np.floor(cap)) | (cap > MAX_CAPACITY))
+    if bad.any():
+        raise SchemaError(
+            f"{path}: column {label or repr(column)} must be a positive whole number; found "
+            f"{listed(pd.unique(df[column][bad]))} (on {_lines(df.index[bad])}). "
+            f"Fix: set each rep's capacity to the most accounts it can own (1 to {MAX_CAPACITY:,}), or leave it empty."
+        )
+    return cap
+
+
+def _potential(df: pd.DataFrame, column: str, path: Path, label: str | None = None) -> pd.Series:
+    pot = _numbers(df, column, path, label)
+    bad = pot < 0
+    if bad.any():
+        raise SchemaError(
+            f"{path}: column {label or repr(column)} must be >= 0; found {listed(pd.unique(df[column][bad]))} "
+            f"(on {_lines(df.index[bad])}). Fix: use the value of winning the account (0 or more)."
+        )
+    return pot
+
+
+def _check_carried(carried: dict[str, dict[str, pd.Series]], deals: pd.DataFrame, path: Path, mp: Mapping) -> None:
+    """The contract values derived reps and accounts take, checked on the deal rows they come from, so an error
+    names the file's line and header rather than a row of the derived table."""
+    checks = {"reps": (REP_ID, {CAPACITY: _capacity}), "accounts": (ACCOUNT_ID, {POTENTIAL: _potential, LOCKED: _booleans})}
+    for table, columns in carried.items():
+        key, check = checks[table]
+        headers = {target: src for src, target in mp.derive.get(table, {}).items()}
+        for column in check.keys() & columns.keys():
+            values = columns[column].loc[deals.index]
+            rows = supplying_rows(deals[key], values, deals[CREATED_AT])
+            frame = pd.DataFrame({column: values.loc[rows].astype("string").str.strip()})
+            check[column](frame, column, path, f"'{headers[column]}' ({column})")
+
+
 def _validate_reps(df: pd.DataFrame, path: Path, n_accounts: int) -> pd.DataFrame:
     rep_id = _ids(df, REP_ID, path)
-    if CAPACITY in df.columns:
-        cap = _numbers(df, CAPACITY, path)
-        bad = cap.notna() & ((cap <= 0) | (cap != np.floor(cap)) | (cap > MAX_CAPACITY))
-        if bad.any():
-            raise SchemaError(
-                f"{path}: column '{CAPACITY}' must be a positive whole number; found "
-                f"{listed(pd.unique(df[CAPACITY][bad]))} (on {_lines(df.index[bad])}). "
-                f"Fix: set each rep's capacity to the most accounts it can own (1 to {MAX_CAPACITY:,}), or leave it empty."
-            )
-    else:
-        cap = pd.Series(np.nan, index=df.index)
+    cap = _capacity(df, CAPACITY, path) if CAPACITY in df.columns else pd.Series(np.nan, index=df.index)
     default = math.ceil(1.1 * n_accounts / len(df))
     df = df.assign(**{REP_ID: rep_id, CAPACITY: cap.fillna(default).astype("int64")})
     return _infer_attributes(df, RESERVED["reps"], path)
@@ -379,14 +406,7 @@ def _validate_accounts(df: pd.DataFrame, path: Path, rep_ids: pd.Index, reps_pat
     else:
         cols[CURRENT_REP_ID] = pd.Series(pd.NA, index=df.index, dtype="string")
     if POTENTIAL in df.columns:
-        pot = _numbers(df, POTENTIAL, path)
-        bad = pot < 0
-        if bad.any():
-            raise SchemaError(
-                f"{path}: column '{POTENTIAL}' must be >= 0; found {listed(pd.unique(df[POTENTIAL][bad]))} "
-                f"(on {_lines(df.index[bad])}). Fix: use the value of winning the account (0 or more)."
-            )
-        cols[POTENTIAL] = pot.fillna(1.0)
+        cols[POTENTIAL] = _potential(df, POTENTIAL, path).fillna(1.0)
     else:
         cols[POTENTIAL] = pd.Series(1.0, index=df.index)
     locked = _booleans(df, LOCKED, path) if LOCKED in df.columns else pd.Series(False, index=df.index)
@@ -536,6 +556,7 @@ def load_dataset(data: str | Path, mapping: str | Path | Mapping | None = None, 
     deals = _check_rows(deals, opp_path, mp, problems)
     problems.check_share()
     _require_closed(deals, opp_path, problems)  # before deriving: reps and accounts come from the closed deals
+    _check_carried(carried, deals, opp_path, mp)
     order = deals[CREATED_AT]
     tables = {t: (derive_table(deals, t, carried.get(t, {}), order) if t == "accounts" else None) if paths[t] is None
               else _mapped_table(paths[t], t, mp, excluded) for t in ("reps", "accounts")}
