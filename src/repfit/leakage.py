@@ -29,6 +29,7 @@ SAMPLE = 200_000  # closed deals the guard looks at, at most (a seeded sample be
 DATE_SHARE = 0.9  # a text column is a date column when this share of its values parse as dates
 AFTER_SHARE = 0.5  # ... and leaks when it falls after the deal's creation on this share of closed deals
 FOLDS, SMOOTH = 5, 20.0
+PLAUSIBLE = (pd.Timestamp("1900-01-01"), pd.Timestamp("2200-01-01"))  # dates outside are no dates (as the loader's)
 _RESERVED = {
     "reps": {"rep_id", "capacity"},
     "accounts": {"account_id", "current_rep_id", "potential", "locked", "tier"},
@@ -103,6 +104,8 @@ def _after_creation(values: pd.Series, created: pd.Series, fmt: str) -> float | 
             dates = pd.to_datetime(text, errors="coerce", format=f, utc=True).dt.tz_localize(None)
         except (ValueError, TypeError):
             continue
+        # "mixed" reads a band "11-50" as 2050-11-01 and "1-10" as year 1: a date names its year in full
+        dates = dates.where(dates.between(*PLAUSIBLE) & (f != "mixed" or text.str.contains(r"\d{4}")))
         if dates.notna().mean() < DATE_SHARE:
             continue
         later = dates > created.loc[dates.index] + pd.Timedelta(days=1)
