@@ -275,3 +275,16 @@ def test_a_bad_company_value_is_reported_on_the_deal_line_it_comes_from(tmp_path
     stale = tmp_path / "deals.csv"
     stale.write_text(stale.read_text() + "D5,Bob,Acme,Closed Lost,2024-01-06,2024-02-02,9\n")  # a later deal supersedes it
     assert load_dataset(stale, "hubspot").accounts.set_index("account_id").loc["Acme", "potential"] == 9
+
+
+def test_headers_that_differ_only_in_case_or_spacing_still_map(tmp_path):
+    """An export whose header came out in capitals (or with doubled spaces) still reads through the preset."""
+    out = tmp_path / "org"
+    assert run("synth", "--out", out, "--reps", 6, "--accounts", 80, "--seed", 4, "--format", "hubspot").exit_code == 0
+    deals = pd.read_csv(out / "deals.csv", dtype=str, keep_default_na=False)
+    deals.columns = [c.upper().replace(" ", "  ") for c in deals.columns]
+    deals.to_csv(tmp_path / "deals.csv", index=False)
+    a = load_dataset(tmp_path / "deals.csv", "hubspot", on_bad_rows="quarantine")
+    b = load_dataset(out / "truth" / "org")
+    assert a.opportunities["opportunity_id"].tolist() == b.opportunities["opportunity_id"].tolist()
+    assert sorted(a.accounts.columns) == sorted(b.accounts.columns)  # company properties derived as before

@@ -7,7 +7,7 @@ import pandas as pd
 
 from repfit.leakage import guard_leakage
 from repfit.mapping import Mapping
-from repfit.schema import load_dataset
+from repfit.schema import RESERVED, load_dataset
 
 
 def test_bands_that_pandas_could_read_as_dates_are_no_dates(small_org):
@@ -18,5 +18,5 @@ def test_bands_that_pandas_could_read_as_dates_are_no_dates(small_org):
     rng = np.random.default_rng(0)
     opps = opps.assign(size_band=pd.Series(rng.choice(["1-10", "11-50"], len(opps), p=[0.02, 0.98]), dtype="string"),
                        signed_on=(opps["created_at"] + pd.Timedelta(days=30)).dt.strftime("%Y-%m-%d").astype("string"))
-    _, _, kept, dropped = guard_leakage(ds.reps, ds.accounts, opps, Mapping())
+    _, _, kept, dropped = guard_leakage(ds.reps, ds.accounts, opps, Mapping(), RESERVED)
     assert [d.column for d in dropped] == ["signed_on"] and "size_band" in kept.columns

@@ -56,7 +56,7 @@ def select_columns(df: pd.DataFrame, table: str, path: Path, mapping: Mapping) -
     A mapped column the file lacks is an error, unless the mapping has ``optional_columns`` (a preset: one
     export carries ``Associated Company``, another ``Associated Company (Primary)``); when several present
     columns map onto one contract column, the first listed wins."""
-    cols = mapping.columns.get(table, {})
+    cols = align_headers(mapping.columns.get(table, {}), df.columns)
     missing = [src for src in cols if src not in df.columns]
     if missing and not mapping.optional_columns:
         raise SchemaError(
@@ -71,6 +71,24 @@ def select_columns(df: pd.DataFrame, table: str, path: Path, mapping: Mapping) -
         if column in df.columns:
             df = df.assign(**{column: df[column].replace({str(k): str(v) for k, v in replace.items()})})
     return df, excluded
+
+
+def _header_key(name: str) -> str:
+    return re.sub(r"\s+", " ", str(name)).strip().casefold()
+
+
+def align_headers(columns: dict[str, str], present) -> dict[str, str]:
+    """``columns`` (source header -> target) with each source header the file lacks replaced by the file's header
+    that differs only in case or spacing (``DEAL OWNER`` for ``Deal owner``), when exactly one does."""
+    present = list(present)
+    by_key: dict[str, list[str]] = {}
+    for h in present:
+        by_key.setdefault(_header_key(h), []).append(h)
+    out = {}
+    for src, target in columns.items():
+        found = by_key.get(_header_key(src), [])
+        out[found[0] if src not in present and len(found) == 1 else src] = target
+    return out
 
 
 def renames(columns: dict[str, str], present) -> dict[str, str]:
@@ -89,6 +107,7 @@ def split_derived(deals: pd.DataFrame, mapping: Mapping, derive: tuple[str, ...]
     taken: dict[str, dict[str, pd.Series]] = {}
     drop = []
     for table, cols in mapping.derive.items():
+        cols = align_headers(cols, deals.columns)
         present = {src: target for src, target in cols.items() if src in deals.columns}
         missing = [src for src in cols if src not in deals.columns]
         if missing and not mapping.optional_columns and table in derive:

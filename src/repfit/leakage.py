@@ -30,11 +30,6 @@ DATE_SHARE = 0.9  # a text column is a date column when this share of its values
 AFTER_SHARE = 0.5  # ... and leaks when it falls after the deal's creation on this share of closed deals
 FOLDS, SMOOTH = 5, 20.0
 PLAUSIBLE = (pd.Timestamp("1900-01-01"), pd.Timestamp("2200-01-01"))  # dates outside are no dates (as the loader's)
-_RESERVED = {
-    "reps": {"rep_id", "capacity"},
-    "accounts": {"account_id", "current_rep_id", "potential", "locked", "tier"},
-    "opportunities": {"opportunity_id", "rep_id", "account_id", "created_at", "closed_at", "outcome", "amount", "won"},
-}
 
 
 @dataclass(frozen=True)
@@ -51,8 +46,10 @@ class Dropped:
                 f"If it is known when a deal is created, keep it with [leakage] keep = [\"{self.column}\"].")
 
 
-def guard_leakage(reps: pd.DataFrame, accounts: pd.DataFrame, opps: pd.DataFrame, mp: Mapping):
-    """The three tables without the leaking attributes, and the list of what was dropped."""
+def guard_leakage(reps: pd.DataFrame, accounts: pd.DataFrame, opps: pd.DataFrame, mp: Mapping,
+                  reserved: dict[str, set[str]]):
+    """The three tables without the leaking attributes (``reserved``: the contract's own columns per table, never
+    attributes), and the list of what was dropped."""
     closed = opps[opps["outcome"] != "open"]
     if len(closed) > SAMPLE:
         closed = closed.sample(SAMPLE, random_state=0)
@@ -63,7 +60,7 @@ def guard_leakage(reps: pd.DataFrame, accounts: pd.DataFrame, opps: pd.DataFrame
     keys = {"reps": "rep_id", "accounts": "account_id"}
     dropped = []
     for table, df in tables.items():
-        for column in (c for c in df.columns if c not in _RESERVED[table] and c not in mp.keep):
+        for column in (c for c in df.columns if c not in reserved[table] and c not in mp.keep):
             if table == "opportunities":
                 values = closed[column]
             else:

@@ -646,7 +646,7 @@ def _validated(tables: dict, deals: pd.DataFrame, paths: dict, mp: Mapping, prob
     _require_closed(deals, opp_path, problems)
     opps = _finish_opportunities(deals, opp_path, problems.column(AMOUNT))
     reps, accounts, opps, dropped = guard_leakage(reps.reset_index(drop=True), accounts.reset_index(drop=True),
-                                                  opps.reset_index(drop=True), mp)
+                                                  opps.reset_index(drop=True), mp, RESERVED)
     notes = _source_notes(paths, mp, excluded, problems)
     return Dataset(
         reps=reps, accounts=accounts, opportunities=opps, paths={t: str(p) for t, p in where.items()},
