@@ -390,6 +390,14 @@ def _validate_reps(df: pd.DataFrame, path: Path, n_accounts: int) -> pd.DataFram
     cap = _capacity(df, CAPACITY, path) if CAPACITY in df.columns else pd.Series(np.nan, index=df.index)
     default = math.ceil(1.1 * n_accounts / len(df))
     df = df.assign(**{REP_ID: rep_id, CAPACITY: cap.fillna(default).astype("int64")})
+    if QUOTA in df.columns:
+        quota = _numbers(df, QUOTA, path)
+        bad = quota.isna() | (quota < 0)
+        if bad.any():
+            raise SchemaError(f"{path}: column '{QUOTA}' must be a number >= 0 for every rep; found "
+                              f"{listed(pd.unique(df[QUOTA][bad].fillna('(empty)')))} (on {_lines(df.index[bad])}). "
+                              "Fix: give every rep its quota (balance targets are shares of it), or drop the column.")
+        df = df.assign(**{QUOTA: quota})
     return _infer_attributes(df, RESERVED["reps"], path)
 
 
@@ -430,7 +438,25 @@ def _validate_accounts(df: pd.DataFrame, path: Path, rep_ids: pd.Index, reps_pat
         cols[TIER] = tier
     else:
         cols[TIER] = derive_tiers(cols[POTENTIAL])
+    cols.update(_workload_and_family(df, path))
     return _infer_attributes(df.assign(**cols), RESERVED["accounts"], path)
+
+
+def _workload_and_family(df: pd.DataFrame, path: Path) -> dict[str, pd.Series]:
+    """``workload`` (> 0, default 1: what an account uses of a rep's capacity in workload units) and
+    ``parent_account_id`` (text or NA: accounts sharing it form a family that goes to one rep)."""
+    out = {}
+    if WORKLOAD in df.columns:
+        work = _numbers(df, WORKLOAD, path)
+        bad = work <= 0
+        if bad.any():
+            raise SchemaError(f"{path}: column '{WORKLOAD}' must be > 0; found {listed(pd.unique(df[WORKLOAD][bad]))} "
+                              f"(on {_lines(df.index[bad])}). Fix: give the account's workload (e.g. hours a year), "
+                              "or leave it empty for 1.")
+        out[WORKLOAD] = work.fillna(1.0)
+    if PARENT_ACCOUNT_ID in df.columns:
+        out[PARENT_ACCOUNT_ID] = df[PARENT_ACCOUNT_ID].astype("string").str.strip().replace("", pd.NA)
+    return out
 
 
 def _normalise_outcome(raw: pd.Series, path: Path, df: pd.DataFrame, mapping: Mapping,

@@ -104,7 +104,7 @@ def band_for(spec: BalanceSpec, weights: np.ndarray, shares: np.ndarray, total: 
     if weights.ndim == 1 and np.all(weights == np.round(weights)):
         lower = np.minimum(np.floor(target + 1e-9), np.ceil(lower - 1e-9))
         upper = np.maximum(np.ceil(target - 1e-9), np.floor(upper + 1e-9))
-    return Band(spec.metric, weights, lower, upper, spec.tolerance)
+    return Band(spec.metric, weights, lower, upper, spec.tolerance, target)
 
 
 def build_bands(ds: S.Dataset, p_win: np.ndarray, specs: tuple[BalanceSpec, ...],
@@ -123,6 +123,21 @@ def build_bands(ds: S.Dataset, p_win: np.ndarray, specs: tuple[BalanceSpec, ...]
             total = float(w.sum())
         bands.append(band_for(spec, w, shares, total))
     return tuple(bands)
+
+
+def reshared(bands: tuple[Band, ...], columns: np.ndarray) -> tuple[Band, ...]:
+    """The bands for a changed set of reps (``repfit capacity``: one rep gone, or copies of one added): new rep
+    ``i`` takes the place of old rep ``columns[i]`` (its weights column, its share); shares are renormalised so
+    the metric's total is shared out again; hard limits (workload capacity) stay each rep's own."""
+    out = []
+    for b in bands:
+        w = b.weights if b.weights.ndim == 1 else b.weights[:, columns]
+        if b.tolerance is None or b.target is None:
+            out.append(Band(b.metric, w, b.lower[columns], b.upper[columns], b.tolerance))
+            continue
+        shares = b.target[columns] / max(float(b.target[columns].sum()), 1e-300)
+        out.append(band_for(BalanceSpec(b.metric, b.tolerance), w, shares, float(b.target.sum())))
+    return tuple(out)
 
 
 def tolerance_text(tol: float) -> str:

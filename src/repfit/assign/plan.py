@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 
@@ -14,7 +15,7 @@ from repfit.assign.bands import build_bands, metric_weights, parse_balance
 from repfit.assign.problem import Band, Problem, check_feasible
 from repfit.assign.solvers import Solution, solve
 from repfit.config import OBJECTIVES, AssignConfig
-from repfit.errors import ConfigError
+from repfit.errors import ConfigError, InfeasibleAssignment, SolverError
 
 
 
@@ -28,6 +29,23 @@ class Spread:
 
 
 @dataclass(frozen=True)
+class BandSummary:
+    """How the plan sits in one balance band: reps outside it (0 for a solved plan), and each rep's total as a
+    share of its target, today and in the plan; ``price``: the uplift the plan gives up for this band (the best
+    uplift without it minus the plan's; NaN when not measured)."""
+
+    metric: str
+    tolerance: float | None
+    reps_outside_after: int
+    reps_outside_before: int
+    ratio_min_after: float
+    ratio_max_after: float
+    ratio_min_before: float
+    ratio_max_before: float
+    price: float = float("nan")
+
+
+@dataclass(frozen=True)
 class PlanConstraints:
     """The constraints a plan was solved under."""
 
@@ -36,6 +54,9 @@ class PlanConstraints:
     continuity: float
     max_moves: int | None
     locked: int  # accounts locked to their current rep
+    balance: tuple[str, ...] = ()  # the bands in force ("accounts=20%"...)
+    capacity_unit: str = "accounts"
+    families: int = 0  # account families kept together (0: none, or split)
 
 
 @dataclass(frozen=True)
@@ -64,12 +85,16 @@ class PlanSummary:
     constraints: PlanConstraints
     spread_after: dict[str, Spread]
     spread_before: dict[str, Spread]
+    bands: tuple[BandSummary, ...] = ()
+    gap: float | None = None  # relative optimality gap of the solution (0: optimal), when the solver states one
 
     def to_dict(self) -> dict:
         """Plain JSON-ready values (lists for tuples), with the keys and order of the summary file."""
         d = asdict(self)
         d["solver_notes"] = list(self.solver_notes)
         d["constraints"]["require_match"] = list(self.constraints.require_match)
+        d["constraints"]["balance"] = list(self.constraints.balance)
+        d["bands"] = [asdict(b) for b in self.bands]
         return d
 
 
@@ -206,8 +231,59 @@ def plan_assignment(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> Plan
     tiers = sorted(ds.accounts[S.TIER].astype(str).unique())
     assignment = _assignment_table(ds, p_win, sol.assignment, prob.current)
     per_rep = _per_rep_table(ds, sol.assignment, prob.current, assignment, tiers)
+    for band in prob.bands:
+        per_rep = per_rep.assign(**band_columns(band, sol.assignment, prob.current))
     summary = _summary(cfg, prob, sol, seconds, assignment, per_rep, tiers)
-    return Plan(assignment, per_rep, summary, sol, prob)
+    bands = tuple(band_summary(b, sol.assignment, prob.current, price)
+                  for b, price in zip(prob.bands, _prices(prob, sol, cfg.solver)))
+    return Plan(assignment, per_rep, replace(summary, bands=bands, gap=sol.gap), sol, prob)
+
+
+def _prices(prob: Problem, sol: Solution, solver: str) -> list[float]:
+    """The price of each band: the best value without it (the other constraints kept) minus the plan's value, in
+    objective units (expected value or wins); NaN where that solve fails. Hard limits (workload capacity) are
+    constraints, not choices: not priced."""
+    value = float(prob.values[np.arange(len(sol.assignment)), sol.assignment].sum())
+    out = []
+    for i, band in enumerate(prob.bands):
+        if band.tolerance is None:
+            out.append(float("nan"))
+            continue
+        without = replace(prob, bands=prob.bands[:i] + prob.bands[i + 1:])
+        try:
+            x = solve(without, solver).assignment
+            out.append(float(prob.values[np.arange(len(x)), x].sum()) - value)
+        except (InfeasibleAssignment, SolverError):
+            out.append(float("nan"))
+    return out
+
+
+def band_key(band: Band) -> str:
+    """The per-rep table's column stem for a band: ``potential``, ``workload_capacity``, ``tier_A``..."""
+    return re.sub(r"[^0-9A-Za-z]+", "_", band.metric).strip("_")
+
+
+def band_columns(band: Band, x: np.ndarray, cur: np.ndarray) -> dict[str, np.ndarray]:
+    """Each rep's total of the band's metric before and after, and its bounds and target."""
+    k, has = band_key(band), cur >= 0
+    before = Band(band.metric, band.weights[has], band.lower, band.upper).totals(cur[has]) if band.weights.ndim == 1 \
+        else np.bincount(cur[has], weights=band.weights[np.flatnonzero(has), cur[has]], minlength=len(band.lower))
+    out = {f"{k}_before": before, f"{k}_after": band.totals(x), f"{k}_lower": band.lower, f"{k}_upper": band.upper}
+    if band.target is not None:
+        out[f"{k}_target"] = band.target
+    return out
+
+
+def band_summary(band: Band, x: np.ndarray, cur: np.ndarray, price: float) -> BandSummary:
+    cols = band_columns(band, x, cur)
+    k = band_key(band)
+    ref = band.target if band.target is not None else band.upper
+    ratio = {w: cols[f"{k}_{w}"] / np.where(ref > 0, ref, np.nan) for w in ("before", "after")}
+    outside = {w: int(((cols[f"{k}_{w}"] < band.lower - 1e-9 * np.abs(band.lower) - 1e-9)
+                       | (cols[f"{k}_{w}"] > band.upper + 1e-9 * np.abs(band.upper) + 1e-9)).sum()) for w in ratio}
+    return BandSummary(band.metric, band.tolerance, outside["after"], outside["before"],
+                       float(np.nanmin(ratio["after"])), float(np.nanmax(ratio["after"])),
+                       float(np.nanmin(ratio["before"])), float(np.nanmax(ratio["before"])), price)
 
 
 def _assignment_table(ds: S.Dataset, p_win: np.ndarray, x: np.ndarray, cur: np.ndarray) -> pd.DataFrame:
@@ -284,7 +360,9 @@ def _summary(cfg: AssignConfig, prob: Problem, sol: Solution, seconds: float, as
         expected_wins_current=float(np.nansum(p_cur)), expected_wins_proposed=float(p_new.sum()),
         moves=prob.moves(sol.assignment),
         constraints=PlanConstraints(require_match=tuple(cfg.require_match), balance_tiers=cfg.balance_tiers,
-                                    continuity=cfg.continuity, max_moves=cfg.max_moves, locked=int(prob.locked.sum())),
+                                    continuity=cfg.continuity, max_moves=cfg.max_moves, locked=int(prob.locked.sum()),
+                                    balance=tuple(str(b) for b in parse_balance(cfg.balance)),
+                                    capacity_unit=cfg.capacity_unit),
         spread_after=_spreads(per_rep, tiers, "after"), spread_before=_spreads(per_rep, tiers, "before"),
     )
 
@@ -292,7 +370,8 @@ def _summary(cfg: AssignConfig, prob: Problem, sol: Solution, seconds: float, as
 def format_plan(s: PlanSummary) -> str:
     """The summary as the lines ``repfit assign`` prints."""
     lines = [
-        f"solver: {s.solver} ({'certified optimal' if s.certified_optimal else 'NOT certified'}; {s.solve_seconds:.2f} s)",
+        f"solver: {s.solver} ({'certified optimal' if s.certified_optimal else 'NOT certified'}"
+        f"{'' if s.gap is None or s.certified_optimal else f', gap {s.gap:.2%} to a proven bound'}; {s.solve_seconds:.2f} s)",
     ] + [f"  {n}" for n in s.solver_notes] + [
         f"objective: {s.objective}",
         f"expected value   current {s.expected_value_current:>16,.2f}   proposed {s.expected_value_proposed:>16,.2f}   "
@@ -305,4 +384,16 @@ def format_plan(s: PlanSummary) -> str:
         b = s.spread_before[key]
         lines.append(f"  {key:<16} {b.min:>12,.1f} {b.max:>12,.1f} {b.cv:>6.3f}    "
                      f"{a.min:>12,.1f} {a.max:>12,.1f} {a.cv:>6.3f}")
+    if s.bands:
+        lines.append("balance bands      each rep's total / its target: today min-max (reps outside)   plan min-max "
+                     "(outside)   price of the band")
+    for b in s.bands:
+        band = f"{b.metric} +-{b.tolerance:.0%}" if b.tolerance is not None else f"{b.metric} (limit)"
+        price = "" if not math.isfinite(b.price) else f"{b.price:+,.2f} ({_pct(b.price, s)})"
+        lines.append(f"  {band:<22} {b.ratio_min_before:>6.2f}-{b.ratio_max_before:<6.2f} ({b.reps_outside_before:>3})   "
+                     f"{b.ratio_min_after:>6.2f}-{b.ratio_max_after:<6.2f} ({b.reps_outside_after:>3})   {price}")
     return "\n".join(lines)
+
+
+def _pct(price: float, s: PlanSummary) -> str:
+    return f"{price / s.uplift:.1%} of the uplift" if s.uplift > 0 else "uplift not positive"

@@ -45,6 +45,7 @@ class Band:
     weights : (A,) float >= 0, the metric of each account; or (A, R) when it depends on the rep (expected value).
     lower, upper : (R,) float bounds on each rep's total (-inf / inf: no bound on that side).
     tolerance : the +-share that set the bounds (0.1 for 10%), or None for a hard limit (workload capacity).
+    target : (R,) each rep's target total the bounds surround (None for a hard limit).
     """
 
     metric: str
@@ -52,10 +53,12 @@ class Band:
     lower: np.ndarray
     upper: np.ndarray
     tolerance: float | None = None
+    target: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        for name in ("weights", "lower", "upper"):
-            object.__setattr__(self, name, _read_only(np.asarray(getattr(self, name), dtype=float)))
+        for name in ("weights", "lower", "upper", "target"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _read_only(np.asarray(getattr(self, name), dtype=float)))
 
     def totals(self, assignment: np.ndarray) -> np.ndarray:
         """(R,) each rep's total of the metric under ``assignment`` ((A,) rep index per account)."""
