@@ -71,6 +71,30 @@ class Band:
         t = self.totals(assignment)
         return np.maximum(self.lower - t, 0) + np.maximum(t - self.upper, 0)
 
+    @property
+    def active(self) -> bool:
+        """Some rep has a finite bound (a band of infinite bounds constrains nothing)."""
+        return bool(np.isfinite(self.lower).any() or np.isfinite(self.upper).any())
+
+    @property
+    def is_count(self) -> bool:
+        """Every weight is 1: a bound on each rep's number of accounts, which the flow solvers model exactly."""
+        return self.weights.ndim == 1 and bool(np.all(self.weights == 1))
+
+    def target(self) -> np.ndarray | None:
+        """(R,) the total each rep aims at, from which ``tolerance`` set the bounds: their midpoint, or the one
+        finite bound over (1 -/+ tolerance); None for a hard limit (no tolerance)."""
+        if self.tolerance is None:
+            return None
+        t, lo, hi = self.tolerance, self.lower, self.upper
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(np.isfinite(lo) & np.isfinite(hi), (lo + hi) / 2,
+                            np.where(np.isfinite(hi), hi / (1 + t), lo / max(1 - t, 1e-12)))
+
+    def describe(self) -> str:
+        """The band as messages name it: "potential +-10%", "workload (hard limit)"."""
+        return f"{self.metric} {_pct(self.tolerance)}" if self.tolerance is not None else f"{self.metric} (hard limit)"
+
 
 @dataclass(frozen=True, eq=False)
 class Problem:
@@ -92,6 +116,9 @@ class Problem:
     max_moves : at most this many accounts with a current rep change rep (None: no limit).
     rep_names, account_names, tier_names : (R,), (A,), (T,) labels for messages, or None.
     bands : each rep's total of a metric within bounds (``Band``); () for none.
+    kept : (A, R) int or None: how many accounts keep their current rep if account (unit) a goes to rep r, for
+        ``max_moves``; set by ``families.collapse`` when a unit stands for several accounts with a current rep.
+        None: one on each account's current pair.
     """
 
     values: np.ndarray
@@ -106,9 +133,10 @@ class Problem:
     account_names: np.ndarray | None = None
     tier_names: np.ndarray | None = None
     bands: tuple[Band, ...] = ()
+    kept: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        for name in ("values", "capacity", "current", "locked", "allowed", "tiers"):
+        for name in ("values", "capacity", "current", "locked", "allowed", "tiers", "kept"):
             object.__setattr__(self, name, _read_only(getattr(self, name)))
 
     @property
@@ -179,6 +207,9 @@ class Problem:
         return m
 
     def moves(self, assignment: np.ndarray) -> int:
+        """Accounts with a current rep that change rep under ``assignment``."""
+        if self.kept is not None:
+            return int(self.kept.sum() - self.kept[np.arange(len(assignment)), assignment].sum())
         has = self.current >= 0
         return int((assignment[has] != self.current[has]).sum())
 
@@ -206,6 +237,30 @@ class Problem:
         upper = np.floor(share + 1 + 1e-9).astype(np.int64)
         return lower, upper
 
+    def tier_bands(self) -> tuple[Band, ...]:
+        """Tier balance as bands: one per tier, weights 1 on its accounts, bounds ``tier_bounds()`` (hard)."""
+        if self.tiers is None:
+            return ()
+        lower, upper = self.tier_bounds()
+        return tuple(Band(f"tier {self.name_tier(t)}", (self.tiers == t).astype(float), lower[:, t], upper[:, t])
+                     for t in range(lower.shape[1]))
+
+    def count_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(R,) int64 fewest and most accounts each rep may get: capacity and every count band (``Band.is_count``).
+
+        A count bound is an integer: 9.000000001 from float arithmetic means 9 (1e-9 slack each side)."""
+        A, R = self.shape
+        lo, hi = np.zeros(R, np.int64), self.capacity.astype(np.int64)
+        for b in self.bands:
+            if b.is_count and b.active:
+                lo = np.maximum(lo, np.ceil(np.clip(b.lower - 1e-9, 0, A)).astype(np.int64))
+                hi = np.minimum(hi, np.floor(np.clip(b.upper + 1e-9, -1, A)).astype(np.int64))
+        return lo, hi
+
+    def weighted_bands(self) -> tuple[Band, ...]:
+        """The active bands that are not counts: their weights vary by account (or rep), so they need a MILP."""
+        return tuple(b for b in self.bands if b.active and not b.is_count)
+
     def name_rep(self, r: int) -> str:
         return str(self.rep_names[r]) if self.rep_names is not None else f"rep #{r}"
 
@@ -217,7 +272,7 @@ def check_feasible(p: Problem, match_column: dict[str, tuple[np.ndarray, np.ndar
     """Raise ``InfeasibleAssignment`` with the shortfall and the fix if the constraints cannot all hold.
 
     Checks, in order: total capacity, locked accounts against capacity, the required attribute match, tier
-    balance, the move budget. Each is a necessary condition: passing them all does not prove feasibility
+    balance, each band (``_check_bands``), the move budget. Each is a necessary condition: passing them all does not prove feasibility
     (the solvers say so when it fails), but failing one proves infeasibility.
 
     Parameters
@@ -228,7 +283,8 @@ def check_feasible(p: Problem, match_column: dict[str, tuple[np.ndarray, np.ndar
     Raises
     ------
     InfeasibleAssignment
-        With ``option`` naming the setting at fault (``require_match``, ``balance_tiers``, ``max_moves``), if any.
+        With ``option`` naming the setting at fault (``require_match``, ``balance_tiers``, ``balance``,
+        ``max_moves``), if any.
     """
     _check_total_capacity(p)
     _check_locked_capacity(p)
@@ -236,6 +292,8 @@ def check_feasible(p: Problem, match_column: dict[str, tuple[np.ndarray, np.ndar
         _check_require_match(p, match_column or {})
     if p.tiers is not None:
         _check_tier_balance(p)
+    if p.bands:
+        _check_bands(p)
     if p.max_moves is not None and p.max_moves < 0:
         raise InfeasibleAssignment(f"the move budget must be 0 or more (got {p.max_moves}).", option="max_moves")
 
@@ -322,6 +380,140 @@ def _check_tier_balance(p: Problem) -> None:
             f"tiers cannot be balanced: reps {listed(p.name_rep(r) for r in over_r)} need more accounts for their "
             "tier shares than their capacity. Fix: even out capacities, or stop balancing tiers.", option="balance_tiers"
         )
+
+
+# --- bands: what the counts prove before solving ------------------------------------------------------
+# Weights are >= 0 (Band), so a rep's total lies between 0 and the sum of what it can hold. Each check below is a
+# necessary condition; each message names the rep (or all reps), the band's metric and tolerance, and the
+# tolerance (for a hard limit: the limit) that would pass that check.
+
+def _pct(t: float | None) -> str:
+    return "(hard limit)" if t is None else f"+-{t * 100:.4g}%"
+
+
+def _fit_pct(t: float) -> str:
+    """A tolerance that fits, rounded up to 0.1% (so that it does fit)."""
+    return f"+-{math.ceil(max(t, 0.0) * 1000 - 1e-6) / 10:g}%"
+
+
+def _num(x: float) -> str:
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.4g}"
+
+
+def _check_bands(p: Problem) -> None:
+    """Each active band: its totals over all reps (a, d), locked accounts against each upper bound (c), and
+    each rep's reachable total against its lower bound (b)."""
+    mask = p.mask()
+    _, most_accounts = p.count_bounds()
+    for b in p.bands:
+        if not b.active or (b.weights.size and b.weights.min() < 0):
+            continue
+        _check_band_totals(p, b, mask)
+        _check_band_locked(p, b)
+        _check_band_reach(p, b, mask, most_accounts)
+
+
+def _band_range(b: Band, mask: np.ndarray, block: int = 8192) -> tuple[float, float]:
+    """The least and most the accounts can total on ``b`` over all reps together: each account counts once,
+    its weight on the rep it goes to (any allowed rep, for (A, R) weights)."""
+    if b.weights.ndim == 1:
+        total = float(b.weights.sum())
+        return total, total
+    least = most = 0.0
+    for lo in range(0, len(mask), block):
+        w, m = b.weights[lo:lo + block], mask[lo:lo + block]
+        ok = m.any(axis=1)
+        least += float(np.where(m, w, np.inf).min(axis=1)[ok].sum())
+        most += float(np.where(m, w, -np.inf).max(axis=1)[ok].sum())
+    return least, most
+
+
+def _check_band_totals(p: Problem, b: Band, mask: np.ndarray) -> None:
+    least, most = _band_range(b, mask)
+    target = b.target()
+    need = float(np.maximum(b.lower, 0).sum())
+    eps = 1e-9 * max(1.0, abs(most))
+    what = "the accounts total" if b.weights.ndim == 1 else "the accounts total at most (each with its best rep)"
+    if need > most + eps:
+        fix = (f"A tolerance of {_fit_pct(1 - most / float(target[np.isfinite(b.lower)].sum()))} would fit."
+               if target is not None else f"Fix: lower them by {_num(need - most)} in all.")
+        raise InfeasibleAssignment(f"the {b.metric} band {_pct(b.tolerance)} cannot hold for all reps: their lower "
+                                   f"bounds add up to {_num(need)} but {what} {_num(most)}. {fix}", option="balance")
+    room = float(b.upper.sum())
+    if room < least - eps:
+        if target is None:  # a hard limit such as workload capacity (case d)
+            raise InfeasibleAssignment(
+                f"total {b.metric} {_num(least)} is above the reps' total {b.metric} capacity {_num(room)} (all reps, "
+                f"{_pct(None)}). Fix: raise capacity by {_num(least - room)} (to at least {_num(least)} in all), "
+                "or add reps.", option="balance")
+        raise InfeasibleAssignment(
+            f"the {b.metric} band {_pct(b.tolerance)} cannot hold for all reps: their upper bounds add up to "
+            f"{_num(room)} but the accounts total {'' if b.weights.ndim == 1 else 'at least '}{_num(least)}. "
+            f"A tolerance of {_fit_pct(least / float(target.sum()) - 1)} would fit.", option="balance")
+
+
+def _worst(p: Problem, reps: np.ndarray, need: np.ndarray) -> tuple[int, str]:
+    """The rep (of ``reps``) needing the most, and " (also: ...)" naming the others."""
+    order = reps[np.argsort(-need[reps], kind="stable")]
+    others = f" (also: {listed(p.name_rep(r) for r in order[1:])})" if len(order) > 1 else ""
+    return int(order[0]), others
+
+
+def _check_band_locked(p: Problem, b: Band) -> None:
+    """(c) Accounts locked to a rep already take it above its upper bound."""
+    lk = np.flatnonzero(p.locked)
+    if not len(lk):
+        return
+    R = p.shape[1]
+    w = b.weights[lk] if b.weights.ndim == 1 else b.weights[lk, p.current[lk]]
+    held = np.bincount(p.current[lk], weights=w, minlength=R)
+    over = np.flatnonzero(held > b.upper + 1e-9 * np.maximum(1.0, np.abs(held)))
+    if not len(over):
+        return
+    target = b.target()
+    need = held / target - 1 if target is not None else held - b.upper
+    r, others = _worst(p, over, need)
+    fix = (f"A tolerance of {_fit_pct(need[r])} would fit" if target is not None
+           else f"Fix: raise its limit to {_num(held[r])}")
+    raise InfeasibleAssignment(
+        f"{p.name_rep(r)}'s locked accounts alone total {_num(held[r])} {b.metric}, above its upper bound "
+        f"{_num(b.upper[r])} ({b.describe()}{'' if target is None else f', target {_num(target[r])}'}){others}. "
+        f"{fix}, or unlock some of them.", option="balance")
+
+
+def _reach(b: Band, mask: np.ndarray, most_accounts: np.ndarray, r: int) -> tuple[float, int, int]:
+    """The most rep ``r`` can total on ``b``: its ``most_accounts[r]`` heaviest eligible accounts; with how many
+    accounts are eligible and how many it may hold."""
+    eligible = np.flatnonzero(mask[:, r])
+    w = b.weights[eligible] if b.weights.ndim == 1 else b.weights[eligible, r]
+    k = int(max(min(most_accounts[r], len(w)), 0))
+    top = w if k >= len(w) else np.partition(w, len(w) - k)[len(w) - k:]
+    return float(top.sum()), len(w), k
+
+
+def _check_band_reach(p: Problem, b: Band, mask: np.ndarray, most_accounts: np.ndarray) -> None:
+    """(b) A rep that cannot reach its lower bound even with every account it may own (required match, locks),
+    or with the heaviest of them when its capacity (or count band) holds fewer."""
+    R = p.shape[1]
+    reach = np.full(R, np.inf)
+    held = np.zeros(R, np.int64)
+    can = np.zeros(R, np.int64)
+    for r in np.flatnonzero(b.lower > 0):
+        reach[r], held[r], can[r] = _reach(b, mask, most_accounts, r)
+    short = np.flatnonzero(reach < b.lower - 1e-9 * np.maximum(1.0, np.abs(b.lower)))
+    if not len(short):
+        return
+    target = b.target()
+    need = 1 - reach / target if target is not None else b.lower - reach
+    r, others = _worst(p, short, need)
+    cap = f", at most {can[r]} by its capacity" if can[r] < held[r] else ""
+    fix = (f"A tolerance of {_fit_pct(need[r])} would fit." if target is not None
+           else f"Fix: lower its bound to {_num(reach[r])}.")
+    raise InfeasibleAssignment(
+        f"{p.name_rep(r)} cannot reach its {b.metric} band {_pct(b.tolerance)}: even with every account it may own "
+        f"({held[r]} under the required match and locks{cap}) it totals at most {_num(reach[r])}, below its lower "
+        f"bound {_num(b.lower[r])}{'' if target is None else f' (target {_num(target[r])})'}{others}. {fix}",
+        option="balance")
 
 
 def _isna(a: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ from scipy.optimize import linear_sum_assignment
 
 from repfit.assign.problem import Problem
 from repfit.errors import InfeasibleAssignment, SolverError
+from repfit.messages import listed
 
 HUNGARIAN_MAX_CELLS = 6_000_000  # accounts x slots
 FLOW_MAX_ARCS = 25_000_000
@@ -53,6 +54,8 @@ def keep_bonus_values(p: Problem, keep_bonus: int = 0) -> np.ndarray:
     V = p.int_values
     if not keep_bonus:
         return V
+    if p.kept is not None:  # a unit of several accounts: the bonus for each of them kept
+        return V + keep_bonus * p.kept.astype(np.int64)
     V = V.copy()
     a = np.flatnonzero(p.current >= 0)
     V[a, p.current[a]] += keep_bonus
@@ -65,8 +68,29 @@ def solve_hungarian(p: Problem, keep_bonus: int = 0) -> Solution:
     ``keep_bonus`` integer units added for each account kept (see ``keep_bonus_values``)."""
     if p.tiers is not None:
         raise SolverError("the hungarian solver does not model tier balance; use the flow solver.", option="solver")
-    assignment = _hungarian(p, keep_bonus_values(p, keep_bonus))
+    assignment = _hungarian(_count_capped(p, "hungarian"), keep_bonus_values(p, keep_bonus))
     return Solution(assignment, "hungarian", p.int_objective(assignment))
+
+
+def _refuse_weighted(p: Problem, name: str) -> None:
+    weighted = p.weighted_bands()
+    if weighted:
+        raise SolverError(f"the {name} solver does not model bands whose weights vary by account "
+                          f"({listed(b.describe() for b in weighted)}); use the milp solver.", option="solver")
+
+
+def _count_capped(p: Problem, name: str) -> Problem:
+    """``p`` with its count bands folded into capacity, for the solvers that model no lower bound on a rep's
+    accounts (``SolverError`` if a count band has one, or a band is weighted). Same values, so same
+    ``int_values``: solve on the result, score on ``p``."""
+    _refuse_weighted(p, name)
+    if not p.bands:
+        return p
+    fewest, most = p.count_bounds()
+    if fewest.any():
+        raise SolverError(f"the {name} solver does not model a lower bound on each rep's accounts; use the flow "
+                          "solver.", option="solver")
+    return replace(p, capacity=most, bands=())
 
 
 def _hungarian(p: Problem, V: np.ndarray) -> np.ndarray:
@@ -99,52 +123,65 @@ class _Network:
     sink: int
     pairs: slice  # the arcs of the candidate (account, rep) pairs, in the order given
     floors: slice  # the mandatory (rep, tier) arcs, whose capacity is the tier's lower bound (empty without tiers)
+    rep_floors: slice  # the mandatory rep -> sink arcs, capacity = the rep's fewest accounts (empty if none)
 
 
 def _flow_network(p: Problem, acc: np.ndarray, rep: np.ndarray, gain: np.ndarray) -> _Network:
     """source -> account (cap 1) -> rep, or its (rep, tier) node, at cost -gain -> sink (cap = capacity).
 
     Each account also has an arc straight to the sink whose penalty outweighs any total gain, so the flow is
-    always feasible and leaves an account unassigned only when it cannot be placed. With tiers, each (rep, tier)
-    node reaches its rep by a mandatory arc (capacity = lower bound, a bonus that outweighs any value
-    difference) and an optional one (upper - lower).
+    always feasible and leaves an account unassigned only when it cannot be placed. Lower bounds (a tier's
+    fair share, a rep's fewest accounts from a count band) are mandatory arcs: capacity = the lower bound, a
+    bonus that outweighs any value difference; beside each, an optional arc (upper - lower). So the flow meets
+    every lower bound it can, and the optimum among assignments that meet them all is the min-cost flow.
     """
     A, R = p.shape
     src, sink = 0, A + R + 1
     acc_node = 1 + np.arange(A)
     rep_node = 1 + A + np.arange(R)
     big = (int(np.abs(gain).max()) + 1 if len(gain) else 1) * (A + 1)
+    fewest, most = p.count_bounds()
+    floored = p.tiers is not None or bool(fewest.any())
+    unassigned = 3 * big if floored else big
     if p.tiers is None:
-        n_nodes, pair_head, unassigned, tier_arcs = sink + 1, rep_node[rep], big, []
+        n_nodes, pair_head, tier_arcs = sink + 1, rep_node[rep], []
     else:
         lower, upper = p.tier_bounds()
         T = lower.shape[1]
         tier_node = sink + 1 + np.arange(R * T).reshape(R, T)
-        n_nodes, pair_head, unassigned = sink + 1 + R * T, tier_node[rep, p.tiers[acc]], 3 * big
+        n_nodes, pair_head = sink + 1 + R * T, tier_node[rep, p.tiers[acc]]
         tier_arcs = _tier_arcs(tier_node, rep_node, lower, upper, bonus=big)
+    sink_arcs = _floor_arcs(rep_node, np.full(R, sink), fewest, most, big if fewest.any() else 0)
     ones = np.ones(A, np.int64)
     blocks = [
         (np.full(A, src), acc_node, ones, np.zeros(A, np.int64)),
         (acc_node, np.full(A, sink), ones, np.full(A, unassigned, np.int64)),
         (acc_node[acc], pair_head, np.ones(len(acc), np.int64), -gain.astype(np.int64)),
         *tier_arcs,
-        (rep_node, np.full(R, sink), p.capacity.astype(np.int64), np.zeros(R, np.int64)),
+        *sink_arcs,
     ]
     tails, heads, caps, costs = (np.concatenate(column) for column in zip(*blocks))
     pairs = slice(2 * A, 2 * A + len(acc))
     floors = slice(pairs.stop, pairs.stop + (len(tier_arcs[0][0]) if tier_arcs else 0))
+    rep_start = pairs.stop + 2 * (len(tier_arcs[0][0]) if tier_arcs else 0)
     return _Network(tails.astype(np.int32), heads.astype(np.int32), caps.astype(np.int64), costs.astype(np.int64),
-                    n_nodes, A, sink, pairs, floors)
+                    n_nodes, A, sink, pairs, floors, slice(rep_start, rep_start + R))
+
+
+def _floor_arcs(tails: np.ndarray, heads: np.ndarray, lower: np.ndarray, upper: np.ndarray, bonus: int) -> list:
+    """Two arc blocks (tails, heads, caps, costs) from each tail to its head: mandatory (capacity ``lower``, cost
+    -``bonus``) and optional (``upper - lower``, cost 0)."""
+    n = len(tails)
+    lo, hi = lower.astype(np.int64), upper.astype(np.int64)
+    return [(tails, heads, lo, np.full(n, -bonus, np.int64)),
+            (tails, heads, np.maximum(hi - lo, 0), np.zeros(n, np.int64))]
 
 
 def _tier_arcs(tier_node: np.ndarray, rep_node: np.ndarray, lower: np.ndarray, upper: np.ndarray, bonus: int) -> list:
     """The mandatory (capacity ``lower``, cost -``bonus``) and optional (``upper - lower``) arcs of each
     (rep, tier) node (R, T) to its rep, as two arc blocks (tails, heads, caps, costs)."""
     R, T = lower.shape
-    nodes, to = tier_node.ravel(), rep_node[np.repeat(np.arange(R), T)]
-    lo, hi = lower.ravel().astype(np.int64), upper.ravel().astype(np.int64)
-    return [(nodes, to, lo, np.full(R * T, -bonus, np.int64)),
-            (nodes, to, np.maximum(hi - lo, 0), np.zeros(R * T, np.int64))]
+    return _floor_arcs(tier_node.ravel(), rep_node[np.repeat(np.arange(R), T)], lower.ravel(), upper.ravel(), bonus)
 
 
 def _min_cost_flows(net: _Network) -> np.ndarray:
@@ -179,12 +216,22 @@ def _flow_on_arcs(p: Problem, acc: np.ndarray, rep: np.ndarray, gain: np.ndarray
             "under the other constraints (required match, locks, capacity). Fix: stop balancing tiers, or relax those.",
             option="balance_tiers"
         )
+    short = np.flatnonzero(flows[net.rep_floors] < net.caps[net.rep_floors])
+    if len(short):
+        fewest = net.caps[net.rep_floors]
+        parts = [f"{p.name_rep(r)} (at least {fewest[r]})" for r in short]
+        raise InfeasibleAssignment(
+            f"the accounts band cannot hold: reps {listed(parts)} cannot all get their fewest accounts under the other "
+            "constraints (required match, locks, capacity, tiers). Fix: widen the accounts band, or relax those.",
+            option="balance"
+        )
     return assignment
 
 
 def solve_flow(p: Problem, keep_bonus: int = 0) -> Solution:
-    """Exact optimum of ``p`` by min-cost flow over every allowed pair (tier balance included), with
-    ``keep_bonus`` integer units added for each account kept (see ``keep_bonus_values``)."""
+    """Exact optimum of ``p`` by min-cost flow over every allowed pair (tier balance and count bands included),
+    with ``keep_bonus`` integer units added for each account kept (see ``keep_bonus_values``)."""
+    _refuse_weighted(p, "flow")
     assignment = _flow(p, keep_bonus_values(p, keep_bonus))
     return Solution(assignment, "flow", p.int_objective(assignment))
 
@@ -297,6 +344,7 @@ def solve_pruned(p: Problem, keep_bonus: int = 0, k: int = 15, sample_share: flo
     if p.tiers is not None:
         raise SolverError("the pruned solver does not model tier balance; use the flow solver.", option="solver")
     V = keep_bonus_values(p, keep_bonus)
+    scored, p = p, _count_capped(p, "pruned")
     mask = p.mask()
     cand = _top_k(V, mask, _sample_prices(p, V, k, sample_share, seed), k)
     has = np.flatnonzero(p.current >= 0)
@@ -316,53 +364,119 @@ def solve_pruned(p: Problem, keep_bonus: int = 0, k: int = 15, sample_share: flo
         if added == 0:
             notes.append(f"certified optimal over all {int(mask.sum()):,} allowed pairs after {rnd} round(s) "
                          f"on {int(cand.sum()):,} candidate pairs")
-            return Solution(assignment, "pruned-flow", p.int_objective(assignment), True, tuple(notes))
+            return Solution(assignment, "pruned-flow", scored.int_objective(assignment), True, tuple(notes))
         notes.append(f"round {rnd}: added {added:,} pairs with positive reduced cost")
     # could not certify within the rounds: solve on every allowed pair
     assignment = _flow(p, V)
-    return Solution(assignment, "flow", p.int_objective(assignment), True,
+    return Solution(assignment, "flow", scored.int_objective(assignment), True,
                     (*notes, "certificate did not converge; solved on all pairs"))
 
 
-# --- exact MILP (reference and max-moves fallback) --------------------------------------------------
-def solve_milp(p: Problem, time_limit: float | None = None) -> Solution:
-    """Exact 0/1 program with HiGHS (``scipy.optimize.milp``) over the allowed pairs, every constraint included."""
-    from scipy.optimize import Bounds, LinearConstraint, milp
+# --- exact MILP (bands, reference, max-moves fallback) -----------------------------------------------
+def solve_milp(p: Problem, keep_bonus: int = 0, time_limit: float | None = None) -> Solution:
+    """Exact 0/1 program with HiGHS (``scipy.optimize.milp``) over the allowed pairs, every constraint included:
+    capacity, tiers (as bands), every band (a row per rep; (A,) or (A, R) weights; one-sided bounds), the move
+    budget.
+
+    Parameters
+    ----------
+    p : the problem; the objective is ``p.int_values`` (plus ``keep_bonus`` on each account kept, see
+        ``keep_bonus_values``).
+    keep_bonus : integer units per account kept.
+    time_limit : seconds; None: run to proven optimality.
+
+    Returns
+    -------
+    Solution : ``certified`` with ``gap`` 0 when HiGHS proves it optimal; when it stops at the time limit with
+    an assignment, that one, not certified, with ``bound`` (HiGHS's dual bound on the objective solved, in
+    integer units) and ``gap`` = (bound - objective) / |bound|.
+
+    Raises
+    ------
+    InfeasibleAssignment
+        HiGHS proves that no assignment meets every constraint (the message lists the bands in force).
+    SolverError
+        The time limit passed before HiGHS found any assignment (not a proof of infeasibility).
+    """
+    from scipy.optimize import Bounds, milp
+
+    acc, rep = np.nonzero(p.mask())
+    V = keep_bonus_values(p, keep_bonus)
+    options = {"disp": False, "mip_rel_gap": 0.0}  # HiGHS's default 1e-4 gap would not be "certified optimal"
+    if time_limit:
+        options["time_limit"] = float(time_limit)
+    res = milp(-V[acc, rep].astype(float), constraints=_milp_constraints(p, acc, rep), integrality=np.ones(len(acc)),
+               bounds=Bounds(0, 1), options=options)
+    return _milp_solution(p, res, acc, rep, V, time_limit)
+
+
+def _milp_constraints(p: Problem, acc: np.ndarray, rep: np.ndarray) -> list:
+    """The rows of the 0/1 program over the pairs (acc, rep): each account once, capacity, a row per rep for
+    each tier and band, and the move budget (accounts kept >= accounts with a current rep - budget)."""
+    from scipy.optimize import LinearConstraint
     from scipy.sparse import csr_matrix
 
     A, R = p.shape
-    acc, rep = np.nonzero(p.mask())
-    n = len(acc)
-    c = -p.int_values[acc, rep].astype(float)
-    cons = [
-        LinearConstraint(csr_matrix((np.ones(n), (acc, np.arange(n))), shape=(A, n)), 1, 1),
-        LinearConstraint(csr_matrix((np.ones(n), (rep, np.arange(n))), shape=(R, n)), 0, p.capacity.astype(float)),
-    ]
-    if p.tiers is not None:
-        lower, upper = p.tier_bounds()
-        T = lower.shape[1]
-        row = rep * T + p.tiers[acc]
-        cons.append(LinearConstraint(csr_matrix((np.ones(n), (row, np.arange(n))), shape=(R * T, n)),
-                                     lower.ravel().astype(float), upper.ravel().astype(float)))
+    n, cols = len(acc), np.arange(len(acc))
+
+    def rows(row: np.ndarray, coef: np.ndarray, m: int, lo, hi) -> LinearConstraint:
+        return LinearConstraint(csr_matrix((coef, (row, cols)), shape=(m, n)), lo, hi)
+
+    ones = np.ones(n)
+    cons = [rows(acc, ones, A, 1, 1), rows(rep, ones, R, 0, p.capacity.astype(float))]
+    for b in (*p.tier_bands(), *p.bands):
+        if b.active:
+            w = b.weights[acc] if b.weights.ndim == 1 else b.weights[acc, rep]
+            cons.append(rows(rep, w, R, b.lower, b.upper))
     if p.max_moves is not None:
-        has = p.current[acc] >= 0
-        keep = has & (p.current[acc] == rep)
-        n_has = int((p.current >= 0).sum())
-        # moves = n_has - kept <= K  <=>  kept >= n_has - K
-        cons.append(LinearConstraint(csr_matrix((np.ones(int(keep.sum())), (np.zeros(int(keep.sum()), int), np.flatnonzero(keep))),
-                                                shape=(1, n)), n_has - p.max_moves, np.inf))
-    # HiGHS stops at a 1e-4 relative gap by default: "certified" must mean optimal for the integer values
-    options = {"disp": False, "mip_rel_gap": 0.0}
-    if time_limit:
-        options["time_limit"] = time_limit
-    res = milp(c, constraints=cons, integrality=np.ones(n), bounds=Bounds(0, 1), options=options)
-    if res.x is None or res.status not in (0,):
-        if res.status == 2 or res.x is None:
-            raise InfeasibleAssignment(f"no assignment satisfies every constraint ({res.message}).")
+        if p.kept is None:
+            kept, n_has = (p.current[acc] == rep).astype(float), int((p.current >= 0).sum())
+        else:
+            kept, n_has = p.kept[acc, rep].astype(float), int(p.kept.sum())
+        cons.append(rows(np.zeros(n, np.int64), kept, 1, n_has - p.max_moves, np.inf))
+    return cons
+
+
+def _milp_solution(p: Problem, res, acc: np.ndarray, rep: np.ndarray, V: np.ndarray,
+                   time_limit: float | None) -> Solution:
+    """The ``Solution`` of HiGHS's result ``res``: optimal (gap 0), stopped at the limit with an assignment
+    (not certified, with HiGHS's bound and the gap to it), or the error that says why there is none."""
+    A, _ = p.shape
+    if res.x is None:
+        if res.status == 2:
+            raise InfeasibleAssignment(_milp_infeasible(p), option="balance" if p.bands else None)
+        if res.status == 1:
+            raise SolverError(f"HiGHS found no assignment within the time limit of {time_limit:g} s (this is not a "
+                              "proof of infeasibility). Fix: allow more time, or widen the bands.")
+        raise SolverError(f"HiGHS failed: {res.message} (this is not a proof of infeasibility).")
     x = res.x > 0.5
     assignment = np.full(A, -1, np.int64)
     assignment[acc[x]] = rep[x]
-    return Solution(assignment, "milp", p.int_objective(assignment), res.status == 0)
+    _check_complete(p, assignment)
+    solved = int(V[np.arange(A), assignment].sum())
+    if res.status == 0:
+        return Solution(assignment, "milp", p.int_objective(assignment), True, gap=0.0, bound=float(solved))
+    bound = -float(getattr(res, "mip_dual_bound", np.nan))
+    gap = max(bound - solved, 0.0) / abs(bound) if np.isfinite(bound) and bound else None
+    limit = f"the time limit of {time_limit:g} s" if time_limit else "a limit"
+    note = f"not certified: HiGHS stopped at {limit}; " + (
+        f"at most {gap:.3%} below the optimum (its dual bound)" if gap is not None else "no bound on the gap")
+    return Solution(assignment, "milp", p.int_objective(assignment), False, (note,),
+                    gap=gap, bound=bound if np.isfinite(bound) else None)
+
+
+def _milp_infeasible(p: Problem) -> str:
+    """HiGHS proved the program infeasible: name the bands in force and the tightest, to widen first."""
+    bands = [b for b in p.bands if b.active]
+    if not bands:
+        return ("no assignment satisfies every constraint (required match, locks, capacity, tiers, move budget): "
+                "HiGHS proves the program infeasible.")
+    tolerant = [b for b in bands if b.tolerance is not None]
+    tight = min(tolerant, key=lambda b: b.tolerance) if tolerant else bands[0]
+    wider = f", e.g. to +-{min(2 * tight.tolerance, 1.0) * 100:.4g}%" if tight.tolerance else ""
+    return (f"no assignment satisfies every band at once with the other constraints: HiGHS proves it infeasible "
+            f"under {listed(b.describe() for b in bands)} (each passed the counts checked before solving). Fix: widen "
+            f"the tightest band, {tight.describe()}{wider}, or relax the required match, locks or move budget.")
 
 
 # --- the move budget: a keep bonus traded against moves ---------------------------------------------
@@ -412,13 +526,13 @@ def _noted(sol: Solution, note: str, **changes) -> Solution:
     return replace(sol, notes=(*sol.notes, note), **changes)
 
 
-def solve_max_moves(p: Problem, base: BaseSolver) -> Solution:
+def solve_max_moves(p: Problem, base: BaseSolver, time_limit: float | None = None) -> Solution:
     """Best assignment of ``p`` with at most ``p.max_moves`` moves, by the keep-bonus search above.
 
     The smallest keep bonus whose optimum x has moves(x) <= K is optimal for the budget if moves(x) == K or the
     bonus is 0. Otherwise the budget falls between two Lagrangian solutions and the exact MILP settles it
     (up to ``MILP_MAX_ARCS`` allowed pairs; beyond, the Lagrangian solution is returned, not certified, with
-    its bound on the gap).
+    its bound on the gap). ``time_limit`` bounds that MILP (None: none).
 
     Raises
     ------
@@ -443,7 +557,7 @@ def solve_max_moves(p: Problem, base: BaseSolver) -> Solution:
                       solver=sol.solver + "+lagrangian")
     n_arcs = int(p.mask().sum())
     if n_arcs <= MILP_MAX_ARCS:
-        return _noted(solve_milp(p), f"Lagrangian gap (bonus {hi} gives {m} < {K} moves): settled by exact MILP "
+        return _noted(solve_milp(p, time_limit=time_limit), f"Lagrangian gap (bonus {hi} gives {m} < {K} moves): settled by exact MILP "
                                      f"on {n_arcs:,} pairs")
     gap = hi * (K - m) / p.scale
     return _noted(sol, f"not certified: Lagrangian solution with {m} moves (< {K}); at most {gap:,.4g} below the optimum",
@@ -486,15 +600,43 @@ def budget_curve(p: Problem, points: int = 14, solver: str = "auto") -> pd.DataF
 
 
 # --- choosing a solver ----------------------------------------------------------------------------
-SOLVERS: dict[str, BaseSolver] = {"hungarian": solve_hungarian, "flow": solve_flow, "pruned": solve_pruned}
+MILP_TIME_LIMIT = 60.0  # seconds ``solve`` gives HiGHS by default; past it, the best assignment found and its gap
+
+
+def _milp_limited(p: Problem, keep_bonus: int = 0) -> Solution:
+    """``solve_milp`` within ``MILP_TIME_LIMIT``: the base solver ``milp`` (e.g. for ``budget_curve``)."""
+    return solve_milp(p, keep_bonus, time_limit=MILP_TIME_LIMIT)
+
+
+# the large-scale banded solver registers itself here as "balance" (repfit.assign.balance)
+SOLVERS: dict[str, BaseSolver] = {"hungarian": solve_hungarian, "flow": solve_flow, "pruned": solve_pruned,
+                                  "milp": _milp_limited}
 
 
 def choose_solver(p: Problem) -> str:
-    """The solver ``auto`` picks: ``flow`` under tier balance, else by size (dense slots, all pairs, pruned)."""
+    """The solver ``auto`` picks.
+
+    - bands whose weights vary by account (potential, workload, expected value, a family's size): ``milp`` up to
+      ``MILP_MAX_ARCS`` account-rep pairs, beyond that ``balance`` if registered (else ``SolverError``);
+    - tier balance, or a count band with a lower bound (``accounts``): ``flow``;
+    - otherwise by size, with count bands folded into capacity: dense slots (``hungarian``), all pairs
+      (``flow``), pruned (``pruned``).
+    """
     A, R = p.shape
-    if p.tiers is not None:
+    weighted = p.weighted_bands()
+    if weighted:
+        if A * R <= MILP_MAX_ARCS:
+            return "milp"
+        if "balance" in SOLVERS:
+            return "balance"
+        raise SolverError(
+            f"the bands {listed(b.describe() for b in weighted)} need the MILP solver, which repfit runs up to "
+            f"{MILP_MAX_ARCS:,} account-rep pairs; this problem has {A * R:,} and no large-scale balance solver is "
+            "installed. Fix: drop or split those bands, or plan fewer accounts at once.", option="solver")
+    fewest, most = p.count_bounds()
+    if p.tiers is not None or fewest.any():
         return "flow"
-    slots = int(np.minimum(p.capacity, A).sum())
+    slots = int(np.minimum(most, A).sum())
     if A * slots <= HUNGARIAN_MAX_CELLS:
         return "hungarian"
     if A * R <= FLOW_MAX_ARCS // 5:
@@ -502,19 +644,36 @@ def choose_solver(p: Problem) -> str:
     return "pruned"
 
 
-def base_solver(p: Problem, solver: str = "auto") -> BaseSolver:
-    """The solver function for ``solver`` (a name in ``SOLVERS``, or ``auto``); ``flow`` under tier balance."""
+def resolve_solver(p: Problem, solver: str = "auto") -> str:
+    """The name of the solver ``solve`` runs for ``solver`` (a name in ``SOLVERS``, or ``auto``): a solver that
+    does not model the problem's constraints is replaced by one that does (``flow`` for tiers and count lower
+    bounds, ``choose_solver``'s pick for weighted bands), as the ``solver`` field of the ``Solution`` shows."""
     name = choose_solver(p) if solver == "auto" else solver
     if name not in SOLVERS:
-        raise SolverError(f"unknown solver {name!r}; choose from auto, {', '.join(SOLVERS)}.", option="solver")
-    if p.tiers is not None and name in ("hungarian", "pruned"):
-        name = "flow"
-    return SOLVERS[name]
+        raise SolverError(f"unknown solver {solver!r}; choose from auto, {', '.join(SOLVERS)}.", option="solver")
+    if p.weighted_bands() and name not in ("milp", "balance"):
+        return choose_solver(p)
+    if name in ("hungarian", "pruned") and (p.tiers is not None or p.count_bounds()[0].any()):
+        return "flow"
+    return name
 
 
-def solve(p: Problem, solver: str = "auto") -> Solution:
-    """Solve ``p`` exactly with ``solver`` (``auto`` picks by size and constraints), within its move budget."""
-    base = base_solver(p, solver)
-    if p.max_moves is not None:
-        return solve_max_moves(p, base)
+def base_solver(p: Problem, solver: str = "auto") -> BaseSolver:
+    """The solver function for ``solver`` (a name in ``SOLVERS``, or ``auto``), as ``resolve_solver`` picks it."""
+    return SOLVERS[resolve_solver(p, solver)]
+
+
+def solve(p: Problem, solver: str = "auto", time_limit: float | None = MILP_TIME_LIMIT) -> Solution:
+    """Solve ``p`` with ``solver`` (``auto`` picks by size and constraints), within its move budget.
+
+    ``milp`` models the move budget itself and stops at ``time_limit`` seconds with its best assignment and
+    gap; ``balance`` is given the whole problem (move budget included); the others go through the keep-bonus
+    search (``solve_max_moves``), whose MILP fallback gets ``time_limit``.
+    """
+    name = resolve_solver(p, solver)
+    if name == "milp":
+        return solve_milp(p, time_limit=time_limit)
+    base = SOLVERS[name]
+    if p.max_moves is not None and name != "balance":
+        return solve_max_moves(p, base, time_limit=time_limit)
     return base(p, 0)
