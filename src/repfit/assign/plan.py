@@ -12,6 +12,7 @@ import pandas as pd
 
 from repfit import schema as S
 from repfit.assign.bands import build_bands, metric_weights, parse_balance
+from repfit.assign.families import collapse
 from repfit.assign.problem import Band, Problem, check_feasible
 from repfit.assign.solvers import Solution, solve
 from repfit.config import OBJECTIVES, AssignConfig
@@ -226,7 +227,10 @@ def plan_assignment(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> Plan
         total = float((p_win * ds.accounts[S.POTENTIAL].to_numpy(float)[:, None])[np.arange(len(first)), first].sum())
         prob = replace(prob, bands=prob.bands + _balance_bands(ds, p_win, cfg, ev, total))
     check_feasible(prob, match)
-    sol = solve(prob, cfg.solver)
+    solving, expand = _families(ds, prob, cfg)
+    unit_sol = solve(solving, cfg.solver)
+    x = expand(unit_sol.assignment)
+    sol = replace(unit_sol, assignment=x, int_objective=prob.int_objective(x))
     seconds = time.perf_counter() - t0
     tiers = sorted(ds.accounts[S.TIER].astype(str).unique())
     assignment = _assignment_table(ds, p_win, sol.assignment, prob.current)
@@ -234,9 +238,33 @@ def plan_assignment(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> Plan
     for band in prob.bands:
         per_rep = per_rep.assign(**band_columns(band, sol.assignment, prob.current))
     summary = _summary(cfg, prob, sol, seconds, assignment, per_rep, tiers)
+    families = 0 if solving is prob else int(len(set(family_codes(ds).tolist()) - {-1}))
+    summary = replace(summary, constraints=replace(summary.constraints, families=families))
     bands = tuple(band_summary(b, sol.assignment, prob.current, price)
-                  for b, price in zip(prob.bands, _prices(prob, sol, cfg.solver)))
+                  for b, price in zip(prob.bands, _prices(solving, unit_sol, cfg.solver)))
     return Plan(assignment, per_rep, replace(summary, bands=bands, gap=sol.gap), sol, prob)
+
+
+def family_codes(ds: S.Dataset) -> np.ndarray:
+    """(A,) family code of each account, -1 for none: accounts sharing a ``parent_account_id``, with the parent
+    account itself when it is in the table."""
+    accs = ds.accounts
+    if S.PARENT_ACCOUNT_ID not in accs.columns:
+        return np.full(len(accs), -1, np.int64)
+    parent = accs[S.PARENT_ACCOUNT_ID].astype("string")
+    ids = accs[S.ACCOUNT_ID].astype("string")
+    key = parent.where(parent.notna(), ids.where(ids.isin(set(parent.dropna())), pd.NA))
+    return pd.factorize(key, use_na_sentinel=True)[0].astype(np.int64)
+
+
+def _families(ds: S.Dataset, prob: Problem, cfg: AssignConfig):
+    """The problem to solve (one unit per account family unless ``split_families``) and the map back to accounts."""
+    family = family_codes(ds)
+    if cfg.split_families or (family < 0).all():
+        return prob, lambda x: x
+    solving, expand = collapse(prob, family)
+    check_feasible(solving)
+    return solving, expand
 
 
 def _prices(prob: Problem, sol: Solution, solver: str) -> list[float]:

@@ -81,11 +81,13 @@ class Band:
         """Every weight is 1: a bound on each rep's number of accounts, which the flow solvers model exactly."""
         return self.weights.ndim == 1 and bool(np.all(self.weights == 1))
 
-    def target(self) -> np.ndarray | None:
-        """(R,) the total each rep aims at, from which ``tolerance`` set the bounds: their midpoint, or the one
-        finite bound over (1 -/+ tolerance); None for a hard limit (no tolerance)."""
+    def aim(self) -> np.ndarray | None:
+        """(R,) the total each rep aims at, from which ``tolerance`` set the bounds: ``target`` when given, else
+        their midpoint, or the one finite bound over (1 -/+ tolerance); None for a hard limit (no tolerance)."""
         if self.tolerance is None:
             return None
+        if self.target is not None:
+            return self.target
         t, lo, hi = self.tolerance, self.lower, self.upper
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(np.isfinite(lo) & np.isfinite(hi), (lo + hi) / 2,
@@ -430,7 +432,7 @@ def _band_range(b: Band, mask: np.ndarray, block: int = 8192) -> tuple[float, fl
 
 def _check_band_totals(p: Problem, b: Band, mask: np.ndarray) -> None:
     least, most = _band_range(b, mask)
-    target = b.target()
+    target = b.aim()
     need = float(np.maximum(b.lower, 0).sum())
     eps = 1e-9 * max(1.0, abs(most))
     what = "the accounts total" if b.weights.ndim == 1 else "the accounts total at most (each with its best rep)"
@@ -470,7 +472,7 @@ def _check_band_locked(p: Problem, b: Band) -> None:
     over = np.flatnonzero(held > b.upper + 1e-9 * np.maximum(1.0, np.abs(held)))
     if not len(over):
         return
-    target = b.target()
+    target = b.aim()
     need = held / target - 1 if target is not None else held - b.upper
     r, others = _worst(p, over, need)
     fix = (f"A tolerance of {_fit_pct(need[r])} would fit" if target is not None
@@ -503,7 +505,7 @@ def _check_band_reach(p: Problem, b: Band, mask: np.ndarray, most_accounts: np.n
     short = np.flatnonzero(reach < b.lower - 1e-9 * np.maximum(1.0, np.abs(b.lower)))
     if not len(short):
         return
-    target = b.target()
+    target = b.aim()
     need = 1 - reach / target if target is not None else b.lower - reach
     r, others = _worst(p, short, need)
     cap = f", at most {can[r]} by its capacity" if can[r] < held[r] else ""
