@@ -155,7 +155,7 @@ def reference_milp(p: Problem, unit: np.ndarray):
 
 
 # --- random small instances --------------------------------------------------------------------------
-def _band(draw, kind: str, A: int, R: int, x0: np.ndarray) -> Band:
+def _drawn_band(draw, kind: str, A: int, R: int, x0: np.ndarray) -> Band:
     """A band of integer weights with half-integer bounds (no total sits on a bound): around the totals of a
     feasible assignment ``x0`` (2 in 3), or +-tolerance around equal targets (often infeasible: tested too)."""
     if kind == "accounts":
@@ -198,7 +198,7 @@ def instances(draw, max_a: int = 10, max_r: int = 4, families: bool = False):
     capacity = np.maximum(np.bincount(x0, minlength=R) + ints(0, 2, R), 1)
     kinds = draw(st.lists(st.sampled_from(["accounts", "potential", "expected_value", "workload"]), min_size=1, max_size=3,
                           unique=True))
-    bands = tuple(_band(draw, k, A, R, x0) for k in kinds)
+    bands = tuple(_drawn_band(draw, k, A, R, x0) for k in kinds)
     tiers = np.unique(ints(0, 1, A), return_inverse=True)[1] if draw(st.integers(0, 3)) == 0 else None
     moves0 = int(((x0 != current) & (current >= 0)).sum())  # a budget at or above x0's moves keeps it feasible
     max_moves = draw(st.sampled_from([None, None, moves0, moves0 + 1, draw(st.integers(0, A))]))
@@ -292,3 +292,199 @@ def test_every_solver_meets_every_band_at_the_optimum(case):
 @given(instances(max_a=14, max_r=4, families=True))
 def test_families_go_to_one_rep_at_the_optimum(case):
     judge(*case)
+
+
+# --- infeasible bands, stated before solving (issue 13, item 6) -------------------------------------------
+def _org(A: int, R: int, bands: tuple[Band, ...], **kw) -> Problem:
+    rng = np.random.default_rng(0)
+    fields = dict(values=rng.random((A, R)), capacity=np.full(R, A), current=np.full(A, -1), locked=np.zeros(A, bool),
+                  rep_names=np.array([f"R{r}" for r in range(R)]), bands=bands)
+    return Problem(**(fields | kw))
+
+
+def _band(metric: str, w, target, tol: float) -> Band:
+    target = np.asarray(target, float)
+    return Band(metric, np.asarray(w, float), (1 - tol) * target, (1 + tol) * target, tol)
+
+
+def _passes_at(p: Problem, tol: float) -> None:
+    """The tolerance a message names does fit: the same bands at that tolerance pass ``check_feasible``."""
+    wider = tuple(_band(b.metric, b.weights, b.target(), tol) if b.tolerance is not None else b for b in p.bands)
+    check_feasible(replace(p, bands=wider))
+
+
+def test_lower_bounds_above_the_total_name_all_reps_and_the_tolerance_that_fits():
+    # 6 accounts of potential 10 (60 in all); 3 reps each aiming at 30 +-10%: lower bounds 27 x 3 = 81 > 60.
+    # 90 (1 - t) <= 60 from t = 1/3: +-33.4% on the 0.1% grid
+    p = _org(6, 3, (_band("potential", np.full(6, 10), [30, 30, 30], 0.1),))
+    with pytest.raises(InfeasibleAssignment, match=r"^the potential band \+-10% cannot hold for all reps: their lower "
+                       r"bounds add up to 81 but the accounts total 60\. A tolerance of \+-33\.4% would fit\.$") as exc:
+        check_feasible(p)
+    assert exc.value.option == "balance"
+    _passes_at(p, 0.334)
+    with pytest.raises(InfeasibleAssignment):
+        _passes_at(p, 0.333)
+
+
+def test_upper_bounds_below_the_total_name_all_reps_and_the_tolerance_that_fits():
+    p = _org(6, 3, (_band("potential", np.full(6, 10), [10, 10, 10], 0.1),))  # 33 < 60: (1 + t) 30 >= 60 at t = 1
+    with pytest.raises(InfeasibleAssignment, match=r"^the potential band \+-10% cannot hold for all reps: their upper "
+                                                   r"bounds add up to 33 but the accounts total 60\. A tolerance of "
+                                                   r"\+-100% would fit\.$"):
+        check_feasible(p)
+    _passes_at(p, 1.0)
+
+
+def test_an_accounts_band_is_judged_in_whole_accounts():
+    # 7 accounts over 3 reps: target 7/3 each. At +-10% the bounds 2.1..2.57 hold no whole number; both sides fit
+    # from 28.6% ((1 + t) 7/3 >= 3), not from the 14.3% that the lower bounds alone would need
+    p = _org(7, 3, (_band("accounts", np.ones(7), np.full(3, 7 / 3), 0.1),))
+    with pytest.raises(InfeasibleAssignment, match=r"^the accounts band \+-10% cannot hold for all reps: their lower "
+                                                   r"bounds add up to 9 but the accounts total 7\. A tolerance of "
+                                                   r"\+-28\.6% would fit\.$"):
+        check_feasible(p)
+    _passes_at(p, 0.286)
+    sol = solve(replace(p, bands=(_band("accounts", np.ones(7), np.full(3, 7 / 3), 0.286),)))
+    assert sorted(np.bincount(sol.assignment, minlength=3)) == [2, 2, 3]
+
+
+def test_a_rep_that_cannot_reach_its_lower_band_under_the_required_match_is_named():
+    # R2 may own only account 0 (potential 10); its band is 20 +-10%, so at least 18: fits from 1 - 10/20 = 50%
+    allowed = np.ones((6, 3), bool)
+    allowed[1:, 2] = False
+    p = _org(6, 3, (_band("potential", np.full(6, 10), [20, 20, 20], 0.1),), allowed=allowed)
+    with pytest.raises(InfeasibleAssignment, match=r"^R2 cannot reach its potential band \+-10%: even with every "
+                       r"account it may own \(1 under the required match and locks\) it totals at most 10, below its "
+                       r"lower bound 18 \(target 20\)\. A tolerance of \+-50% would fit\.$") as exc:
+        check_feasible(p)
+    assert exc.value.option == "balance"
+    _passes_at(p, 0.5)
+
+
+def test_a_rep_whose_capacity_holds_too_little_of_its_band_is_named_with_its_capacity():
+    p = _org(6, 3, (_band("potential", [1, 2, 3, 4, 5, 15], [10, 10, 10], 0.1),), capacity=np.array([6, 6, 1]))
+    p = replace(p, bands=(replace(p.bands[0], lower=np.array([4.0, 4.0, 16.0]), upper=np.array([11.0, 11.0, 24.0]),
+                                  tolerance=0.2),))  # R2: target 20 +-20%, at least 16; one account, of 15 at most
+    with pytest.raises(InfeasibleAssignment, match=r"^R2 cannot reach its potential band \+-20%: even with every "
+                       r"account it may own \(6 under the required match and locks, at most 1 by its capacity\) it "
+                       r"totals at most 15, below its lower bound 16 \(target 20\)\. A tolerance of \+-25% would fit\.$"):
+        check_feasible(p)
+
+
+def test_locked_accounts_above_a_reps_upper_band_are_named():
+    # three accounts of 10 locked to R0, whose band is 20 +-10%: 30 > 22, fits from 30 / 20 - 1 = 50%
+    current = np.array([0, 0, 0, -1, -1, -1])
+    p = _org(6, 3, (_band("potential", np.full(6, 10), [20, 20, 20], 0.1),), current=current, locked=current >= 0)
+    with pytest.raises(InfeasibleAssignment, match=r"^R0's locked accounts alone total 30 potential, above its upper "
+                       r"bound 22 \(potential \+-10%, target 20\)\. A tolerance of \+-50% would fit, or unlock some of "
+                       r"them\.$"):
+        check_feasible(p)
+    _passes_at(p, 0.5)
+
+
+def test_workload_above_total_capacity_names_the_capacity_that_fits():
+    workload = Band("workload", np.full(6, 2.0), np.full(3, -np.inf), np.full(3, 3.0))  # 12 hours, 3 x 3 available
+    p = _org(6, 3, (workload,))
+    with pytest.raises(InfeasibleAssignment, match=r"^total workload 12 is above the reps' total workload capacity 9 "
+                       r"\(all reps; a hard limit\)\. Fix: raise their workload capacity by 3 in all \(to at least 12\), "
+                       r"or add reps\.$") as exc:
+        check_feasible(p)
+    assert exc.value.option == "balance"
+    check_feasible(replace(p, bands=(replace(workload, upper=np.full(3, 4.0)),)))
+
+
+def test_the_flow_names_reps_it_cannot_give_their_fewest_accounts():
+    # R0 and R1 each need 2 accounts and may only have accounts 0 and 1: each count alone passes, together not
+    allowed = np.zeros((4, 3), bool)
+    allowed[:2, :2] = allowed[2:, 2] = True
+    p = _org(4, 3, (Band("accounts", np.ones(4), np.array([1.5, 1.5, -np.inf]), np.full(3, np.inf)),), allowed=allowed)
+    check_feasible(p)
+    for solver in ("auto", "flow", "pruned"):
+        with pytest.raises(InfeasibleAssignment, match=r"^the accounts band cannot hold: reps 'R0', 'R1' cannot all get "
+                                                       r"their fewest accounts \(2, 2\) under the other constraints") as exc:
+            solve(p, solver)
+        assert exc.value.option == "balance"
+
+
+def test_an_infeasible_milp_names_the_bands_in_force_and_the_tightest():
+    # 3 accounts of 10 over 2 reps aiming at 15 +-10%: each rep gets 0, 10, 20 or 30, never 13.5..16.5
+    bands = (_band("potential", np.full(3, 10), [15, 15], 0.1), _band("accounts", np.ones(3), [1.5, 1.5], 0.5))
+    p = _org(3, 2, bands)
+    check_feasible(p)
+    with pytest.raises(InfeasibleAssignment, match=r"^no assignment satisfies every band at once with the other "
+                       r"constraints: HiGHS proves it infeasible under 'potential \+-10%', 'accounts \+-50%' .*Fix: widen "
+                       r"the tightest band, potential \+-10%, e.g. to \+-20%") as exc:
+        solve(p)
+    assert exc.value.option == "balance"
+
+
+# --- which solver, and the gap when HiGHS stops at the time limit ------------------------------------
+def test_count_bands_go_to_the_flow_and_weighted_bands_to_the_milp(monkeypatch):
+    A, R = 40, 4
+    both = _band("accounts", np.ones(A), np.full(R, 10), 0.1)
+    upper_only = Band("accounts", np.ones(A), np.full(R, -np.inf), np.full(R, 10.5))
+    potential = _band("potential", np.arange(A) % 7 + 1, np.full(R, (np.arange(A) % 7 + 1).sum() / R), 0.2)
+    assert choose_solver(_org(A, R, (both,))) == "flow" and solve(_org(A, R, (both,)), "hungarian").solver == "flow"
+    capped = _org(A, R, (upper_only,))
+    assert choose_solver(capped) == "hungarian" and np.bincount(solve(capped).assignment).max() <= 10
+    p = _org(A, R, (potential, both))
+    assert choose_solver(p) == "milp" and solve(p, "flow").solver == "milp"
+    with pytest.raises(SolverError, match="the flow solver does not model bands whose weights vary by account"):
+        solve_flow(p)
+    big = _org(1000, 401, (Band("potential", np.ones(1000) * 2, np.zeros(401), np.full(401, 10.0)),))
+    with pytest.raises(SolverError, match=r"need the MILP solver, which repfit runs up to 400,000 account-rep pairs; "
+                                          r"this problem has 401,000 and no large-scale balance solver is installed"):
+        choose_solver(big)
+    calls = []
+    monkeypatch.setitem(SOLVERS, "balance", lambda q, keep_bonus=0: calls.append(keep_bonus) or "balanced")
+    assert choose_solver(big) == "balance" and solve(replace(big, max_moves=3)) == "balanced" and calls == [0]
+
+
+def _hard_instance(A: int, R: int, seed: int = 0) -> Problem:
+    """Heavy-tailed potential, structured P(win), potential and accounts bands +-10% (as in ``repfit assign``)."""
+    rng = np.random.default_rng(seed)
+    potential = np.exp(rng.normal(10, 1.2, A))
+    p_win = 1 / (1 + np.exp(1.0 - rng.normal(0, 0.6, R)[None, :] - rng.normal(0, 0.6, (A, R))))
+    share = np.full(R, 1 / R)
+    return Problem(values=p_win * potential[:, None], capacity=np.full(R, int(1.2 * A / R) + 1),
+                   current=rng.permutation(np.resize(np.arange(R), A)), locked=np.zeros(A, bool),
+                   bands=(_band("potential", potential, potential.sum() * share, 0.1),
+                          _band("accounts", np.ones(A), A * share, 0.1)))
+
+
+def test_at_the_time_limit_the_milp_returns_its_best_assignment_with_a_proven_gap():
+    # 200 x 8 with potential and accounts +-10%: HiGHS does not prove the optimum within 30 s (measured)
+    p = _hard_instance(200, 8)
+    sol = solve(p, time_limit=0.5)
+    assert sol.solver == "milp" and not sol.certified
+    assert sol.bound >= sol.int_objective and sol.gap == pytest.approx((sol.bound - sol.int_objective) / sol.bound)
+    assert sol.notes[0].startswith("not certified: HiGHS stopped at the time limit of 0.5 s; at most ")
+    assert feasible_rows(p, sol.assignment[None, :])[0]
+    assert MILP_TIME_LIMIT == 60.0  # solve's default
+
+
+# --- families --------------------------------------------------------------------------------------------
+def test_family_members_locked_to_different_reps_name_the_family():
+    current = np.array([0, 1, 1, -1])
+    p = _org(4, 2, (), current=current, locked=np.array([True, True, False, False]),
+             account_names=np.array(["a0", "a1", "a2", "a3"]))
+    with pytest.raises(InfeasibleAssignment, match=r"^family 7 cannot go to one rep: its members are locked to "
+                                                   r"different reps \('a0 to R0', 'a1 to R1'\)\.") as exc:
+        collapse(p, np.array([7, 7, -1, -1]))
+    assert exc.value.option == "split_families"
+
+
+def test_a_family_uses_one_unit_of_capacity_per_account_and_moves_count_accounts():
+    # a family of 3 prefers R0 (capacity 2): it must go whole to R1; then with a budget of 2 moves the family of
+    # 3 currently with R1 cannot leave for R0 at all
+    values = np.array([[1.0, 0.0]] * 3 + [[0.0, 0.1]])
+    p = _org(4, 2, (), values=values, capacity=np.array([2, 5]))
+    q, expand = collapse(p, np.array([5, 5, 5, -1]))
+    assert q.shape == (2, 2) and choose_solver(q) == "milp"
+    np.testing.assert_array_equal(expand(solve(q).assignment), [1, 1, 1, 1])
+    p = _org(4, 2, (), values=values, capacity=np.array([4, 4]), current=np.array([1, 1, 1, 0]), max_moves=2)
+    q, expand = collapse(p, np.array([5, 5, 5, -1]))
+    sol = solve(q)
+    x = expand(sol.assignment)
+    np.testing.assert_array_equal(x, [1, 1, 1, 1])
+    assert p.moves(x) == q.moves(sol.assignment) == 1

@@ -223,11 +223,10 @@ def _flow_on_arcs(p: Problem, acc: np.ndarray, rep: np.ndarray, gain: np.ndarray
     short = np.flatnonzero(flows[net.rep_floors] < net.caps[net.rep_floors])
     if len(short) and floors:
         fewest = net.caps[net.rep_floors]
-        parts = [f"{p.name_rep(r)} (at least {fewest[r]})" for r in short]
         raise InfeasibleAssignment(
-            f"the accounts band cannot hold: reps {listed(parts)} cannot all get their fewest accounts under the other "
-            "constraints (required match, locks, capacity, tiers). Fix: widen the accounts band, or relax those.",
-            option="balance"
+            f"the accounts band cannot hold: reps {listed(p.name_rep(r) for r in short)} cannot all get their fewest "
+            f"accounts ({listed(fewest[short])}) under the other constraints (required match, locks, capacity, "
+            "tiers). Fix: widen the accounts band, or relax those.", option="balance"
         )
     return assignment
 
@@ -369,9 +368,10 @@ def solve_pruned(p: Problem, keep_bonus: int = 0, k: int = 15, sample_share: flo
     for rnd in range(1, max_rounds + 1):
         acc, rep = np.nonzero(cand)
         assignment = _flow_on_arcs(p, acc, rep, V[acc, rep], floors=False)
-        if not _widen(p, cand, mask, assignment, fewest):
+        widened = _widen(cand, mask, assignment, fewest)
+        if widened is False:
             break  # short on a graph already holding every pair that could help: settle it on all pairs
-        if (assignment < 0).any() or (np.bincount(assignment[assignment >= 0], minlength=len(fewest)) < fewest).any():
+        if widened:
             notes.append(f"round {rnd}: widened the graph to place every account and meet every lower bound")
             continue
         prices = rep_prices(p, V, assignment, acc, rep)
@@ -387,14 +387,14 @@ def solve_pruned(p: Problem, keep_bonus: int = 0, k: int = 15, sample_share: flo
                     (*notes, "certificate did not converge; solved on all pairs"))
 
 
-def _widen(p: Problem, cand: np.ndarray, mask: np.ndarray, assignment: np.ndarray, fewest: np.ndarray) -> bool:
+def _widen(cand: np.ndarray, mask: np.ndarray, assignment: np.ndarray, fewest: np.ndarray) -> bool | None:
     """Where the flow on ``cand`` left an account unplaced or a rep below its fewest accounts, add every allowed
-    pair of those accounts and reps to ``cand`` (in place). False when that adds nothing (nothing to widen)
-    although something is short."""
+    pair of those accounts and reps to ``cand`` (in place). None: nothing short; True: widened; False: short,
+    but there was nothing to add."""
     miss = np.flatnonzero(assignment < 0)
     short = np.flatnonzero(np.bincount(assignment[assignment >= 0], minlength=len(fewest)) < fewest)
     if not len(miss) and not len(short):
-        return True
+        return None
     before = int(cand.sum())
     cand[miss] = mask[miss]
     cand[:, short] |= mask[:, short]
