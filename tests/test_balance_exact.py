@@ -32,6 +32,7 @@ from repfit.assign import (
     solve_milp,
     solve_pruned,
 )
+from repfit.assign import solvers
 from repfit.errors import InfeasibleAssignment, SolverError
 
 BRUTE_FORCE_MAX = 50_000  # assignments enumerated; beyond, the independent MILP below
@@ -432,10 +433,12 @@ def test_count_bands_go_to_the_flow_and_weighted_bands_to_the_milp(monkeypatch):
     with pytest.raises(SolverError, match="the flow solver does not model bands whose weights vary by account"):
         solve_flow(p)
     big = _org(1000, 401, (Band("potential", np.ones(1000) * 2, np.zeros(401), np.full(401, 10.0)),))
+    monkeypatch.setattr(solvers, "_balance_registered", lambda: False)  # as if repfit.assign.balance were absent
     with pytest.raises(SolverError, match=r"need the MILP solver, which repfit runs up to 400,000 account-rep pairs; "
                                           r"this problem has 401,000 and no large-scale balance solver is installed"):
         choose_solver(big)
     calls = []
+    monkeypatch.setattr(solvers, "_balance_registered", lambda: True)
     monkeypatch.setitem(SOLVERS, "balance", lambda q, keep_bonus=0: calls.append(keep_bonus) or "balanced")
     assert choose_solver(big) == "balance" and solve(replace(big, max_moves=3)) == "balanced" and calls == [0]
 

@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -642,6 +644,14 @@ SOLVERS: dict[str, BaseSolver] = {"hungarian": solve_hungarian, "flow": solve_fl
                                   "milp": _milp_limited}
 
 
+def _balance_registered() -> bool:
+    """Whether the large-scale banded solver is in ``SOLVERS``: ``repfit.assign.balance`` registers itself on
+    import; imported here on first need, if it exists."""
+    if "balance" not in SOLVERS and importlib.util.find_spec("repfit.assign.balance") is not None:
+        importlib.import_module("repfit.assign.balance")
+    return "balance" in SOLVERS
+
+
 def choose_solver(p: Problem) -> str:
     """The solver ``auto`` picks.
 
@@ -656,7 +666,7 @@ def choose_solver(p: Problem) -> str:
     if weighted:
         if A * R <= MILP_MAX_ARCS:
             return "milp"
-        if "balance" in SOLVERS:
+        if _balance_registered():
             return "balance"
         raise SolverError(
             f"the bands {listed(b.describe() for b in weighted)} need the MILP solver, which repfit runs up to "
