@@ -8,10 +8,10 @@ returns the map back. The collapsed problem is exact for the original with "each
 - allowed: a rep every member may have (required match); locked: any member locked, to that member's rep;
 - bands: the members' weights summed ((A,) and (A, R) alike), the bounds unchanged; tier balance becomes one
   band per tier, with the bounds of the original problem, weighted by how many members are in that tier;
-- capacity counts accounts, not units: a unit of k accounts uses k. When some family has more than one account
-  this is a band ``accounts`` (hard limit, weights = family sizes, upper = capacity), so the collapsed
-  problem needs the MILP (or the large-scale balance solver); ``capacity`` itself stays as given (it counts
-  units there, never fewer than the accounts band allows, so it never binds first);
+- capacity counts accounts, not units: a unit of k accounts uses k. This is a band ``accounts`` (hard limit,
+  weights = family sizes, upper = capacity), so the collapsed problem needs the MILP (or the large-scale balance
+  solver); ``capacity`` itself stays as given (it counts units there, never fewer than the accounts band
+  allows, so it never binds first). A count band (``accounts``) likewise becomes family sizes;
 - move budget: ``max_moves`` still counts accounts: ``kept[u, r]`` is how many of unit u's members stay with
   their current rep if u goes to rep r.
 """
@@ -41,7 +41,8 @@ def collapse(p: Problem, family: np.ndarray) -> tuple[Problem, Callable[[np.ndar
     Returns
     -------
     (Problem, expand) : the problem over U units (in the order of each unit's first account), and a function
-    taking a (U,) rep index per unit to the (A,) rep index per account.
+    taking a (U,) rep index per unit to the (A,) rep index per account. ``p`` itself (and the identity) when
+    no family has two or more accounts.
 
     Raises
     ------
@@ -58,14 +59,15 @@ def collapse(p: Problem, family: np.ndarray) -> tuple[Problem, Callable[[np.ndar
     if family.shape != (A,):
         raise ValueError(f"family must have one code per account ({A}), got shape {family.shape}.")
     unit, sizes = _units(family)
+    if sizes.max(initial=1) == 1:  # no family of two or more: the problem itself (tiers stay for the flow solver)
+        return p, lambda x: np.asarray(x)
     U = len(sizes)
     S = csr_matrix((np.ones(A), (unit, np.arange(A))), shape=(U, A))
     current, locked, kept = _owners(p, unit, U, family)
     allowed = None if p.allowed is None else np.asarray(S @ (~p.allowed).astype(np.float64)) == 0
     bands = tuple(Band(b.metric, np.asarray(S @ b.weights), b.lower, b.upper, b.tolerance, b.target)
                   for b in (*p.tier_bands(), *p.bands))
-    if sizes.max(initial=1) > 1:
-        bands += (Band("accounts", sizes.astype(float), np.full(R, -np.inf), p.capacity.astype(float)),)
+    bands += (Band("accounts", sizes.astype(float), np.full(R, -np.inf), p.capacity.astype(float)),)
     q = Problem(values=np.asarray(S @ p.objective_values()), capacity=p.capacity, current=current, locked=locked,
                 allowed=allowed, continuity=0.0, max_moves=p.max_moves, rep_names=p.rep_names,
                 account_names=_unit_names(p, unit, family, sizes), bands=bands, kept=kept)
@@ -122,8 +124,6 @@ def _account_name(p: Problem, a: int) -> str:
 
 def _unit_names(p: Problem, unit: np.ndarray, family: np.ndarray, sizes: np.ndarray) -> np.ndarray | None:
     """A unit's name in messages: its account's name, or "family F (first member and k more)"."""
-    if p.account_names is None and sizes.max(initial=1) == 1:
-        return None
     first = np.unique(unit, return_index=True)[1]
     return np.array([_account_name(p, a) if sizes[u] == 1 and family[a] < 0 else
                      f"family {family[a]} ({_account_name(p, a)}" + (f" and {sizes[u] - 1} more)" if sizes[u] > 1 else ")")

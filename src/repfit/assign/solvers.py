@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -21,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from repfit.assign.problem import Problem
+from repfit.assign.problem import Band, Problem
 from repfit.errors import InfeasibleAssignment, SolverError
 from repfit.messages import listed
 
@@ -79,14 +81,16 @@ def _refuse_weighted(p: Problem, name: str) -> None:
                           f"({listed(b.describe() for b in weighted)}); use the milp solver.", option="solver")
 
 
-def _count_capped(p: Problem, name: str) -> Problem:
+def _count_capped(p: Problem, name: str, lower_ok: bool = False) -> Problem:
     """``p`` with its count bands folded into capacity, for the solvers that model no lower bound on a rep's
-    accounts (``SolverError`` if a count band has one, or a band is weighted). Same values, so same
-    ``int_values``: solve on the result, score on ``p``."""
+    accounts (``SolverError`` if a count band has one, unless ``lower_ok``: then ``p`` as it is; or if a band
+    is weighted). Same values, so same ``int_values``: solve on the result, score on ``p``."""
     _refuse_weighted(p, name)
     if not p.bands:
         return p
     fewest, most = p.count_bounds()
+    if fewest.any() and lower_ok:
+        return p
     if fewest.any():
         raise SolverError(f"the {name} solver does not model a lower bound on each rep's accounts; use the flow "
                           "solver.", option="solver")
@@ -102,9 +106,9 @@ def _hungarian(p: Problem, V: np.ndarray) -> np.ndarray:
     big = float(np.abs(V).max() + 1) * (A + 1)
     M = np.where(mask[:, slot_rep], V[:, slot_rep].astype(float), -big)
     rows, cols = linear_sum_assignment(M, maximize=True)
-    assignment = np.empty(A, np.int64)
+    assignment = np.full(A, -1, np.int64)
     assignment[rows] = slot_rep[cols]
-    if not mask[np.arange(A), assignment].all():
+    if (assignment < 0).any() or not mask[np.arange(A), assignment].all():
         raise InfeasibleAssignment("no assignment satisfies every constraint (required match, locks, capacity).")
     return assignment
 
@@ -199,10 +203,12 @@ def _min_cost_flows(net: _Network) -> np.ndarray:
     return np.asarray(g.flows(np.arange(len(net.tails), dtype=np.int32)))
 
 
-def _flow_on_arcs(p: Problem, acc: np.ndarray, rep: np.ndarray, gain: np.ndarray) -> np.ndarray:
+def _flow_on_arcs(p: Problem, acc: np.ndarray, rep: np.ndarray, gain: np.ndarray, floors: bool = True) -> np.ndarray:
     """Max-gain assignment restricted to the arcs (acc, rep) with integer ``gain``; -1 = unassigned.
 
-    Raises ``InfeasibleAssignment`` when some (rep, tier) pair cannot reach the lower bound of its tier share.
+    Raises ``InfeasibleAssignment`` when some (rep, tier) pair cannot reach the lower bound of its tier share,
+    or (``floors``) some rep its fewest accounts (count bands); with ``floors`` False the caller, which solves
+    on part of the pairs, sees the short reps in the loads instead.
     """
     net = _flow_network(p, acc, rep, gain)
     flows = _min_cost_flows(net)
@@ -217,13 +223,12 @@ def _flow_on_arcs(p: Problem, acc: np.ndarray, rep: np.ndarray, gain: np.ndarray
             option="balance_tiers"
         )
     short = np.flatnonzero(flows[net.rep_floors] < net.caps[net.rep_floors])
-    if len(short):
+    if len(short) and floors:
         fewest = net.caps[net.rep_floors]
-        parts = [f"{p.name_rep(r)} (at least {fewest[r]})" for r in short]
         raise InfeasibleAssignment(
-            f"the accounts band cannot hold: reps {listed(parts)} cannot all get their fewest accounts under the other "
-            "constraints (required match, locks, capacity, tiers). Fix: widen the accounts band, or relax those.",
-            option="balance"
+            f"the accounts band cannot hold: reps {listed(p.name_rep(r) for r in short)} cannot all get their fewest "
+            f"accounts ({listed(fewest[short])}) under the other constraints (required match, locks, capacity, "
+            "tiers). Fix: widen the accounts band, or relax those.", option="balance"
         )
     return assignment
 
@@ -266,8 +271,13 @@ def rep_prices(p: Problem, V: np.ndarray, assignment: np.ndarray, acc: np.ndarra
     + 1``: more than any path from a rep with spare capacity, so those keep their distances, and the difference
     constraints hold among the unreached reps too (equal high prices would break them, and the certificate
     would then pass a suboptimal assignment).
+
+    Capacity is ``p.count_bounds()``'s most accounts. A rep held at its fewest accounts (a count band's lower
+    bound) may have a negative price (the dual of that bound): the largest prices are the same distances, not
+    floored at 0 for it.
     """
     A, R = p.shape
+    fewest, most = p.count_bounds()
     load = np.bincount(assignment[assignment >= 0], minlength=R)
     held = assignment[acc]
     ok = (held >= 0) & (held != rep)
@@ -275,13 +285,13 @@ def rep_prices(p: Problem, V: np.ndarray, assignment: np.ndarray, acc: np.ndarra
     W = np.full((R, R), np.inf)  # W[s, r]: edge s -> r
     np.minimum.at(W, (rep[ok], held[ok]), w.astype(float))
     unreached = 2.0 * R * float(V.max() - V.min()) + 1.0 if V.size else 1.0
-    d = np.where(load < p.capacity, 0.0, unreached)
+    d = np.where(load < most, 0.0, unreached)
     for _ in range(R + 1):
         new = np.minimum(d, (d[:, None] + W).min(axis=0))
         if np.array_equal(new, d):
             break
         d = new
-    return np.maximum(d, 0.0)
+    return np.where((fewest > 0) & (load <= fewest), d, np.maximum(d, 0.0))
 
 
 def _top_k(V: np.ndarray, mask: np.ndarray, prices: np.ndarray, k: int, block: int = 4096) -> np.ndarray:
@@ -310,11 +320,14 @@ def _sample_prices(p: Problem, V: np.ndarray, k: int, sample_share: float, seed:
     rng = np.random.default_rng(seed)
     n = max(R * 5, int(A * sample_share))
     s = np.sort(rng.choice(A, size=n, replace=False))
-    sub = Problem(values=p.values[s], capacity=np.maximum(1, np.ceil(p.capacity * n / A)).astype(np.int64),
-                  current=p.current[s], locked=np.zeros(n, bool), allowed=None if p.allowed is None else p.allowed[s])
+    fewest, most = p.count_bounds()
+    floor = Band("accounts", np.ones(n), np.floor(fewest * n / A), np.full(R, np.inf))  # lower bounds, scaled alike
+    sub = Problem(values=p.values[s], capacity=np.maximum(1, np.ceil(most * n / A)).astype(np.int64),
+                  current=p.current[s], locked=np.zeros(n, bool), allowed=None if p.allowed is None else p.allowed[s],
+                  bands=(floor,) if fewest.any() else ())
     Vs = V[s]
     sa, sr = np.nonzero(_top_k(Vs, sub.mask(), prices, 3 * k))
-    x = _flow_on_arcs(sub, sa, sr, Vs[sa, sr])
+    x = _flow_on_arcs(sub, sa, sr, Vs[sa, sr], floors=False)
     return rep_prices(sub, Vs, x, sa, sr)
 
 
@@ -335,31 +348,35 @@ def _add_violators(V: np.ndarray, mask: np.ndarray, cand: np.ndarray, prices: np
 
 def solve_pruned(p: Problem, keep_bonus: int = 0, k: int = 15, sample_share: float = 0.1, max_rounds: int = 30,
                  seed: int = 0) -> Solution:
-    """Exact optimum of ``p`` (no tier balance) by min-cost flow on each account's top ``k`` reps by value minus
-    rep price, widened until the dual certificate proves the solution optimal over every allowed pair.
+    """Exact optimum of ``p`` (no tier balance; count bands included) by min-cost flow on each account's top ``k``
+    reps by value minus rep price, widened until the dual certificate proves the solution optimal over every
+    allowed pair.
 
     ``keep_bonus`` integer units are added for each account kept (see ``keep_bonus_values``). The notes say how
     many rounds the certificate took; if it does not converge within ``max_rounds``, every pair is solved.
+    Accounts the pruned graph cannot place get every allowed rep; reps it cannot give their fewest accounts (a
+    count band's lower bound) get every account allowed to them.
     """
     if p.tiers is not None:
         raise SolverError("the pruned solver does not model tier balance; use the flow solver.", option="solver")
     V = keep_bonus_values(p, keep_bonus)
-    scored, p = p, _count_capped(p, "pruned")
+    scored, p = p, _count_capped(p, "pruned", lower_ok=True)
     mask = p.mask()
+    fewest = p.count_bounds()[0]
     cand = _top_k(V, mask, _sample_prices(p, V, k, sample_share, seed), k)
     has = np.flatnonzero(p.current >= 0)
     cand[has, p.current[has]] = mask[has, p.current[has]]  # continuity needs the current rep in the graph
     notes = []
     for rnd in range(1, max_rounds + 1):
         acc, rep = np.nonzero(cand)
-        assignment = _flow_on_arcs(p, acc, rep, V[acc, rep])
-        prices = rep_prices(p, V, assignment, acc, rep)
-        if (assignment < 0).any():  # unassigned on the pruned graph: widen those accounts to every allowed rep
-            miss = np.flatnonzero(assignment < 0)
-            if cand[miss].sum() == mask[miss].sum():
-                _check_complete(p, assignment)
-            cand[miss] = mask[miss]
+        assignment = _flow_on_arcs(p, acc, rep, V[acc, rep], floors=False)
+        widened = _widen(cand, mask, assignment, fewest)
+        if widened is False:
+            break  # short on a graph already holding every pair that could help: settle it on all pairs
+        if widened:
+            notes.append(f"round {rnd}: widened the graph to place every account and meet every lower bound")
             continue
+        prices = rep_prices(p, V, assignment, acc, rep)
         added = _add_violators(V, mask, cand, prices, assignment)
         if added == 0:
             notes.append(f"certified optimal over all {int(mask.sum()):,} allowed pairs after {rnd} round(s) "
@@ -370,6 +387,20 @@ def solve_pruned(p: Problem, keep_bonus: int = 0, k: int = 15, sample_share: flo
     assignment = _flow(p, V)
     return Solution(assignment, "flow", scored.int_objective(assignment), True,
                     (*notes, "certificate did not converge; solved on all pairs"))
+
+
+def _widen(cand: np.ndarray, mask: np.ndarray, assignment: np.ndarray, fewest: np.ndarray) -> bool | None:
+    """Where the flow on ``cand`` left an account unplaced or a rep below its fewest accounts, add every allowed
+    pair of those accounts and reps to ``cand`` (in place). None: nothing short; True: widened; False: short,
+    but there was nothing to add."""
+    miss = np.flatnonzero(assignment < 0)
+    short = np.flatnonzero(np.bincount(assignment[assignment >= 0], minlength=len(fewest)) < fewest)
+    if not len(miss) and not len(short):
+        return None
+    before = int(cand.sum())
+    cand[miss] = mask[miss]
+    cand[:, short] |= mask[:, short]
+    return int(cand.sum()) > before
 
 
 # --- exact MILP (bands, reference, max-moves fallback) -----------------------------------------------
@@ -613,31 +644,39 @@ SOLVERS: dict[str, BaseSolver] = {"hungarian": solve_hungarian, "flow": solve_fl
                                   "milp": _milp_limited}
 
 
+def _balance_registered() -> bool:
+    """Whether the large-scale banded solver is in ``SOLVERS``: ``repfit.assign.balance`` registers itself on
+    import; imported here on first need, if it exists."""
+    if "balance" not in SOLVERS and importlib.util.find_spec("repfit.assign.balance") is not None:
+        importlib.import_module("repfit.assign.balance")
+    return "balance" in SOLVERS
+
+
 def choose_solver(p: Problem) -> str:
     """The solver ``auto`` picks.
 
     - bands whose weights vary by account (potential, workload, expected value, a family's size): ``milp`` up to
       ``MILP_MAX_ARCS`` account-rep pairs, beyond that ``balance`` if registered (else ``SolverError``);
-    - tier balance, or a count band with a lower bound (``accounts``): ``flow``;
-    - otherwise by size, with count bands folded into capacity: dense slots (``hungarian``), all pairs
-      (``flow``), pruned (``pruned``).
+    - tier balance: ``flow``;
+    - otherwise by size, count bands included (``accounts``): dense slots (``hungarian``, only when no count band
+      has a lower bound), all pairs (``flow``), pruned with its certificate (``pruned``).
     """
     A, R = p.shape
     weighted = p.weighted_bands()
     if weighted:
         if A * R <= MILP_MAX_ARCS:
             return "milp"
-        if "balance" in SOLVERS:
+        if _balance_registered():
             return "balance"
         raise SolverError(
             f"the bands {listed(b.describe() for b in weighted)} need the MILP solver, which repfit runs up to "
             f"{MILP_MAX_ARCS:,} account-rep pairs; this problem has {A * R:,} and no large-scale balance solver is "
             "installed. Fix: drop or split those bands, or plan fewer accounts at once.", option="solver")
-    fewest, most = p.count_bounds()
-    if p.tiers is not None or fewest.any():
+    if p.tiers is not None:
         return "flow"
+    fewest, most = p.count_bounds()
     slots = int(np.minimum(most, A).sum())
-    if A * slots <= HUNGARIAN_MAX_CELLS:
+    if not fewest.any() and A * slots <= HUNGARIAN_MAX_CELLS:
         return "hungarian"
     if A * R <= FLOW_MAX_ARCS // 5:
         return "flow"
@@ -645,15 +684,18 @@ def choose_solver(p: Problem) -> str:
 
 
 def resolve_solver(p: Problem, solver: str = "auto") -> str:
-    """The name of the solver ``solve`` runs for ``solver`` (a name in ``SOLVERS``, or ``auto``): a solver that
-    does not model the problem's constraints is replaced by one that does (``flow`` for tiers and count lower
-    bounds, ``choose_solver``'s pick for weighted bands), as the ``solver`` field of the ``Solution`` shows."""
+    """The name of the solver ``solve`` runs for ``solver`` (a name in ``SOLVERS``, or ``auto``).
+
+    A solver that does not model the problem's constraints is replaced by one that does, as the ``solver``
+    field of the ``Solution`` shows: ``hungarian`` under tiers or a count band's lower bound, and ``pruned``
+    under tiers, by ``flow``; any but ``milp`` and ``balance`` under a weighted band by ``choose_solver``'s pick."""
     name = choose_solver(p) if solver == "auto" else solver
     if name not in SOLVERS:
         raise SolverError(f"unknown solver {solver!r}; choose from auto, {', '.join(SOLVERS)}.", option="solver")
     if p.weighted_bands() and name not in ("milp", "balance"):
         return choose_solver(p)
-    if name in ("hungarian", "pruned") and (p.tiers is not None or p.count_bounds()[0].any()):
+    floors = p.tiers is not None or (name == "hungarian" and p.count_bounds()[0].any())
+    if name in ("hungarian", "pruned") and floors:
         return "flow"
     return name
 
