@@ -22,6 +22,7 @@ from repfit.assign import (
     SOLVERS,
     Band,
     Problem,
+    Solution,
     check_feasible,
     choose_solver,
     collapse,
@@ -439,8 +440,17 @@ def test_count_bands_go_to_the_flow_and_weighted_bands_to_the_milp(monkeypatch):
         choose_solver(big)
     calls = []
     monkeypatch.setattr(solvers, "_balance_registered", lambda: True)
-    monkeypatch.setitem(SOLVERS, "balance", lambda q, keep_bonus=0: calls.append(keep_bonus) or "balanced")
-    assert choose_solver(big) == "balance" and solve(replace(big, max_moves=3)) == "balanced" and calls == [0]
+    balanced = Solution(np.zeros(1000, np.int64), "balance", 0, certified=False, gap=0.004, bound=1.0)
+    monkeypatch.setitem(SOLVERS, "balance", lambda q, keep_bonus=0: calls.append(keep_bonus) or balanced)
+    assert choose_solver(big) == "balance" and solve(replace(big, max_moves=3)) is balanced and calls == [0]
+
+    def no_incumbent(q, keep_bonus=0, time_limit=None):
+        raise solvers._NoIncumbent(f"HiGHS found no assignment within the time limit of {time_limit:g} s.")
+
+    monkeypatch.setattr(solvers, "solve_milp", no_incumbent)  # a mid-size problem HiGHS cannot start in time
+    sol = solve(p, time_limit=1)
+    assert sol.solver == "balance" and sol.notes[-1] == ("HiGHS found no assignment within the time limit of 1 s. "
+                                                         "The balance solver's assignment instead.")
 
 
 def _hard_instance(A: int, R: int, seed: int = 0) -> Problem:

@@ -125,6 +125,6 @@ def _account_name(p: Problem, a: int) -> str:
 def _unit_names(p: Problem, unit: np.ndarray, family: np.ndarray, sizes: np.ndarray) -> np.ndarray | None:
     """A unit's name in messages: its account's name, or "family F (first member and k more)"."""
     first = np.unique(unit, return_index=True)[1]
-    return np.array([_account_name(p, a) if sizes[u] == 1 and family[a] < 0 else
-                     f"family {family[a]} ({_account_name(p, a)}" + (f" and {sizes[u] - 1} more)" if sizes[u] > 1 else ")")
+    more = [f" and {k - 1} more" if k > 1 else "" for k in sizes]
+    return np.array([_account_name(p, a) if family[a] < 0 else f"family {family[a]} ({_account_name(p, a)}{more[u]})"
                      for u, a in enumerate(first)])

@@ -275,8 +275,8 @@ def check_feasible(p: Problem, match_column: dict[str, tuple[np.ndarray, np.ndar
     """Raise ``InfeasibleAssignment`` with the shortfall and the fix if the constraints cannot all hold.
 
     Checks, in order: total capacity, locked accounts against capacity, the required attribute match, tier
-    balance, each band (``_check_bands``), the move budget. Each is a necessary condition: passing them all does not prove feasibility
-    (the solvers say so when it fails), but failing one proves infeasibility.
+    balance, each band (``_check_bands``), the move budget. Each is a necessary condition: passing them all does
+    not prove feasibility (the solvers say so when it fails), but failing one proves infeasibility.
 
     Parameters
     ----------

@@ -436,6 +436,8 @@ def solve_milp(p: Problem, keep_bonus: int = 0, time_limit: float | None = None)
     options = {"disp": False, "mip_rel_gap": 0.0}  # HiGHS's default 1e-4 gap would not be "certified optimal"
     if time_limit:
         options["time_limit"] = float(time_limit)
+    # HiGHS warns that costs of ~1e10 units are large; scaled down, the one-unit tie-break (and "certified optimal"
+    # for the integer values) would fall below its tolerances (a property test caught it), so they stay
     res = milp(-V[acc, rep].astype(float), constraints=_milp_constraints(p, acc, rep), integrality=np.ones(len(acc)),
                bounds=Bounds(0, 1), options=options)
     return _milp_solution(p, res, acc, rep, V, time_limit)
@@ -458,6 +460,7 @@ def _milp_constraints(p: Problem, acc: np.ndarray, rep: np.ndarray) -> list:
     for b in (*p.tier_bands(), *p.bands):
         if b.active:
             w = b.weights[acc] if b.weights.ndim == 1 else b.weights[acc, rep]
+            # (rows are not rescaled: with costs of ~1e10 units, rows of weight ~1 stalled HiGHS's root LP, measured)
             cons.append(rows(rep, w, R, b.lower, b.upper))
     if p.max_moves is not None:
         if p.kept is None:
@@ -466,6 +469,10 @@ def _milp_constraints(p: Problem, acc: np.ndarray, rep: np.ndarray) -> list:
             kept, n_has = p.kept[acc, rep].astype(float), int(p.kept.sum())
         cons.append(rows(np.zeros(n, np.int64), kept, 1, n_has - p.max_moves, np.inf))
     return cons
+
+
+class _NoIncumbent(SolverError):
+    """HiGHS stopped at its time limit before finding any assignment."""
 
 
 def _milp_solution(p: Problem, res, acc: np.ndarray, rep: np.ndarray, V: np.ndarray,
@@ -477,8 +484,8 @@ def _milp_solution(p: Problem, res, acc: np.ndarray, rep: np.ndarray, V: np.ndar
         if res.status == 2:
             raise InfeasibleAssignment(_milp_infeasible(p), option="balance" if p.bands else None)
         if res.status == 1:
-            raise SolverError(f"HiGHS found no assignment within the time limit of {time_limit:g} s (this is not a "
-                              "proof of infeasibility). Fix: allow more time, or widen the bands.")
+            raise _NoIncumbent(f"HiGHS found no assignment within the time limit of {time_limit:g} s (this is not a "
+                               "proof of infeasibility). Fix: allow more time, or widen the bands.")
         raise SolverError(f"HiGHS failed: {res.message} (this is not a proof of infeasibility).")
     x = res.x > 0.5
     assignment = np.full(A, -1, np.int64)
@@ -487,7 +494,8 @@ def _milp_solution(p: Problem, res, acc: np.ndarray, rep: np.ndarray, V: np.ndar
     solved = int(V[np.arange(A), assignment].sum())
     if res.status == 0:
         return Solution(assignment, "milp", p.int_objective(assignment), True, gap=0.0, bound=float(solved))
-    bound = -float(getattr(res, "mip_dual_bound", np.nan))
+    dual = getattr(res, "mip_dual_bound", None)
+    bound = -float(dual) if dual is not None else np.nan
     gap = max(bound - solved, 0.0) / abs(bound) if np.isfinite(bound) and bound else None
     limit = f"the time limit of {time_limit:g} s" if time_limit else "a limit"
     note = f"not certified: HiGHS stopped at {limit}; " + (
@@ -588,11 +596,13 @@ def solve_max_moves(p: Problem, base: BaseSolver, time_limit: float | None = Non
                       solver=sol.solver + "+lagrangian")
     n_arcs = int(p.mask().sum())
     if n_arcs <= MILP_MAX_ARCS:
-        return _noted(solve_milp(p, time_limit=time_limit), f"Lagrangian gap (bonus {hi} gives {m} < {K} moves): settled by exact MILP "
-                                     f"on {n_arcs:,} pairs")
+        return _noted(solve_milp(p, time_limit=time_limit),
+                      f"Lagrangian gap (bonus {hi} gives {m} < {K} moves): settled by exact MILP on {n_arcs:,} pairs")
     gap = hi * (K - m) / p.scale
+    bound = float(sol.int_objective + hi * (K - m))  # v(y) <= v(x) + bonus (moves(y) - moves(x)) for moves(y) <= K
     return _noted(sol, f"not certified: Lagrangian solution with {m} moves (< {K}); at most {gap:,.4g} below the optimum",
-                  solver=sol.solver + "+lagrangian", certified=False)
+                  solver=sol.solver + "+lagrangian", certified=False, bound=bound,
+                  gap=(bound - sol.int_objective) / abs(bound) if bound else 0.0)
 
 
 def budget_curve(p: Problem, points: int = 14, solver: str = "auto") -> pd.DataFrame:
@@ -710,12 +720,23 @@ def solve(p: Problem, solver: str = "auto", time_limit: float | None = MILP_TIME
 
     ``milp`` models the move budget itself and stops at ``time_limit`` seconds with its best assignment and
     gap; ``balance`` is given the whole problem (move budget included); the others go through the keep-bonus
-    search (``solve_max_moves``), whose MILP fallback gets ``time_limit``.
+    search (``solve_max_moves``), whose MILP fallback gets ``time_limit``. When HiGHS finds no assignment at all
+    within ``time_limit``, the ``balance`` solver's (if registered) is returned. A certified solution has ``gap``
+    0 and ``bound`` its own objective (``Problem.int_values`` units).
     """
     name = resolve_solver(p, solver)
     if name == "milp":
-        return solve_milp(p, time_limit=time_limit)
+        try:
+            return solve_milp(p, time_limit=time_limit)
+        except _NoIncumbent as exc:  # no assignment at all yet: the large-scale solver's, with its own gap
+            if not _balance_registered():
+                raise
+            return _noted(SOLVERS["balance"](p, 0), f"{exc} The balance solver's assignment instead.")
     base = SOLVERS[name]
     if p.max_moves is not None and name != "balance":
-        return solve_max_moves(p, base, time_limit=time_limit)
-    return base(p, 0)
+        sol = solve_max_moves(p, base, time_limit=time_limit)
+    else:
+        sol = base(p, 0)
+    if sol.certified and sol.gap is None:  # proven optimal: its own bound, gap 0 (every output names a gap)
+        sol = replace(sol, gap=0.0, bound=float(sol.int_objective))
+    return sol
