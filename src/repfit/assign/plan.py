@@ -267,10 +267,14 @@ def _families(ds: S.Dataset, prob: Problem, cfg: AssignConfig):
     return solving, expand
 
 
+PRICE_TIME_LIMIT = 15.0  # seconds for each "without this band" MILP: a price is a measure, not the plan
+
+
 def _prices(prob: Problem, sol: Solution, solver: str) -> list[float]:
     """The price of each band: the best value without it (the other constraints kept) minus the plan's value, in
-    objective units (expected value or wins); NaN where that solve fails. Hard limits (workload capacity) are
-    constraints, not choices: not priced."""
+    objective units (expected value or wins); NaN where that solve fails. Where the solve without the band is a
+    MILP stopped at ``PRICE_TIME_LIMIT``, its value may fall short of the best, so the price is a lower bound
+    within that solve's gap. Hard limits (workload capacity) are constraints, not choices: not priced."""
     value = float(prob.values[np.arange(len(sol.assignment)), sol.assignment].sum())
     out = []
     for i, band in enumerate(prob.bands):
@@ -279,7 +283,7 @@ def _prices(prob: Problem, sol: Solution, solver: str) -> list[float]:
             continue
         without = replace(prob, bands=prob.bands[:i] + prob.bands[i + 1:])
         try:
-            x = solve(without, solver).assignment
+            x = solve(without, solver, time_limit=PRICE_TIME_LIMIT).assignment
             out.append(float(prob.values[np.arange(len(x)), x].sum()) - value)
         except (InfeasibleAssignment, SolverError):
             out.append(float("nan"))
