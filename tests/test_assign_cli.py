@@ -47,9 +47,11 @@ def test_score_then_assign_with_every_constraint(trained):
     assert list(summary) == [  # the file's keys and order, whatever the Python type behind them (issue 10)
         "objective", "solver", "certified_optimal", "solver_notes", "solve_seconds", "accounts", "reps",
         "accounts_with_current_rep", "expected_value_current", "expected_value_proposed", "uplift", "uplift_pct",
-        "expected_wins_current", "expected_wins_proposed", "moves", "constraints", "spread_after", "spread_before"]
+        "expected_wins_current", "expected_wins_proposed", "moves", "constraints", "spread_after", "spread_before",
+        "bands", "gap"]
     assert summary["constraints"] == {"require_match": ["region"], "balance_tiers": True, "continuity": 0.1,
-                                      "max_moves": 20, "locked": summary["constraints"]["locked"]}
+                                      "max_moves": 20, "locked": summary["constraints"]["locked"],
+                                      "balance": ["accounts=20%"], "capacity_unit": "accounts", "families": 0}
     assert set(summary["spread_after"]["load"]) == {"min", "max", "cv"} and isinstance(summary["solver_notes"], list)
     assert summary["moves"] == (a.moved == "True").sum() and summary["certified_optimal"]
     assert summary["expected_value_proposed"] >= summary["expected_value_current"]  # keeping everyone is feasible

@@ -129,3 +129,47 @@ def test_table_level_problems_stop_even_in_quarantine(org_copy, breaker, phrase)
     breaker(org_copy)
     with pytest.raises(SchemaError, match=phrase):
         load_dataset(org_copy, on_bad_rows="quarantine")
+
+
+def test_a_rejected_path_that_cannot_be_written_is_one_error_line(org_copy, tmp_path):
+    """--rejected onto the input table (or anywhere unwritable) stops with a message naming --rejected, no traceback,
+    and leaves the input as it was (review of issue 12: a NameError escaped)."""
+    _spoil(org_copy, "close_before_create")
+    table = org_copy / "opportunities.csv"
+    before = table.read_bytes()
+    res = run("validate", "--data", org_copy, "--on-bad-rows", "quarantine", "--rejected", table)
+    assert res.exit_code != 0 and isinstance(res.exception, SystemExit), res.exception
+    assert "error: --rejected:" in res.output and "input table" in res.output
+    assert table.read_bytes() == before
+
+
+@pytest.mark.parametrize("share", [None, 1.0])
+def test_quarantine_that_sets_every_closed_deal_aside_is_one_error(tmp_path, share):
+    """With reps and accounts derived from the deals, setting aside every closed deal left no reps: the load divided
+    by zero (review of issue 12). It stops on the share, or (all rows allowed) says no closed deal is left."""
+    (tmp_path / "deals.csv").write_text(
+        "Record ID,Deal owner,Associated Company,Deal Stage,Create Date,Close Date,Amount\n"
+        "D1,Ann,Acme,Closed Won,2024-03-01,2024-01-01,100\n"
+        "D2,,,Appointment scheduled,2024-01-01,,100\n")
+    want = "more than the 20% allowed" if share is None else r"no closed \(won or lost\) opportunities.*1 of 2 rows"
+    with pytest.raises(SchemaError, match=want):
+        load_dataset(tmp_path / "deals.csv", "hubspot", on_bad_rows="quarantine", max_rejected_share=share)
+    res = run("validate", "--data", tmp_path / "deals.csv", "--mapping", "hubspot", "--on-bad-rows", "quarantine",
+              "--rejected", tmp_path / "r.csv", *(["--max-rejected-share", share] if share else []))
+    assert res.exit_code != 0 and isinstance(res.exception, SystemExit) and "error: " in res.output, res.output
+
+
+@pytest.mark.parametrize("gap", ['"a note\nover\nthree lines"', 'ok\n\n'])
+def test_line_numbers_count_the_file_lines_not_the_records(tmp_path, gap):
+    """A quoted cell with line breaks, or blank lines, before a bad row: its line is the file's line where the row
+    starts, as an editor shows it (review of issue 12: it was the record number + 1)."""
+    (tmp_path / "deals.csv").write_text(
+        "Record ID,Deal owner,Associated Company,Deal Stage,Create Date,Close Date,Notes\n"
+        f"D1,Ann,Acme,Closed Won,2024-01-01,2024-02-01,{gap}\n"
+        "D2,Bob,Beta,Closed Lost,2024-01-05,2024-01-02,reversed\n"
+        "D3,Bob,Beta,Closed Lost,2024-01-05,2024-02-02,ok\n")
+    with pytest.raises(SchemaError, match="on line 5 "):
+        load_dataset(tmp_path / "deals.csv", "hubspot")
+    ds = load_dataset(tmp_path / "deals.csv", "hubspot", on_bad_rows="quarantine", max_rejected_share=1)
+    assert ds.rejected["line"].tolist() == [5] and ds.rejected["Record ID"].tolist() == ["D2"]
+    assert ds.opportunities["opportunity_id"].tolist() == ["D1", "D3"]

@@ -311,7 +311,7 @@ def _band(metric: str, w, target, tol: float) -> Band:
 
 def _passes_at(p: Problem, tol: float) -> None:
     """The tolerance a message names does fit: the same bands at that tolerance pass ``check_feasible``."""
-    wider = tuple(_band(b.metric, b.weights, b.target(), tol) if b.tolerance is not None else b for b in p.bands)
+    wider = tuple(_band(b.metric, b.weights, b.aim(), tol) if b.tolerance is not None else b for b in p.bands)
     check_feasible(replace(p, bands=wider))
 
 

@@ -332,3 +332,16 @@ def test_mapping_guess_warns_on_stderr_and_refuses_to_overwrite_its_input(tmp_pa
     res = run("mapping", "guess", path, "--out", path)
     assert res.exit_code == 2 and "is an input table of this run" in res.output
     assert path.read_text().startswith("a,b")
+
+
+def test_a_header_that_names_a_date_whose_values_do_not_parse_is_named(tmp_path):
+    """'Create Date' holding Excel serial numbers: the comment said "no header looks like the create date" (review
+    of issue 12); it names the header and says its values do not read as dates."""
+    path = tmp_path / "serial.csv"
+    path.write_text("Record ID,Deal owner,Associated Company,Deal Stage,Create Date,Close Date\n" + "".join(
+        f"D{i},Rep {i % 3},Co {i % 7},Closed {'Won' if i % 2 else 'Lost'},{45292 + i},2024-03-{1 + i % 20:02d}\n"
+        for i in range(40)))
+    text = guess(path).text
+    line = next(x for x in text.splitlines() if '"created_at"' in x)
+    assert line.startswith('# "Create Date" = "created_at"  # UNSURE: nothing matched created_at.'), line
+    assert "the header names the create date, but its values do not read as dates (e.g. \"45292\")" in line, line

@@ -47,12 +47,12 @@ def test_report_renders_in_headless_chromium_with_every_plot(trained):
     # self-contained: nothing fetched from anywhere
     assert not re.search(r"""(src|href)\s*=\s*["'](https?:)?//""", page) and "<link" not in page
     assert "<script>alert" not in page and "Q3 plan &lt;script&gt;" in page
-    assert page.count('<figure data-plot="') == 5
+    assert page.count('<figure data-plot="') == 6
     dom = render_dom(out, tmp)
     body = re.search(r"<body[^>]*>", dom).group(0)
-    assert 'data-plots-expected="5"' in body and 'data-plots-drawn="5"' in body, body
-    assert dom.count('data-drawn="yes"') == 5 and 'data-drawn="no"' not in dom
-    for name in ("calibration", "quality", "rep_value", "tier_mix", "budget"):
+    assert 'data-plots-expected="6"' in body and 'data-plots-drawn="6"' in body, body
+    assert dom.count('data-drawn="yes"') == 6 and 'data-drawn="no"' not in dom
+    for name in ("calibration", "quality", "rep_value", "tier_mix", "band_accounts", "budget"):  # the default band
         assert f'data-plot="{name}"' in dom
 
     from mlflow.tracking import MlflowClient
@@ -143,7 +143,7 @@ def _best_value(values, cap, allowed=None):
 def test_capacity_figures_match_independent_solves(trained):
     org, uri, tmp = trained
     out = tmp / "capacity.csv"
-    res = run("capacity", "--data", org, "--tracking-uri", uri, "--add", "4", "--out", out)
+    res = run("capacity", "--data", org, "--tracking-uri", uri, "--add", "4", "--out", out, "--balance", "none")
     assert res.exit_code == 0, res.output
     assert "covered (" in res.output and "adding reps like" in res.output
     summary = json.loads((tmp / "capacity_summary.json").read_text())

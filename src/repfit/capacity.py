@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from repfit import schema as S
+from repfit.assign.bands import reshared
 from repfit.assign.plan import AssignConfig, build_problem
 from repfit.assign.problem import Problem, check_feasible
 from repfit.assign.solvers import solve
@@ -23,7 +24,7 @@ def _optimum(prob: Problem) -> float:
     """Best total expected value (float units) of ``prob``, or NaN if infeasible."""
     try:
         check_feasible(prob)
-        x = solve(prob, "flow").assignment
+        x = solve(prob, "flow" if not prob.bands else "auto").assignment
     except InfeasibleAssignment:
         return float("nan")
     return float(prob.values[np.arange(len(x)), x].sum())
@@ -36,7 +37,8 @@ def _without(prob: Problem, r: int) -> Problem:
     return replace(prob, values=prob.values[:, keep], capacity=prob.capacity[keep], current=cur,
                    locked=prob.locked & (prob.current != r),
                    allowed=None if prob.allowed is None else prob.allowed[:, keep],
-                   rep_names=None if prob.rep_names is None else prob.rep_names[keep])
+                   rep_names=None if prob.rep_names is None else prob.rep_names[keep],
+                   bands=reshared(prob.bands, np.flatnonzero(keep)))
 
 
 def _with_copies(prob: Problem, like: int, n: int) -> Problem:
@@ -46,9 +48,10 @@ def _with_copies(prob: Problem, like: int, n: int) -> Problem:
     extra = np.repeat(prob.values[:, [like]], n, axis=1)
     allowed = None if prob.allowed is None else np.hstack([prob.allowed, np.repeat(prob.allowed[:, [like]], n, axis=1)])
     names = None if prob.rep_names is None else np.concatenate([prob.rep_names, [f"new{i + 1}" for i in range(n)]])
+    columns = np.concatenate([np.arange(prob.shape[1]), np.full(n, like)])
     return replace(prob, values=np.hstack([prob.values, extra]),
                    capacity=np.concatenate([prob.capacity, np.full(n, prob.capacity[like])]),
-                   allowed=allowed, rep_names=names)
+                   allowed=allowed, rep_names=names, bands=reshared(prob.bands, columns))
 
 
 def median_rep(p_win: np.ndarray) -> int:

@@ -153,8 +153,20 @@ def _assign_options(*names: str):
                                   help="Maximise total expected value (p_win x potential) or expected wins."),
         "require_match": click.option("--require-match", multiple=True, metavar="ATTR",
                                       help="Reps may only own accounts with the same value of ATTR (repeatable), e.g. region."),
+        "balance": click.option("--balance", multiple=True, default=d.balance, show_default=True, metavar="METRIC=TOL",
+                                help="Each rep's total of METRIC within +-TOL of its target (its share by quota, else "
+                                "by capacity); repeatable. METRIC: accounts, potential, expected_value, workload or a "
+                                "numeric account column, e.g. --balance potential=10% --balance accounts=10%. "
+                                "'none': no band."),
         "balance_tiers": click.option("--balance-tiers", is_flag=True,
                                       help="Each rep's count per tier stays within one of its fair share."),
+        "capacity_unit": click.option("--capacity-unit", type=click.Choice(["accounts", "workload"]),
+                                      default=d.capacity_unit, show_default=True,
+                                      help="A rep's capacity counts accounts, or workload units (the accounts' "
+                                      "workload column, default 1 each)."),
+        "split_families": click.option("--split-families", is_flag=True,
+                                       help="Accounts sharing a parent_account_id may go to different reps (default: "
+                                       "a family goes to one rep together)."),
         "continuity": click.option("--continuity", default=d.continuity, show_default=True, type=click.FloatRange(min=0),
                                    help="Bonus of W x value for keeping an account's current rep."),
         "max_moves": click.option("--max-moves", default=d.max_moves, type=click.IntRange(min=0),
@@ -162,7 +174,8 @@ def _assign_options(*names: str):
         "solver": click.option("--solver", type=click.Choice(["auto", *SOLVERS]), default=d.solver, show_default=True,
                                help="Exact solver; auto picks by size and constraints."),
     }
-    chosen = names or ("require_match", "balance_tiers", "continuity", "max_moves")
+    chosen = names or ("require_match", "balance", "balance_tiers", "capacity_unit", "split_families", "continuity",
+                       "max_moves")
 
     def decorate(f):
         for name in reversed(chosen):
@@ -179,8 +192,9 @@ def _assign_config(kw: dict):
     from repfit.config import AssignConfig
 
     given = {f.name: kw.pop(f.name) for f in fields(AssignConfig) if f.name in kw}
-    if "require_match" in given:
-        given["require_match"] = tuple(given["require_match"])
+    for name in ("require_match", "balance"):
+        if name in given:
+            given[name] = tuple(given[name])
     return AssignConfig(**given)
 
 
@@ -276,7 +290,8 @@ def score(data_dir, mapping, model_uri, out, block_pairs, tracking_uri) -> None:
 @_pair_source_options
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="assignment.csv; OUT_reps.csv and OUT_summary.json are written beside it.")
-@_assign_options("objective", "require_match", "balance_tiers", "continuity", "max_moves", "solver")
+@_assign_options("objective", "require_match", "balance", "balance_tiers", "capacity_unit", "split_families",
+                 "continuity", "max_moves", "solver")
 @_tracking_option
 def assign(data_dir, mapping, scores, model_uri, out, tracking_uri, **options) -> None:
     """Propose the assignment of accounts to reps that maximises expected value, exactly.
@@ -371,7 +386,7 @@ def report(data_dir, mapping, out, top, title, scores, model_uri, tracking_uri, 
               help="Evaluate adding 1..N reps (beyond any needed to cover a shortfall).")
 @click.option("--like", default=None, metavar="REP_ID",
               help="Profile of the added reps: a copy of this rep (its win rates, capacity, region). Default: the median rep.")
-@_assign_options("require_match")
+@_assign_options("require_match", "balance", "capacity_unit", "split_families")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("capacity.csv"), show_default=True,
               help="Rep values (CSV); OUT_added.csv, OUT_added.svg and OUT_summary.json are written beside it.")
 @_pair_source_options

@@ -391,7 +391,12 @@ class AssignConfig:
 
     objective: str = "expected_value"  # one of OBJECTIVES
     require_match: tuple[str, ...] = ()
+    # each rep's total of METRIC within +-TOL of its share (repfit.assign.bands); ("none",) for no band
+    balance: tuple[str, ...] = ("accounts=20%",)
     balance_tiers: bool = False
+    # a rep's capacity counts accounts, or workload units (the accounts' workload column, default 1 each)
+    capacity_unit: str = "accounts"
+    split_families: bool = False  # accounts sharing a parent_account_id may go to different reps
     continuity: float = 0.0
     max_moves: int | None = None
     solver: str = "auto"  # "auto" or a name of repfit.assign.solvers.SOLVERS

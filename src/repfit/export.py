@@ -17,10 +17,9 @@ import pandas as pd
 
 from repfit.errors import SchemaError
 from repfit.mapping import Mapping
-from repfit.messages import listed as _listed
+from repfit.messages import lines as _lines, listed as _listed
 
-_GROUPED = re.compile(r"^\s*[-+]?[$€£¥]?\s*[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?\s*$")
-_PLAIN = re.compile(r"^\s*[-+]?[$€£¥]?\s*[-+]?\d+(?:\.\d+)?\s*$")
+_CURRENCY = "[$€£¥]"
 KEYS = {"reps": "rep_id", "accounts": "account_id"}
 
 
@@ -30,19 +29,24 @@ def snake(name: str) -> str:
 
 
 def plain_numbers(df: pd.DataFrame, thousands: str | None) -> pd.DataFrame:
-    """Columns whose every value is a number written with thousands separators (``69,245.09``, ``$1,200``) as
-    plain numbers (``69245.09``); other columns (``Smith, John``) as they are."""
+    """Columns whose every value is a number written with ``thousands`` separators (``69,245.09``, ``$1,200``;
+    with ``"."``, ``1.200,50``: the decimal mark is then ``,``) as plain numbers (``69245.09``); other columns
+    (``Smith, John``) as they are."""
     if not thousands:
         return df
+    sep, decimal = re.escape(thousands), "," if thousands == "." else r"\."
+    head = rf"^\s*[-+]?{_CURRENCY}?\s*[-+]?"
+    grouped_rx, plain_rx = rf"{head}\d{{1,3}}(?:{sep}\d{{3}})+(?:{decimal}\d+)?\s*$", rf"{head}\d+(?:{decimal}\d+)?\s*$"
     out = {}
     for c in df.columns:
         s = df[c]
         if s.dtype != object and not pd.api.types.is_string_dtype(s):
             continue
         text = s.dropna().astype(str)
-        grouped = text.str.match(_GROUPED)
-        if grouped.any() and (grouped | text.str.match(_PLAIN) | (text.str.strip() == "")).all():
-            out[c] = s.astype("string").str.replace(thousands, "", regex=False).str.replace(r"[$€£¥\s]", "", regex=True)
+        grouped = text.str.match(grouped_rx)
+        if grouped.any() and (grouped | text.str.match(plain_rx) | (text.str.strip() == "")).all():
+            plain = s.astype("string").str.replace(thousands, "", regex=False)
+            out[c] = plain.str.replace(rf"{_CURRENCY}|\s", "", regex=True).str.replace(",", ".", regex=False)
     return df.assign(**out) if out else df
 
 
@@ -52,18 +56,14 @@ def select_columns(df: pd.DataFrame, table: str, path: Path, mapping: Mapping) -
     A mapped column the file lacks is an error, unless the mapping has ``optional_columns`` (a preset: one
     export carries ``Associated Company``, another ``Associated Company (Primary)``); when several present
     columns map onto one contract column, the first listed wins."""
-    cols = mapping.columns.get(table, {})
+    cols = align_headers(mapping.columns.get(table, {}), df.columns)
     missing = [src for src in cols if src not in df.columns]
     if missing and not mapping.optional_columns:
         raise SchemaError(
             f"{path}: the mapping {mapping.source} renames column(s) {_listed(missing)}, which the file "
             f"does not have (found: {_listed(list(df.columns), 12)}). Fix: correct [columns.{table}]."
         )
-    rename, taken = {}, set()
-    for src, target in cols.items():
-        if src in df.columns and target not in taken:
-            rename[src] = target
-            taken.add(target)
+    rename = renames(cols, df.columns)
     spare = [src for src in cols if src in df.columns and src not in rename]
     excluded = [c for c in df.columns if c not in rename and mapping.excluded(c)]
     df = df.drop(columns=spare + excluded).rename(columns=rename)
@@ -73,12 +73,41 @@ def select_columns(df: pd.DataFrame, table: str, path: Path, mapping: Mapping) -
     return df, excluded
 
 
+def _header_key(name: str) -> str:
+    return re.sub(r"\s+", " ", str(name)).strip().casefold()
+
+
+def align_headers(columns: dict[str, str], present) -> dict[str, str]:
+    """``columns`` (source header -> target) with each source header the file lacks replaced by the file's header
+    that differs only in case or spacing (``DEAL OWNER`` for ``Deal owner``), when exactly one does."""
+    present = list(present)
+    by_key: dict[str, list[str]] = {}
+    for h in present:
+        by_key.setdefault(_header_key(h), []).append(h)
+    out = {}
+    for src, target in columns.items():
+        found = by_key.get(_header_key(src), [])
+        out[found[0] if src not in present and len(found) == 1 else src] = target
+    return out
+
+
+def renames(columns: dict[str, str], present) -> dict[str, str]:
+    """Source header -> contract column for the mapped headers ``present`` in a file; several onto one contract
+    column: the first listed wins."""
+    out: dict[str, str] = {}
+    for src, target in columns.items():
+        if src in present and target not in out.values():
+            out[src] = target
+    return out
+
+
 def split_derived(deals: pd.DataFrame, mapping: Mapping, derive: tuple[str, ...]) -> tuple[pd.DataFrame, dict]:
     """Take the ``[derive.<table>]`` columns (for each table in ``derive``) out of the deal rows, snake_case the
     remaining attribute columns; returns the deals and, per table, its derived columns (target -> values)."""
     taken: dict[str, dict[str, pd.Series]] = {}
     drop = []
     for table, cols in mapping.derive.items():
+        cols = align_headers(cols, deals.columns)
         present = {src: target for src, target in cols.items() if src in deals.columns}
         missing = [src for src in cols if src not in deals.columns]
         if missing and not mapping.optional_columns and table in derive:
@@ -117,6 +146,15 @@ def derive_table(deals: pd.DataFrame, table: str, columns: dict[str, pd.Series],
     return out.reset_index(drop=True)
 
 
+def supplying_rows(ids: pd.Series, values: pd.Series, order: pd.Series) -> pd.Index:
+    """The deal rows whose value each id takes in ``derive_table`` (its latest deal where the value is not empty)."""
+    blank = {"id": ids, "v": values}
+    frame = pd.DataFrame({k: s.astype("string").str.strip().replace("", pd.NA) for k, s in blank.items()} |
+                         {"_order": order}, index=ids.index).dropna(subset=["id", "v"])
+    frame = frame.sort_values("_order", kind="stable", na_position="first")
+    return frame.index[~frame["id"].duplicated(keep="last")]
+
+
 def join_on(values: pd.Series, table_df: pd.DataFrame, table: str, column: str, path: Path) -> pd.Series:
     """``values`` (what the deals carry, e.g. company names) translated through ``[join] <table> = column``: the
     second file's ``column`` holds those values, its id column the id to use; an unmatched value stays as it is
@@ -125,6 +163,14 @@ def join_on(values: pd.Series, table_df: pd.DataFrame, table: str, column: str, 
     if column not in table_df.columns:
         raise SchemaError(f"{path}: [join] {table} = {column!r}, but the file has no such column (found: "
                           f"{_listed(list(table_df.columns), 12)}). Fix: name the column holding what the deals carry.")
-    lookup = dict(zip(table_df[column].astype("string").str.strip(), table_df[key].astype("string").str.strip()))
+    names, ids = table_df[column].astype("string").str.strip(), table_df[key].astype("string").str.strip()
     text = values.astype("string").str.strip()
+    shared = ids.groupby(names).nunique()
+    ambiguous = names.isin(shared.index[shared > 1]) & names.isin(text.dropna())
+    if ambiguous.any():
+        raise SchemaError(
+            f"{path}: column '{column}' gives the same name to several {table} ({_listed(pd.unique(names[ambiguous]))} "
+            f"(on {_lines(table_df.index[ambiguous])})), and deals carry it: [join] {table} = {column!r} cannot tell "
+            f"which one they mean. Fix: make those names unique in {path.name}, or join by id.")
+    lookup = dict(zip(names, ids))
     return text.map(lambda v: lookup.get(v, v) if pd.notna(v) else v).astype("string")

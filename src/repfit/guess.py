@@ -29,7 +29,7 @@ from repfit.errors import SchemaError
 from repfit.mapping import ANY_OTHER, MAPPING_FILE, MAX_AUC, PRESETS, Mapping, preset_text
 from repfit.schema import (
     ACCOUNT_ID, AMOUNT, CLOSED_AT, CREATED_AT, CURRENT_REP_ID, FALSE_LABELS, OPPORTUNITY_ID, OUTCOME, REP_ID,
-    REQUIRED, RESERVED, TRUE_LABELS,
+    REQUIRED, RESERVED, TRUE_LABELS, csv_separator,
 )
 
 TARGETS = (OPPORTUNITY_ID, REP_ID, ACCOUNT_ID, OUTCOME, CREATED_AT, CLOSED_AT, AMOUNT)
@@ -195,7 +195,7 @@ def read_export(path: Path) -> pd.DataFrame:
         if path.suffix.lower() == ".parquet":
             df = pd.read_parquet(path).head(MAX_ROWS)
         else:
-            df = pd.read_csv(path, dtype="string", sep=_separator(path), nrows=MAX_ROWS, encoding="utf-8-sig",
+            df = pd.read_csv(path, dtype="string", sep=csv_separator(path), nrows=MAX_ROWS, encoding="utf-8-sig",
                              encoding_errors="replace", skipinitialspace=False)
     except (ValueError, OSError, ImportError, pd.errors.ParserError) as exc:
         raise SchemaError(f"{path}: cannot be read as {'Parquet' if path.suffix.lower() == '.parquet' else 'CSV'} "
@@ -207,13 +207,6 @@ def read_export(path: Path) -> pd.DataFrame:
     df.columns = [str(c) for c in df.columns]
     text = {c: df[c].astype("string").str.strip() for c in df.columns}
     return pd.DataFrame({c: s.mask(s == "") for c, s in text.items()})
-
-
-def _separator(path: Path) -> str:
-    """Comma, semicolon, tab or pipe: whichever the header line holds most of."""
-    with path.open(encoding="utf-8-sig", errors="replace") as fh:
-        header = fh.readline()
-    return max((",", ";", "\t", "|"), key=header.count)
 
 
 def header_key(header: str) -> str:
@@ -357,16 +350,29 @@ def _assign(cols: dict[str, Column], leaks: dict[str, str], n: int) -> dict[str,
         if cand.matched and cand.target not in chosen and cand.column not in {x.column for x in chosen.values()}:
             chosen[cand.target] = cand
     used = {x.column for x in chosen.values()}
-    picks = {t: _pick(t, chosen.get(t), [x for x in cands if x.target == t and x.column not in used]) for t in TARGETS}
+    picks = {t: _pick(t, chosen.get(t), [x for x in cands if x.target == t and x.column not in used],
+                      _named_unfit(t, cols, used | set(leaks))) for t in TARGETS}
     return _check_pairs(picks, cols)
 
 
-def _pick(target: str, best: _Candidate | None, others: list[_Candidate]) -> Pick:
+def _named_unfit(target: str, cols: dict[str, Column], used: set[str]) -> Column | None:
+    """A free column whose header names ``target`` outright, though its content did not fit (dates that do not parse)."""
+    return next((c for c in cols.values() if c.name not in used and c.filled and _name_score(target, c.key) == 1.0),
+                None)
+
+
+def _pick(target: str, best: _Candidate | None, others: list[_Candidate], named: Column | None = None) -> Pick:
     """The pick for ``target`` and why; UNSURE when only content chose it or a runner-up came close."""
     if best is None:
+        nothing = f"nothing matched {target}" if target in REQUIRED["opportunities"] else ""
+        if named is not None:
+            dates, values = target in (CREATED_AT, CLOSED_AT), named.values.dropna()
+            odd = values[~values.str.match(_DATE)] if dates else values  # a value the date patterns do not read
+            return Pick(target, None, f"the header names {WHAT[target]}, but its values do not read as "
+                        f"{'dates' if dates else WHAT[target]} (e.g. {_quote((odd if len(odd) else values).iloc[0])})",
+                        nothing, named.name)
         hint = f"; by content alone the likeliest is {others[0].column!r} ({others[0].evidence})" if others else ""
-        return Pick(target, None, f"no header looks like {WHAT[target]}{hint}",
-                    f"nothing matched {target}" if target in REQUIRED["opportunities"] else "",
+        return Pick(target, None, f"no header looks like {WHAT[target]}{hint}", nothing,
                     others[0].column if others else None)
     named = {1.0: f"the header names {WHAT[target]}", 0.0: f"no header names {WHAT[target]}"}.get(
         best.name, f"the header mentions {WHAT[target]}")

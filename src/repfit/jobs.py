@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from repfit.config import BLOCK_PAIRS, AssignConfig, load_feature_config, load_train_config
+from repfit.errors import RepfitError
 from repfit.progress import NO_PROGRESS, Progress
 from repfit.schema import Dataset, load_dataset
 
@@ -213,7 +214,7 @@ def _read_meta(meta: Path) -> dict:
     except (ValueError, UnicodeDecodeError, OSError):
         info = None
     if not isinstance(info, dict):
-        from repfit.errors import SchemaError, RepfitError
+        from repfit.errors import SchemaError
 
         raise SchemaError(f"{meta}: not a readable scores sidecar (JSON written by repfit score). Fix: score the data "
                           "set again, or delete the sidecar to use the scores without its checks.", option="scores")

@@ -29,11 +29,7 @@ SAMPLE = 200_000  # closed deals the guard looks at, at most (a seeded sample be
 DATE_SHARE = 0.9  # a text column is a date column when this share of its values parse as dates
 AFTER_SHARE = 0.5  # ... and leaks when it falls after the deal's creation on this share of closed deals
 FOLDS, SMOOTH = 5, 20.0
-_RESERVED = {
-    "reps": {"rep_id", "capacity"},
-    "accounts": {"account_id", "current_rep_id", "potential", "locked", "tier"},
-    "opportunities": {"opportunity_id", "rep_id", "account_id", "created_at", "closed_at", "outcome", "amount", "won"},
-}
+PLAUSIBLE = (pd.Timestamp("1900-01-01"), pd.Timestamp("2200-01-01"))  # dates outside are no dates (as the loader's)
 
 
 @dataclass(frozen=True)
@@ -50,8 +46,10 @@ class Dropped:
                 f"If it is known when a deal is created, keep it with [leakage] keep = [\"{self.column}\"].")
 
 
-def guard_leakage(reps: pd.DataFrame, accounts: pd.DataFrame, opps: pd.DataFrame, mp: Mapping):
-    """The three tables without the leaking attributes, and the list of what was dropped."""
+def guard_leakage(reps: pd.DataFrame, accounts: pd.DataFrame, opps: pd.DataFrame, mp: Mapping,
+                  reserved: dict[str, set[str]]):
+    """The three tables without the leaking attributes (``reserved``: the contract's own columns per table, never
+    attributes), and the list of what was dropped."""
     closed = opps[opps["outcome"] != "open"]
     if len(closed) > SAMPLE:
         closed = closed.sample(SAMPLE, random_state=0)
@@ -62,7 +60,7 @@ def guard_leakage(reps: pd.DataFrame, accounts: pd.DataFrame, opps: pd.DataFrame
     keys = {"reps": "rep_id", "accounts": "account_id"}
     dropped = []
     for table, df in tables.items():
-        for column in (c for c in df.columns if c not in _RESERVED[table] and c not in mp.keep):
+        for column in (c for c in df.columns if c not in reserved[table] and c not in mp.keep):
             if table == "opportunities":
                 values = closed[column]
             else:
@@ -103,6 +101,8 @@ def _after_creation(values: pd.Series, created: pd.Series, fmt: str) -> float | 
             dates = pd.to_datetime(text, errors="coerce", format=f, utc=True).dt.tz_localize(None)
         except (ValueError, TypeError):
             continue
+        # "mixed" reads a band "11-50" as 2050-11-01 and "1-10" as year 1: a date names its year in full
+        dates = dates.where(dates.between(*PLAUSIBLE) & (f != "mixed" or text.str.contains(r"\d{4}")))
         if dates.notna().mean() < DATE_SHARE:
             continue
         later = dates > created.loc[dates.index] + pd.Timedelta(days=1)

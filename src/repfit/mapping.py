@@ -187,7 +187,11 @@ def _check_mapping(path: str, raw: dict[str, Any]) -> None:
     share = raw.get("rows", {}).get("max_rejected_share")
     if share is not None and not 0 <= share <= 1:
         raise ConfigError(f"{path}: [rows] key 'max_rejected_share' must be a share from 0 to 1, got {shown(share)}; "
-                          "Fix: max_rejected_share = 0.2.")
+                          f"Fix: max_rejected_share = {MAX_REJECTED_SHARE}.")
+    auc = raw.get("leakage", {}).get("max_auc")
+    if auc is not None and not 0.5 <= auc <= 1:  # an AUC taken either way round is 0.5 at worst
+        raise ConfigError(f"{path}: [leakage] key 'max_auc' must be an AUC from 0.5 to 1 (1: off), got {shown(auc)}; "
+                          f"Fix: max_auc = {MAX_AUC}.")
 
 
 def _mapping_section_error(path: str, name: str, body: Any) -> ConfigError:
@@ -229,7 +233,7 @@ def _check_mapping_value(path: str, section: str, key: str, value: Any, tp: Any)
         strings = [str(get_args(tp)[-1])]
     example = json.dumps(strings if get_origin(tp) is tuple else strings[0])
     if tp in (float, bool):
-        example = {float: "0.9", bool: "true"}[tp]
+        example = {"max_auc": str(MAX_AUC), "max_rejected_share": str(MAX_REJECTED_SHARE)}.get(key, "true")
     raise ConfigError(
         f"{path}: [{section}] key '{key}' must be {describe(tp)}, got {shown(value)}; "
         f"Fix: {_toml_key(key)} = {example}."

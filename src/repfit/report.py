@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from repfit import schema as S
-from repfit.assign.plan import AssignConfig, Plan
+from repfit.assign.plan import AssignConfig, Plan, band_key
 from repfit.card import ModelCard
 from repfit.progress import NO_PROGRESS, Progress
 
@@ -120,6 +120,49 @@ def tier_mix_svg(per_rep: pd.DataFrame) -> str:
     axes[0].set_ylabel("accounts")
     axes[1].legend(loc="lower right", fontsize=7)
     return _svg(fig)
+
+
+def band_svg(per_rep: pd.DataFrame, key: str, label: str) -> str:
+    """Each rep's total of a balanced metric, today and in the plan, as a share of its target, with the band drawn."""
+    target = per_rep[f"{key}_target"].to_numpy(float)
+    ref = np.where(target > 0, target, np.nan)
+    t = pd.DataFrame({"rep": per_rep[S.REP_ID], "before": per_rep[f"{key}_before"] / ref,
+                      "after": per_rep[f"{key}_after"] / ref, "lower": per_rep[f"{key}_lower"] / ref,
+                      "upper": per_rep[f"{key}_upper"] / ref}).sort_values("after", ignore_index=True)
+    fig, (ax,) = _figure(9, 3.2)
+    x = np.arange(len(t))
+    _data([ax.fill_between(x, t.lower, t.upper, step="mid", color=BLUE, alpha=0.12, label="band")])
+    _data([ax.scatter(x, t.before, s=12, color=GREY, label="current", zorder=3)])
+    _data([ax.scatter(x, t.after, s=14, color=BLUE, label="proposed", zorder=4)])
+    ax.axhline(1.0, color="#555555", lw=0.8, ls=":")
+    ax.set(ylabel="total / target", title=f"{label}: each rep's total against its target and band")
+    if len(t) <= 60:
+        ax.set_xticks(x, t["rep"], rotation=90, fontsize=7)
+    else:
+        ax.set(xlabel=f"{len(t)} reps, by proposed total / target")
+    ax.legend(loc="upper left", fontsize=7)
+    return _svg(fig)
+
+
+def _band_parts(r) -> list[str]:
+    """The balance section: per band, each rep's total against its band, and the price of the band."""
+    s, bands = r.plan.summary, r.plan.problem.bands
+    if not bands:
+        return []
+    parts = ["<h2>Balance bands</h2>", "<p>Each rep's total of a balanced metric is held within its band around its "
+             "target (its share of the total, by quota or capacity). The price of a band is the uplift the plan "
+             "gives up for it: the best uplift without that band minus this plan's.</p>"]
+    rows = []
+    for band, b in zip(bands, s.bands):
+        key = band_key(band)
+        if f"{key}_target" in r.plan.reps.columns:
+            parts.append(_fig(f"band_{key}", band_svg(r.plan.reps, key, band.metric),
+                              f"{band.metric}: band +-{b.tolerance:.0%} of each rep's target; grey today, blue the plan."))
+        rows.append({"band": f"{b.metric} +-{b.tolerance:.0%}" if b.tolerance is not None else f"{b.metric} (limit)",
+                     "reps outside today": b.reps_outside_before, "reps outside in the plan": b.reps_outside_after,
+                     "price (uplift given up)": b.price})
+    parts.append(_table(pd.DataFrame(rows), {"price (uplift given up)": "+,.2f"}))
+    return parts
 
 
 def budget_svg(curve: pd.DataFrame, chosen_moves: int | None, unit: str) -> str:
@@ -235,6 +278,7 @@ def render(r: ReportInput) -> str:
                             "current CV": s.spread_before[k].cv, "proposed min": a.min, "proposed max": a.max,
                             "proposed CV": a.cv} for k, a in s.spread_after.items()])
     parts.append(_table(spread, {c: ",.1f" for c in spread.columns if "CV" not in c} | {c: ".3f" for c in spread.columns if "CV" in c}))
+    parts += _band_parts(r)
 
     parts.append("<h2>Disruption vs gain</h2>")
     unit = "expected value" if s.objective == "expected_value" else "expected wins"

@@ -57,6 +57,12 @@ class RowProblems:
     policy: RowPolicy
     raw: pd.DataFrame
     reasons: dict[int, tuple[str, str]] = field(default_factory=dict)  # row -> (code, detail)
+    sources: dict[str, str] = field(default_factory=dict)  # contract column -> the file's header the mapping renamed
+
+    def column(self, name: str) -> str:
+        """A contract column as messages name it: with the file's own header when the mapping renamed one."""
+        source = self.sources.get(name)
+        return f"'{source}' ({name})" if source and source != name else f"'{name}'"
 
     def flag(self, bad: pd.Series, code: str, message: str,
              detail: str | Callable[[pd.Series], pd.Series] = "") -> pd.Series:

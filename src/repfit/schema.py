@@ -10,6 +10,7 @@ or line numbers, and the fix.
 
 from __future__ import annotations
 
+import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,8 @@ import pandas as pd
 
 from repfit.errors import SchemaError
 from repfit.messages import MAX_SHOWN, lines as _lines, listed
-from repfit.export import derive_table, join_on, plain_numbers, select_columns, snake_attributes, split_derived
+from repfit.export import (derive_table, join_on, plain_numbers, renames, select_columns, snake_attributes,
+                           split_derived, supplying_rows)
 from repfit.leakage import Dropped, guard_leakage
 from repfit.rows import REASONS, RowPolicy, RowProblems
 from repfit.mapping import MAPPING_FILE, TABLES, Mapping, resolve_mapping
@@ -38,6 +40,9 @@ CREATED_AT = "created_at"
 CLOSED_AT = "closed_at"
 OUTCOME = "outcome"
 AMOUNT = "amount"
+QUOTA = "quota"  # optional: a rep's quota; balance targets are shares of it (else of capacity)
+WORKLOAD = "workload"  # optional: an account's workload (e.g. hours a year), default 1
+PARENT_ACCOUNT_ID = "parent_account_id"  # optional: accounts of one family go to one rep together
 MAX_CAPACITY = 10**12  # accounts one rep may own: far above any book, far below int64 sums over reps
 WON = "won"  # derived: 1.0 won, 0.0 lost, NaN open
 
@@ -47,8 +52,8 @@ REQUIRED = {
     "opportunities": (OPPORTUNITY_ID, REP_ID, ACCOUNT_ID, CREATED_AT, CLOSED_AT, OUTCOME),
 }
 RESERVED = {
-    "reps": {REP_ID, CAPACITY},
-    "accounts": {ACCOUNT_ID, CURRENT_REP_ID, POTENTIAL, LOCKED, TIER},
+    "reps": {REP_ID, CAPACITY, QUOTA},
+    "accounts": {ACCOUNT_ID, CURRENT_REP_ID, POTENTIAL, LOCKED, TIER, WORKLOAD, PARENT_ACCOUNT_ID},
     "opportunities": {OPPORTUNITY_ID, REP_ID, ACCOUNT_ID, CREATED_AT, CLOSED_AT, OUTCOME, AMOUNT, WON},
 }
 
@@ -155,7 +160,8 @@ def _read_file(path: Path) -> pd.DataFrame:
         if path.suffix.lower() == ".parquet":
             df = pd.read_parquet(path)
             return df.astype({c: "string" for c in df.columns if df[c].dtype == object})
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True)
+        sep = csv_separator(path)
+        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True)
     except UnicodeDecodeError:
         raise SchemaError(
             f"{path}: not a readable CSV (it is not UTF-8 text). Fix: export the table as a UTF-8 CSV "
@@ -169,14 +175,43 @@ def _read_file(path: Path) -> pd.DataFrame:
         ) from None
     if df.shape[1] <= 1 and any("\x00" in str(c) for c in df.columns):
         raise SchemaError(f"{path}: not a readable CSV (binary content). Fix: export the table as CSV.")
-    if path.suffix.lower() != ".parquet":  # pandas renames a repeated header ("region" -> "region.1"): read it raw
-        df.columns = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
-    df.columns = [str(c).strip() for c in df.columns]
+    # pandas renames a repeated header ("region" -> "region.1"): read it raw
+    header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]
+    df.columns = [str(c).strip() for c in header]
+    df.index = _record_rows(path, len(df), sep)
     twice = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
     if twice:
         raise SchemaError(f"{path}: the header names column(s) {listed(twice)} more than once. Fix: keep one column "
                           "per name (rename or delete the others).")
     return df
+
+
+def csv_separator(path: Path) -> str:
+    """Comma, semicolon, tab or pipe: whichever the header line holds most of (Excel saves ';' in many locales)."""
+    with path.open(encoding="utf-8-sig", errors="replace") as fh:
+        header = fh.readline()
+    return max((",", ";", "\t", "|"), key=header.count)
+
+
+def _record_rows(path: Path, n_rows: int, sep: str = ",") -> pd.Index:
+    """Each record's row number such that row + 2 is the file line it starts on (``messages.lines``): a quoted cell
+    with line breaks, or a blank line, puts later records further down the file than their count says."""
+    with path.open("rb") as fh:
+        breaks, last = 0, b"\n"
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            breaks, last = breaks + chunk.count(b"\n"), chunk[-1:]
+    if breaks + (last != b"\n") == n_rows + 1:  # one line per record: the usual case, no second pass
+        return pd.RangeIndex(n_rows)
+    starts, end = [], 0
+    with path.open(encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh, delimiter=sep, skipinitialspace=True)
+        for record in reader:
+            if record:  # pandas skips blank lines
+                starts.append(end + 1)
+            end = reader.line_num
+    if len(starts) != n_rows + 1:  # the two parsers disagree: keep the record count
+        return pd.RangeIndex(n_rows)
+    return pd.Index(np.array(starts[1:]) - 2)
 
 
 _EXPORT_HINTS = {"hubspot": ("Deal owner", "Deal Stage"), "salesforce": ("Opportunity Owner", "Stage")}
@@ -185,14 +220,16 @@ _EXPORT_HINTS = {"hubspot": ("Deal owner", "Deal Stage"), "salesforce": ("Opport
 def _require_columns(df: pd.DataFrame, table: str, path: Path, mp: Mapping | None = None) -> None:
     missing = [c for c in REQUIRED[table] if c not in df.columns]
     if missing:
-        hint = ""
-        if mp is not None and not mp.columns.get(table):
+        hint, where = "", mp.source if mp is not None and mp.source else MAPPING_FILE
+        if mp is not None and table == "opportunities":
             known = [name for name, heads in _EXPORT_HINTS.items() if all(h in df.columns for h in heads)]
-            hint = f" This looks like a {known[0]} export: --mapping {known[0]} reads it as is." if known else (
-                " For a CRM export, `repfit mapping guess FILE` proposes a mapping.")
+            if known and mp.source != f"preset {known[0]}":
+                hint = f" This looks like a {known[0]} export: --mapping {known[0]} reads it as is."
+            elif not known and not mp.columns.get(table):
+                hint = " For a CRM export, `repfit mapping guess FILE` proposes a mapping."
         raise SchemaError(
             f"{path}: column {listed(missing)} is missing (found: {listed(list(df.columns), 12)}). "
-            f"Fix: add it, or map your column onto it in {MAPPING_FILE} [columns.{table}].{hint}"
+            f"Fix: add it, or map your column onto it in {where} [columns.{table}].{hint}"
         )
     if df.empty:
         raise SchemaError(f"{path}: the table has no rows. Fix: export the {table} with at least one row.")
@@ -215,31 +252,32 @@ def _ids(df: pd.DataFrame, column: str, path: Path, unique: bool = True) -> pd.S
     return s
 
 
-def _numbers(df: pd.DataFrame, column: str, path: Path) -> pd.Series:
-    raw = df[column]
+def _numbers(df: pd.DataFrame, column: str, path: Path, label: str | None = None) -> pd.Series:
+    """``label``: how messages name the column (default ``'column'``)."""
+    raw, label = df[column], label or f"'{column}'"
     num = pd.to_numeric(raw, errors="coerce")
     bad = raw.notna() & num.isna()
     if bad.any():
         raise SchemaError(
-            f"{path}: column '{column}' has non-numeric values {listed(pd.unique(raw[bad]))} "
+            f"{path}: column {label} has non-numeric values {listed(pd.unique(raw[bad]))} "
             f"(on {_lines(df.index[bad])}). Fix: use plain numbers (no units or thousands separators)."
         )
     num = num.astype(float)
     inf = num.notna() & ~np.isfinite(num)
     if inf.any():
         raise SchemaError(
-            f"{path}: column '{column}' has non-finite values {listed(pd.unique(raw[inf]))} "
+            f"{path}: column {label} has non-finite values {listed(pd.unique(raw[inf]))} "
             f"(on {_lines(df.index[inf])}). Fix: use finite numbers (leave the cell empty for the default)."
         )
     return num
 
 
-def _booleans(df: pd.DataFrame, column: str, path: Path) -> pd.Series:
+def _booleans(df: pd.DataFrame, column: str, path: Path, label: str | None = None) -> pd.Series:
     s = df[column].astype("string").str.strip().str.lower().fillna("")
     ok = s.isin(TRUE_LABELS + FALSE_LABELS)
     if not ok.all():
         raise SchemaError(
-            f"{path}: column '{column}' has values {listed(pd.unique(df[column][~ok]))} that are not "
+            f"{path}: column {label or repr(column)} has values {listed(pd.unique(df[column][~ok]))} that are not "
             f"true/false (on {_lines(df.index[~ok])}). Fix: use true/false, yes/no or 1/0."
         )
     return s.isin(TRUE_LABELS)
@@ -264,12 +302,12 @@ def _dates(df: pd.DataFrame, column: str, path: Path, fmt: str, closed: pd.Serie
     parsed = _parse_dates(raw, fmt)
     bad = closed & raw.notna() & parsed.isna()
     keep = problems.flag(bad, "bad_date", (
-        f"{path}: column '{column}' has unparseable or implausible dates {listed(pd.unique(raw[bad]))} "
+        f"{path}: column {problems.column(column)} has unparseable or implausible dates {listed(pd.unique(raw[bad]))} "
         f"(on {_lines(df.index[bad])}). Fix: use ISO dates (YYYY-MM-DD), or set [dates] format "
         f"in {MAPPING_FILE} (e.g. format = \"%m/%d/%Y\")."), lambda m: column + "=" + raw[m].astype("string").fillna(""))
     missing = closed & raw.isna() & keep
     keep &= problems.flag(missing, "bad_date", (
-        f"{path}: column '{column}' is empty on {_lines(df.index[missing])} of closed opportunities. "
+        f"{path}: column {problems.column(column)} is empty on {_lines(df.index[missing])} of closed opportunities. "
         "Fix: fill in the date, or mark the rows as open."), f"{column} empty")
     return parsed, keep
 
@@ -310,21 +348,56 @@ def derive_tiers(potential: pd.Series) -> pd.Series:
 
 
 # --- validation per table ---------------------------------------------------------------------
+def _capacity(df: pd.DataFrame, column: str, path: Path, label: str | None = None) -> pd.Series:
+    cap = _numbers(df, column, path, label)
+    bad = cap.notna() & ((cap <= 0) | (cap != np.floor(cap)) | (cap > MAX_CAPACITY))
+    if bad.any():
+        raise SchemaError(
+            f"{path}: column {label or repr(column)} must be a positive whole number; found "
+            f"{listed(pd.unique(df[column][bad]))} (on {_lines(df.index[bad])}). "
+            f"Fix: set each rep's capacity to the most accounts it can own (1 to {MAX_CAPACITY:,}), or leave it empty."
+        )
+    return cap
+
+
+def _potential(df: pd.DataFrame, column: str, path: Path, label: str | None = None) -> pd.Series:
+    pot = _numbers(df, column, path, label)
+    bad = pot < 0
+    if bad.any():
+        raise SchemaError(
+            f"{path}: column {label or repr(column)} must be >= 0; found {listed(pd.unique(df[column][bad]))} "
+            f"(on {_lines(df.index[bad])}). Fix: use the value of winning the account (0 or more)."
+        )
+    return pot
+
+
+def _check_carried(carried: dict[str, dict[str, pd.Series]], deals: pd.DataFrame, path: Path, mp: Mapping) -> None:
+    """The contract values derived reps and accounts take, checked on the deal rows they come from, so an error
+    names the file's line and header rather than a row of the derived table."""
+    checks = {"reps": (REP_ID, {CAPACITY: _capacity}), "accounts": (ACCOUNT_ID, {POTENTIAL: _potential, LOCKED: _booleans})}
+    for table, columns in carried.items():
+        key, check = checks[table]
+        headers = {target: src for src, target in mp.derive.get(table, {}).items()}
+        for column in check.keys() & columns.keys():
+            values = columns[column].loc[deals.index]
+            rows = supplying_rows(deals[key], values, deals[CREATED_AT])
+            frame = pd.DataFrame({column: values.loc[rows].astype("string").str.strip()})
+            check[column](frame, column, path, f"'{headers[column]}' ({column})")
+
+
 def _validate_reps(df: pd.DataFrame, path: Path, n_accounts: int) -> pd.DataFrame:
     rep_id = _ids(df, REP_ID, path)
-    if CAPACITY in df.columns:
-        cap = _numbers(df, CAPACITY, path)
-        bad = cap.notna() & ((cap <= 0) | (cap != np.floor(cap)) | (cap > MAX_CAPACITY))
-        if bad.any():
-            raise SchemaError(
-                f"{path}: column '{CAPACITY}' must be a positive whole number; found "
-                f"{listed(pd.unique(df[CAPACITY][bad]))} (on {_lines(df.index[bad])}). "
-                f"Fix: set each rep's capacity to the most accounts it can own (1 to {MAX_CAPACITY:,}), or leave it empty."
-            )
-    else:
-        cap = pd.Series(np.nan, index=df.index)
+    cap = _capacity(df, CAPACITY, path) if CAPACITY in df.columns else pd.Series(np.nan, index=df.index)
     default = math.ceil(1.1 * n_accounts / len(df))
     df = df.assign(**{REP_ID: rep_id, CAPACITY: cap.fillna(default).astype("int64")})
+    if QUOTA in df.columns:
+        quota = _numbers(df, QUOTA, path)
+        bad = quota.isna() | (quota < 0)
+        if bad.any():
+            raise SchemaError(f"{path}: column '{QUOTA}' must be a number >= 0 for every rep; found "
+                              f"{listed(pd.unique(df[QUOTA][bad].fillna('(empty)')))} (on {_lines(df.index[bad])}). "
+                              "Fix: give every rep its quota (balance targets are shares of it), or drop the column.")
+        df = df.assign(**{QUOTA: quota})
     return _infer_attributes(df, RESERVED["reps"], path)
 
 
@@ -344,14 +417,7 @@ def _validate_accounts(df: pd.DataFrame, path: Path, rep_ids: pd.Index, reps_pat
     else:
         cols[CURRENT_REP_ID] = pd.Series(pd.NA, index=df.index, dtype="string")
     if POTENTIAL in df.columns:
-        pot = _numbers(df, POTENTIAL, path)
-        bad = pot < 0
-        if bad.any():
-            raise SchemaError(
-                f"{path}: column '{POTENTIAL}' must be >= 0; found {listed(pd.unique(df[POTENTIAL][bad]))} "
-                f"(on {_lines(df.index[bad])}). Fix: use the value of winning the account (0 or more)."
-            )
-        cols[POTENTIAL] = pot.fillna(1.0)
+        cols[POTENTIAL] = _potential(df, POTENTIAL, path).fillna(1.0)
     else:
         cols[POTENTIAL] = pd.Series(1.0, index=df.index)
     locked = _booleans(df, LOCKED, path) if LOCKED in df.columns else pd.Series(False, index=df.index)
@@ -372,7 +438,25 @@ def _validate_accounts(df: pd.DataFrame, path: Path, rep_ids: pd.Index, reps_pat
         cols[TIER] = tier
     else:
         cols[TIER] = derive_tiers(cols[POTENTIAL])
+    cols.update(_workload_and_family(df, path))
     return _infer_attributes(df.assign(**cols), RESERVED["accounts"], path)
+
+
+def _workload_and_family(df: pd.DataFrame, path: Path) -> dict[str, pd.Series]:
+    """``workload`` (> 0, default 1: what an account uses of a rep's capacity in workload units) and
+    ``parent_account_id`` (text or NA: accounts sharing it form a family that goes to one rep)."""
+    out = {}
+    if WORKLOAD in df.columns:
+        work = _numbers(df, WORKLOAD, path)
+        bad = work <= 0
+        if bad.any():
+            raise SchemaError(f"{path}: column '{WORKLOAD}' must be > 0; found {listed(pd.unique(df[WORKLOAD][bad]))} "
+                              f"(on {_lines(df.index[bad])}). Fix: give the account's workload (e.g. hours a year), "
+                              "or leave it empty for 1.")
+        out[WORKLOAD] = work.fillna(1.0)
+    if PARENT_ACCOUNT_ID in df.columns:
+        out[PARENT_ACCOUNT_ID] = df[PARENT_ACCOUNT_ID].astype("string").str.strip().replace("", pd.NA)
+    return out
 
 
 def _normalise_outcome(raw: pd.Series, path: Path, df: pd.DataFrame, mapping: Mapping,
@@ -386,7 +470,7 @@ def _normalise_outcome(raw: pd.Series, path: Path, df: pd.DataFrame, mapping: Ma
     open_m = (label.isin(opened) | mapping.open_any()) & ~won_m & ~lost_m
     unknown = ~(won_m | lost_m | open_m)
     keep = problems.flag(unknown, "unknown_outcome", (
-        f"{path}: column '{OUTCOME}' has unknown labels {listed(pd.unique(raw[unknown]))} "
+        f"{path}: column {problems.column(OUTCOME)} has unknown labels {listed(pd.unique(raw[unknown]))} "
         f"(on {_lines(df.index[unknown])}). Won labels: {listed(sorted(won))}; lost: {listed(sorted(lost))}. "
         f"Fix: map them in {MAPPING_FILE} under [outcome] won = [...], lost = [...] or open = [...] "
         "(open = [\"*\"]: every other label is open)."), lambda m: OUTCOME + "=" + raw[m].astype("string").fillna(""))
@@ -400,7 +484,7 @@ def _opportunity_ids(df: pd.DataFrame, path: Path, problems: RowProblems) -> pd.
     """Rows to keep: an id must be there, and a repeated id keeps its first row only."""
     s = df[OPPORTUNITY_ID].astype("string").str.strip()
     blank = s.isna() | (s == "")
-    keep = problems.flag(blank, "missing_id", f"{path}: column '{OPPORTUNITY_ID}' is empty on "
+    keep = problems.flag(blank, "missing_id", f"{path}: column {problems.column(OPPORTUNITY_ID)} is empty on "
                          f"{_lines(df.index[blank])}. Fix: give every row a {OPPORTUNITY_ID}.")
     dup = s.duplicated(keep="first") & keep
     repeated = s.isin(s[dup]) & keep
@@ -410,7 +494,7 @@ def _opportunity_ids(df: pd.DataFrame, path: Path, problems: RowProblems) -> pd.
         return OPPORTUNITY_ID + "=" + s[m] + " first on line " + s[m].map(first).astype("string")
 
     return keep & problems.flag(dup, "duplicate_id", (
-        f"{path}: column '{OPPORTUNITY_ID}' has duplicate values {listed(pd.unique(s[repeated]))} "
+        f"{path}: column {problems.column(OPPORTUNITY_ID)} has duplicate values {listed(pd.unique(s[repeated]))} "
         f"(on {_lines(df.index[repeated])}). Fix: make each {OPPORTUNITY_ID} unique (one row per id)."), first_lines)
 
 
@@ -426,7 +510,7 @@ def _check_rows(df: pd.DataFrame, path: Path, mapping: Mapping, problems: RowPro
         cols[column] = df[column].astype("string").str.strip().replace("", pd.NA)
         empty = closed & cols[column].isna()
         keep = problems.flag(empty, code, (
-            f"{path}: column '{column}' is empty on {_lines(df.index[empty])} of closed opportunities. "
+            f"{path}: column {problems.column(column)} is empty on {_lines(df.index[empty])} of closed opportunities. "
             f"Fix: fill in the {column}, or drop those rows."), f"{column} empty")
         df, outcome, closed, cols = df[keep], outcome[keep], closed[keep], {k: v[keep] for k, v in cols.items()}
     created, keep = _dates(df, CREATED_AT, path, mapping.date_format, closed, problems)
@@ -438,7 +522,7 @@ def _check_rows(df: pd.DataFrame, path: Path, mapping: Mapping, problems: RowPro
         return closed_at[m].dt.strftime("%Y-%m-%d") + " < " + created[m].dt.strftime("%Y-%m-%d")
 
     keep &= problems.flag(reversed_, "close_before_create", (
-        f"{path}: '{CLOSED_AT}' is before '{CREATED_AT}' on {_lines(df.index[reversed_])} "
+        f"{path}: {problems.column(CLOSED_AT)} is before {problems.column(CREATED_AT)} on {_lines(df.index[reversed_])} "
         f"({listed(pairs(reversed_))}). Fix: correct the dates, or swap the two columns in the mapping if they are "
         "reversed."), lambda m: CLOSED_AT + " " + pairs(m))
     cols.update({OPPORTUNITY_ID: df[OPPORTUNITY_ID].astype("string").str.strip(), CREATED_AT: created,
@@ -455,15 +539,15 @@ def _check_references(df: pd.DataFrame, path: Path, rep_ids: pd.Index, account_i
         s = df[column]
         unknown = s.notna() & ~s.isin(known)
         df = df[problems.flag(unknown, code, (
-            f"{path}: column '{column}' names ids not in {names[table]}: {listed(pd.unique(s[unknown]))} "
+            f"{path}: column {problems.column(column)} names ids not in {names[table]}: {listed(pd.unique(s[unknown]))} "
             f"(on {_lines(df.index[unknown])}). Fix: add them to {names[table]}, or correct the ids."),
             lambda m: column + "=" + s[m].fillna(""))]
     return df
 
 
-def _finish_opportunities(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+def _finish_opportunities(df: pd.DataFrame, path: Path, label: str) -> pd.DataFrame:
     if AMOUNT in df.columns:
-        df = df.assign(**{AMOUNT: _numbers(df, AMOUNT, path)})
+        df = df.assign(**{AMOUNT: _numbers(df, AMOUNT, path, label)})
     return _infer_attributes(df, RESERVED["opportunities"], path)
 
 
@@ -494,10 +578,14 @@ def load_dataset(data: str | Path, mapping: str | Path | Mapping | None = None, 
     policy = RowPolicy.of(mp, on_bad_rows, max_rejected_share)
     opp_path = paths["opportunities"]
     raw_opps = _read_file(opp_path)
-    problems = RowProblems(opp_path, policy, raw_opps)
+    sources = {target: src for src, target in renames(mp.columns.get("opportunities", {}), raw_opps.columns).items()}
+    problems = RowProblems(opp_path, policy, raw_opps, sources=sources)
     derived = tuple(t for t in ("reps", "accounts") if paths[t] is None)
     deals, excluded, carried = _mapped_deals(raw_opps, opp_path, mp, derived)
     deals = _check_rows(deals, opp_path, mp, problems)
+    problems.check_share()
+    _require_closed(deals, opp_path, problems)  # before deriving: reps and accounts come from the closed deals
+    _check_carried(carried, deals, opp_path, mp)
     order = deals[CREATED_AT]
     tables = {t: (derive_table(deals, t, carried.get(t, {}), order) if t == "accounts" else None) if paths[t] is None
               else _mapped_table(paths[t], t, mp, excluded) for t in ("reps", "accounts")}
@@ -506,6 +594,17 @@ def load_dataset(data: str | Path, mapping: str | Path | Mapping | None = None, 
         owners = tables["accounts"][CURRENT_REP_ID] if CURRENT_REP_ID in tables["accounts"] else None
         tables["reps"] = derive_table(deals, "reps", carried.get("reps", {}), order, owners)
     return _validated(tables, deals, paths, mp, problems, excluded)
+
+
+def _require_closed(deals: pd.DataFrame, path: Path, problems: RowProblems) -> None:
+    if (deals[OUTCOME] != OUTCOME_OPEN).any():
+        return
+    per = ", ".join(f"{code} {k:,}" for code, k in problems.counts().items())
+    aside = f" ({len(problems.reasons):,} of {len(problems.raw):,} rows set aside: {per})" if problems.reasons else ""
+    raise SchemaError(
+        f"{path}: no closed (won or lost) opportunities{aside}, so there is nothing to learn from. "
+        f"Fix: include closed deals, or map their labels in {MAPPING_FILE} [outcome]."
+    )
 
 
 def _joined(deals: pd.DataFrame, tables: dict, paths: dict, mp: Mapping) -> tuple[pd.DataFrame, dict]:
@@ -570,19 +669,15 @@ def _validated(tables: dict, deals: pd.DataFrame, paths: dict, mp: Mapping, prob
     accounts = _validate_accounts(tables["accounts"], where["accounts"], pd.Index(reps[REP_ID]), where["reps"])
     deals = _check_references(deals, opp_path, pd.Index(reps[REP_ID]), pd.Index(accounts[ACCOUNT_ID]), names, problems)
     problems.check_share()
-    opps = _finish_opportunities(deals, opp_path)
-    if (opps[OUTCOME] != OUTCOME_OPEN).sum() == 0:
-        raise SchemaError(
-            f"{opp_path}: no closed (won or lost) opportunities, so there is nothing to learn from. "
-            f"Fix: include closed deals, or map their labels in {MAPPING_FILE} [outcome]."
-        )
+    _require_closed(deals, opp_path, problems)
+    opps = _finish_opportunities(deals, opp_path, problems.column(AMOUNT))
     reps, accounts, opps, dropped = guard_leakage(reps.reset_index(drop=True), accounts.reset_index(drop=True),
-                                                  opps.reset_index(drop=True), mp)
+                                                  opps.reset_index(drop=True), mp, RESERVED)
     notes = _source_notes(paths, mp, excluded, problems)
     return Dataset(
         reps=reps, accounts=accounts, opportunities=opps, paths={t: str(p) for t, p in where.items()},
         warnings=tuple(notes + [d.message for d in dropped] + _findings(reps, accounts, opps, names)
-                       + _zone_findings(problems.raw, mp, names)),
+                       + _zone_findings(problems.raw, problems.sources, names)),
         rejected=problems.frame() if problems.policy.on_bad == "quarantine" else None,
         rejected_counts=problems.counts(), dropped=tuple(dropped), policy=problems.policy,
     )
@@ -604,10 +699,9 @@ def _source_notes(paths: dict, mp: Mapping, excluded: list, problems: RowProblem
     return out
 
 
-def _zone_findings(raw: pd.DataFrame, mp: Mapping, names: dict) -> list[str]:
+def _zone_findings(raw: pd.DataFrame, sources: dict[str, str], names: dict) -> list[str]:
     """Say when dates carried time zones (they are read as UTC and kept without the zone)."""
     out = []
-    sources = {target: src for src, target in mp.columns.get("opportunities", {}).items() if src in raw.columns}
     for c in (CREATED_AT, CLOSED_AT):
         s = raw.get(sources.get(c, c))
         if s is None:

@@ -398,8 +398,10 @@ def move_chain(a: int, cur, new, gain, load, cap, out_of: dict[int, set]) -> tup
 class _MoveQueue:
     """The pending moves of ``group_moves``, each with the chain it needs, in a max-heap by the chain's gain."""
 
-    def __init__(self, cur: np.ndarray, new: np.ndarray, gain: np.ndarray, cap: np.ndarray):
+    def __init__(self, cur: np.ndarray, new: np.ndarray, gain: np.ndarray, cap: np.ndarray, bands=()):
         self.cur, self.new, self.gain = cur, new, gain
+        self.bands = [_BandState(b, cur) for b in bands]
+        self.blocked: set[int] = set()  # moves whose group would take a rep further outside a band than today
         self.load = np.bincount(cur[cur >= 0], minlength=len(cap)).astype(int)
         self.cap = np.maximum(cap, self.load)
         self.pending = {int(a) for a in np.flatnonzero(new != cur)}
@@ -440,6 +442,9 @@ class _MoveQueue:
                 self.version[a] += 1
                 heapq.heappush(self.heap, (-self.value(seq), a, self.version[a]))
                 continue
+            if not all(b.fits(seq, self.cur, self.new) for b in self.bands):
+                self.blocked.add(a)  # retried after the next group is applied
+                continue
             return seq
         return None
 
@@ -456,16 +461,57 @@ class _MoveQueue:
                 net[int(self.cur[b])] = net.get(int(self.cur[b]), 0) - 1
             self.load[self.new[b]] += 1
             net[int(self.new[b])] = net.get(int(self.new[b]), 0) + 1
+        for band in self.bands:
+            band.apply(seq, self.cur, self.new)
         for rep in sorted(r for r, d in net.items() if d < 0):
             for b in sorted(self.watchers.get(rep, ())):
                 self.refresh(b)
+        retry, self.blocked = sorted(self.blocked & self.pending), set()
+        for b in retry:
+            self.refresh(b)
 
 
-def group_moves(cur: np.ndarray, new: np.ndarray, gain: np.ndarray, cap: np.ndarray) -> list[list[int]]:
+class _BandState:
+    """One balance band while groups are applied: each rep's running total, and the interval it must stay in so
+    that no prefix takes a rep further outside the band than today ([min(lower, today), max(upper, today)])."""
+
+    def __init__(self, band, cur: np.ndarray):
+        self.band = band
+        has = cur >= 0
+        today = np.bincount(cur[has], weights=self._w(np.flatnonzero(has), cur[has]), minlength=len(band.lower))
+        self.total = today.astype(float)
+        slack = 1e-9 * np.maximum(1.0, np.abs(today))
+        self.lo = np.minimum(band.lower, today) - slack
+        self.hi = np.maximum(band.upper, today) + slack
+
+    def _w(self, a, r) -> np.ndarray:
+        w = self.band.weights
+        return w[a] if w.ndim == 1 else w[a, r]
+
+    def _delta(self, seq, cur, new) -> dict[int, float]:
+        d: dict[int, float] = {}
+        for a in seq:
+            if cur[a] >= 0:
+                d[int(cur[a])] = d.get(int(cur[a]), 0.0) - float(self._w(a, cur[a]))
+            d[int(new[a])] = d.get(int(new[a]), 0.0) + float(self._w(a, new[a]))
+        return d
+
+    def fits(self, seq, cur, new) -> bool:
+        return all(self.lo[r] <= self.total[r] + v <= self.hi[r] for r, v in self._delta(seq, cur, new).items())
+
+    def apply(self, seq, cur, new) -> None:
+        for r, v in self._delta(seq, cur, new).items():
+            self.total[r] += v
+
+
+def group_moves(cur: np.ndarray, new: np.ndarray, gain: np.ndarray, cap: np.ndarray, bands=()) -> list[list[int]]:
     """Order the moves from ``cur`` to ``new`` (``new`` within capacity) into groups that ops can accept
     top-down: applying any prefix of the groups to the current assignment keeps every rep within capacity (a
     rep already over capacity today counts as full at its current load). A group is a single move into a rep
-    with room, or a chain / exchange of moves that only make sense together.
+    with room, or a chain / exchange of moves that only make sense together. Under balance ``bands`` (``new``
+    within them), a group is also taken only if it leaves no rep further outside a band than today; moves that
+    cannot be separated that way come last, as one group (accepting it completes the plan, which is within
+    every band).
 
     Greedy: each step takes the group with the largest total gain among those that fit after the groups before
     it. A group is recomputed when it reaches the top of the queue (and re-queued if it is now worth less), and
@@ -473,11 +519,11 @@ def group_moves(cur: np.ndarray, new: np.ndarray, gain: np.ndarray, cap: np.ndar
     change deeper along a chain is only seen when the chain reaches the top, so the order is greedy up to such
     changes; gains can also rise as earlier groups make room, so the list is not strictly decreasing.
     """
-    queue = _MoveQueue(cur, new, gain, cap)
+    queue = _MoveQueue(cur, new, gain, cap, bands)
     groups = []
     while queue.pending:
         seq = queue.pop()
-        if seq is None:  # cannot happen when ``new`` is within capacity; keep every move rather than drop any
+        if seq is None:  # the rest only fit together (bands), or cannot be chained: one last group
             groups.append(sorted(queue.pending))
             break
         queue.apply(seq)
@@ -494,7 +540,7 @@ def for_all(ctx: Context, cfg: AssignConfig, plan=None) -> tuple[pd.DataFrame, P
     ev = ctx.ev()
     A = len(x)
     gain = ev[np.arange(A), x] - np.where(cur >= 0, ev[np.arange(A), np.maximum(cur, 0)], 0.0)
-    groups = group_moves(cur, x, gain, ctx.ds.reps[S.CAPACITY].to_numpy())
+    groups = group_moves(cur, x, gain, plan.problem.capacity, plan.problem.bands)
     rows = []
     if groups:
         flat = np.array([a for g in groups for a in g])

@@ -65,7 +65,7 @@ def collapse(p: Problem, family: np.ndarray) -> tuple[Problem, Callable[[np.ndar
     S = csr_matrix((np.ones(A), (unit, np.arange(A))), shape=(U, A))
     current, locked, kept = _owners(p, unit, U, family)
     allowed = None if p.allowed is None else np.asarray(S @ (~p.allowed).astype(np.float64)) == 0
-    bands = tuple(Band(b.metric, np.asarray(S @ b.weights), b.lower, b.upper, b.tolerance)
+    bands = tuple(Band(b.metric, np.asarray(S @ b.weights), b.lower, b.upper, b.tolerance, b.target)
                   for b in (*p.tier_bands(), *p.bands))
     bands += (Band("accounts", sizes.astype(float), np.full(R, -np.inf), p.capacity.astype(float)),)
     q = Problem(values=np.asarray(S @ p.objective_values()), capacity=p.capacity, current=current, locked=locked,

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import math
+import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 from repfit import schema as S
-from repfit.assign.problem import Problem, check_feasible
+from repfit.assign.bands import build_bands, metric_weights, parse_balance
+from repfit.assign.families import collapse
+from repfit.assign.problem import Band, Problem, check_feasible
 from repfit.assign.solvers import Solution, solve
 from repfit.config import OBJECTIVES, AssignConfig
-from repfit.errors import ConfigError
+from repfit.errors import ConfigError, InfeasibleAssignment, SolverError
 
 
 
@@ -27,6 +30,23 @@ class Spread:
 
 
 @dataclass(frozen=True)
+class BandSummary:
+    """How the plan sits in one balance band: reps outside it (0 for a solved plan), and each rep's total as a
+    share of its target, today and in the plan; ``price``: the uplift the plan gives up for this band (the best
+    uplift without it minus the plan's; NaN when not measured)."""
+
+    metric: str
+    tolerance: float | None
+    reps_outside_after: int
+    reps_outside_before: int
+    ratio_min_after: float
+    ratio_max_after: float
+    ratio_min_before: float
+    ratio_max_before: float
+    price: float = float("nan")
+
+
+@dataclass(frozen=True)
 class PlanConstraints:
     """The constraints a plan was solved under."""
 
@@ -35,6 +55,9 @@ class PlanConstraints:
     continuity: float
     max_moves: int | None
     locked: int  # accounts locked to their current rep
+    balance: tuple[str, ...] = ()  # the bands in force ("accounts=20%"...)
+    capacity_unit: str = "accounts"
+    families: int = 0  # account families kept together (0: none, or split)
 
 
 @dataclass(frozen=True)
@@ -63,12 +86,16 @@ class PlanSummary:
     constraints: PlanConstraints
     spread_after: dict[str, Spread]
     spread_before: dict[str, Spread]
+    bands: tuple[BandSummary, ...] = ()
+    gap: float | None = None  # relative optimality gap of the solution (0: optimal), when the solver states one
 
     def to_dict(self) -> dict:
         """Plain JSON-ready values (lists for tuples), with the keys and order of the summary file."""
         d = asdict(self)
         d["solver_notes"] = list(self.solver_notes)
         d["constraints"]["require_match"] = list(self.constraints.require_match)
+        d["constraints"]["balance"] = list(self.constraints.balance)
+        d["bands"] = [asdict(b) for b in self.bands]
         return d
 
 
@@ -131,13 +158,32 @@ def build_problem(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> tuple[
     tiers = tier_names = None
     if cfg.balance_tiers:
         tier_names, tiers = np.unique(accs[S.TIER].astype(str).to_numpy(), return_inverse=True)
+    capacity, bands = _capacity(ds, cfg)
     prob = Problem(
-        values=values, capacity=reps[S.CAPACITY].to_numpy(np.int64), current=current,
+        values=values, capacity=capacity, current=current,
         locked=accs[S.LOCKED].to_numpy(bool), allowed=allowed, tiers=tiers, continuity=cfg.continuity,
         max_moves=cfg.max_moves, rep_names=reps[S.REP_ID].to_numpy(str), account_names=accs[S.ACCOUNT_ID].to_numpy(str),
-        tier_names=tier_names,
+        tier_names=tier_names, bands=bands + _balance_bands(ds, p_win, cfg, [s for s in parse_balance(cfg.balance)
+                                                                            if s.metric != "expected_value"]),
     )
     return prob, match
+
+
+def _capacity(ds: S.Dataset, cfg: AssignConfig) -> tuple[np.ndarray, tuple[Band, ...]]:
+    """Each rep's capacity: a count of accounts, or (``capacity_unit = "workload"``) a workload limit, which is a
+    band on the accounts' workload with no lower bound (a generalised assignment problem)."""
+    cap = ds.reps[S.CAPACITY].to_numpy(np.int64)
+    if cfg.capacity_unit == "accounts":
+        return cap, ()
+    if cfg.capacity_unit != "workload":
+        raise ConfigError(f"capacity unit {cfg.capacity_unit!r} is not accounts or workload.", option="capacity_unit")
+    work = metric_weights(ds, "workload", np.empty((0, 0)))
+    A = len(ds.accounts)
+    return np.full(len(cap), A, np.int64), (Band("workload capacity", work, np.zeros(len(cap)), cap.astype(float)),)
+
+
+def _balance_bands(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig, specs, expected_total=None) -> tuple[Band, ...]:
+    return build_bands(ds, p_win, tuple(specs), expected_total)
 
 
 def _spread(x: np.ndarray) -> Spread:
@@ -173,15 +219,99 @@ def plan_assignment(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> Plan
         Before solving, when the constraints cannot all hold (the shortfall and the fix).
     """
     prob, match = build_problem(ds, p_win, cfg)
-    check_feasible(prob, match)
     t0 = time.perf_counter()
-    sol = solve(prob, cfg.solver)
+    ev = [s for s in parse_balance(cfg.balance) if s.metric == "expected_value"]
+    if ev:  # its target: each rep's share of the plan's total expected value without that band
+        check_feasible(prob, match)
+        first = solve(prob, cfg.solver).assignment
+        total = float((p_win * ds.accounts[S.POTENTIAL].to_numpy(float)[:, None])[np.arange(len(first)), first].sum())
+        prob = replace(prob, bands=prob.bands + _balance_bands(ds, p_win, cfg, ev, total))
+    check_feasible(prob, match)
+    solving, expand = _families(ds, prob, cfg)
+    unit_sol = solve(solving, cfg.solver)
+    x = expand(unit_sol.assignment)
+    sol = replace(unit_sol, assignment=x, int_objective=prob.int_objective(x))
     seconds = time.perf_counter() - t0
     tiers = sorted(ds.accounts[S.TIER].astype(str).unique())
     assignment = _assignment_table(ds, p_win, sol.assignment, prob.current)
     per_rep = _per_rep_table(ds, sol.assignment, prob.current, assignment, tiers)
+    for band in prob.bands:
+        per_rep = per_rep.assign(**band_columns(band, sol.assignment, prob.current))
     summary = _summary(cfg, prob, sol, seconds, assignment, per_rep, tiers)
-    return Plan(assignment, per_rep, summary, sol, prob)
+    families = 0 if solving is prob else int(len(set(family_codes(ds).tolist()) - {-1}))
+    summary = replace(summary, constraints=replace(summary.constraints, families=families))
+    bands = tuple(band_summary(b, sol.assignment, prob.current, price)
+                  for b, price in zip(prob.bands, _prices(solving, unit_sol, cfg.solver)))
+    return Plan(assignment, per_rep, replace(summary, bands=bands, gap=sol.gap), sol, prob)
+
+
+def family_codes(ds: S.Dataset) -> np.ndarray:
+    """(A,) family code of each account, -1 for none: accounts sharing a ``parent_account_id``, with the parent
+    account itself when it is in the table."""
+    accs = ds.accounts
+    if S.PARENT_ACCOUNT_ID not in accs.columns:
+        return np.full(len(accs), -1, np.int64)
+    parent = accs[S.PARENT_ACCOUNT_ID].astype("string")
+    ids = accs[S.ACCOUNT_ID].astype("string")
+    key = parent.where(parent.notna(), ids.where(ids.isin(set(parent.dropna())), pd.NA))
+    return pd.factorize(key, use_na_sentinel=True)[0].astype(np.int64)
+
+
+def _families(ds: S.Dataset, prob: Problem, cfg: AssignConfig):
+    """The problem to solve (one unit per account family unless ``split_families``) and the map back to accounts."""
+    family = family_codes(ds)
+    if cfg.split_families or (family < 0).all():
+        return prob, lambda x: x
+    solving, expand = collapse(prob, family)
+    check_feasible(solving)
+    return solving, expand
+
+
+def _prices(prob: Problem, sol: Solution, solver: str) -> list[float]:
+    """The price of each band: the best value without it (the other constraints kept) minus the plan's value, in
+    objective units (expected value or wins); NaN where that solve fails. Hard limits (workload capacity) are
+    constraints, not choices: not priced."""
+    value = float(prob.values[np.arange(len(sol.assignment)), sol.assignment].sum())
+    out = []
+    for i, band in enumerate(prob.bands):
+        if band.tolerance is None:
+            out.append(float("nan"))
+            continue
+        without = replace(prob, bands=prob.bands[:i] + prob.bands[i + 1:])
+        try:
+            x = solve(without, solver).assignment
+            out.append(float(prob.values[np.arange(len(x)), x].sum()) - value)
+        except (InfeasibleAssignment, SolverError):
+            out.append(float("nan"))
+    return out
+
+
+def band_key(band: Band) -> str:
+    """The per-rep table's column stem for a band: ``potential``, ``workload_capacity``, ``tier_A``..."""
+    return re.sub(r"[^0-9A-Za-z]+", "_", band.metric).strip("_")
+
+
+def band_columns(band: Band, x: np.ndarray, cur: np.ndarray) -> dict[str, np.ndarray]:
+    """Each rep's total of the band's metric before and after, and its bounds and target."""
+    k, has = band_key(band), cur >= 0
+    before = Band(band.metric, band.weights[has], band.lower, band.upper).totals(cur[has]) if band.weights.ndim == 1 \
+        else np.bincount(cur[has], weights=band.weights[np.flatnonzero(has), cur[has]], minlength=len(band.lower))
+    out = {f"{k}_before": before, f"{k}_after": band.totals(x), f"{k}_lower": band.lower, f"{k}_upper": band.upper}
+    if band.target is not None:
+        out[f"{k}_target"] = band.target
+    return out
+
+
+def band_summary(band: Band, x: np.ndarray, cur: np.ndarray, price: float) -> BandSummary:
+    cols = band_columns(band, x, cur)
+    k = band_key(band)
+    ref = band.target if band.target is not None else band.upper
+    ratio = {w: cols[f"{k}_{w}"] / np.where(ref > 0, ref, np.nan) for w in ("before", "after")}
+    outside = {w: int(((cols[f"{k}_{w}"] < band.lower - 1e-9 * np.abs(band.lower) - 1e-9)
+                       | (cols[f"{k}_{w}"] > band.upper + 1e-9 * np.abs(band.upper) + 1e-9)).sum()) for w in ratio}
+    return BandSummary(band.metric, band.tolerance, outside["after"], outside["before"],
+                       float(np.nanmin(ratio["after"])), float(np.nanmax(ratio["after"])),
+                       float(np.nanmin(ratio["before"])), float(np.nanmax(ratio["before"])), price)
 
 
 def _assignment_table(ds: S.Dataset, p_win: np.ndarray, x: np.ndarray, cur: np.ndarray) -> pd.DataFrame:
@@ -258,7 +388,9 @@ def _summary(cfg: AssignConfig, prob: Problem, sol: Solution, seconds: float, as
         expected_wins_current=float(np.nansum(p_cur)), expected_wins_proposed=float(p_new.sum()),
         moves=prob.moves(sol.assignment),
         constraints=PlanConstraints(require_match=tuple(cfg.require_match), balance_tiers=cfg.balance_tiers,
-                                    continuity=cfg.continuity, max_moves=cfg.max_moves, locked=int(prob.locked.sum())),
+                                    continuity=cfg.continuity, max_moves=cfg.max_moves, locked=int(prob.locked.sum()),
+                                    balance=tuple(str(b) for b in parse_balance(cfg.balance)),
+                                    capacity_unit=cfg.capacity_unit),
         spread_after=_spreads(per_rep, tiers, "after"), spread_before=_spreads(per_rep, tiers, "before"),
     )
 
@@ -266,7 +398,8 @@ def _summary(cfg: AssignConfig, prob: Problem, sol: Solution, seconds: float, as
 def format_plan(s: PlanSummary) -> str:
     """The summary as the lines ``repfit assign`` prints."""
     lines = [
-        f"solver: {s.solver} ({'certified optimal' if s.certified_optimal else 'NOT certified'}; {s.solve_seconds:.2f} s)",
+        f"solver: {s.solver} ({'certified optimal' if s.certified_optimal else 'NOT certified'}"
+        f"{'' if s.gap is None or s.certified_optimal else f', gap {s.gap:.2%} to a proven bound'}; {s.solve_seconds:.2f} s)",
     ] + [f"  {n}" for n in s.solver_notes] + [
         f"objective: {s.objective}",
         f"expected value   current {s.expected_value_current:>16,.2f}   proposed {s.expected_value_proposed:>16,.2f}   "
@@ -279,4 +412,16 @@ def format_plan(s: PlanSummary) -> str:
         b = s.spread_before[key]
         lines.append(f"  {key:<16} {b.min:>12,.1f} {b.max:>12,.1f} {b.cv:>6.3f}    "
                      f"{a.min:>12,.1f} {a.max:>12,.1f} {a.cv:>6.3f}")
+    if s.bands:
+        lines.append("balance bands      each rep's total / its target: today min-max (reps outside)   plan min-max "
+                     "(outside)   price of the band")
+    for b in s.bands:
+        band = f"{b.metric} +-{b.tolerance:.0%}" if b.tolerance is not None else f"{b.metric} (limit)"
+        price = "" if not math.isfinite(b.price) else f"{b.price:+,.2f} ({_pct(b.price, s)})"
+        lines.append(f"  {band:<22} {b.ratio_min_before:>6.2f}-{b.ratio_max_before:<6.2f} ({b.reps_outside_before:>3})   "
+                     f"{b.ratio_min_after:>6.2f}-{b.ratio_max_after:<6.2f} ({b.reps_outside_after:>3})   {price}")
     return "\n".join(lines)
+
+
+def _pct(price: float, s: PlanSummary) -> str:
+    return f"{price / s.uplift:.1%} of the uplift" if s.uplift > 0 else "uplift not positive"

@@ -46,6 +46,7 @@ class Band:
     weights : (A,) float >= 0, the metric of each account; or (A, R) when it depends on the rep (expected value).
     lower, upper : (R,) float bounds on each rep's total (-inf / inf: no bound on that side).
     tolerance : the +-share that set the bounds (0.1 for 10%), or None for a hard limit (workload capacity).
+    target : (R,) each rep's target total the bounds surround (None for a hard limit).
     """
 
     metric: str
@@ -53,10 +54,12 @@ class Band:
     lower: np.ndarray
     upper: np.ndarray
     tolerance: float | None = None
+    target: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        for name in ("weights", "lower", "upper"):
-            object.__setattr__(self, name, _read_only(np.asarray(getattr(self, name), dtype=float)))
+        for name in ("weights", "lower", "upper", "target"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _read_only(np.asarray(getattr(self, name), dtype=float)))
 
     def totals(self, assignment: np.ndarray) -> np.ndarray:
         """(R,) each rep's total of the metric under ``assignment`` ((A,) rep index per account)."""
@@ -79,11 +82,13 @@ class Band:
         """Every weight is 1: a bound on each rep's number of accounts, which the flow solvers model exactly."""
         return self.weights.ndim == 1 and bool(np.all(self.weights == 1))
 
-    def target(self) -> np.ndarray | None:
-        """(R,) the total each rep aims at, from which ``tolerance`` set the bounds: their midpoint, or the one
-        finite bound over (1 -/+ tolerance); None for a hard limit (no tolerance)."""
+    def aim(self) -> np.ndarray | None:
+        """(R,) the total each rep aims at, from which ``tolerance`` set the bounds: ``target`` when given, else
+        their midpoint, or the one finite bound over (1 -/+ tolerance); None for a hard limit (no tolerance)."""
         if self.tolerance is None:
             return None
+        if self.target is not None:
+            return self.target
         t, lo, hi = self.tolerance, self.lower, self.upper
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(np.isfinite(lo) & np.isfinite(hi), (lo + hi) / 2,
@@ -400,7 +405,7 @@ def _whole(b: Band, lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, n
 
 def _band_at(b: Band, t: float) -> tuple[np.ndarray, np.ndarray]:
     """``b``'s (lower, upper) had it been set at tolerance ``t`` around its target (its one-sided bounds stay)."""
-    target = b.target()
+    target = b.aim()
     lower = np.where(np.isfinite(b.lower), max(1 - t, 0.0) * target, -np.inf)
     return _whole(b, lower, np.where(np.isfinite(b.upper), (1 + t) * target, np.inf))
 
@@ -498,7 +503,7 @@ def _check_band_locked(p: Problem, b: Band) -> None:
     if not len(over):
         return
     r, others = _named(p, over, held - upper)
-    target = b.target()
+    target = b.aim()
     fix = (f"Fix: raise its limit to {_num(held[r])}" if target is None
            else _fitting(b, lambda lo, hi: bool((held[over] <= hi[over] + eps[over]).all())))
     raise InfeasibleAssignment(
@@ -545,7 +550,7 @@ def _check_band_reach(p: Problem, b: Band, mask: np.ndarray, most_accounts: np.n
     if not len(short):
         return
     r, others = _named(p, short, lower - reach)
-    target = b.target()
+    target = b.aim()
     cap = f", at most {can[r]} by its capacity" if can[r] < eligible[r] else ""
     fix = (f"Fix: lower its bound to {_num(reach[r])}." if target is None
            else _fitting(b, lambda lo, hi: bool((reach[short] >= lo[short] - eps[short]).all())) + ".")

@@ -1,0 +1,647 @@
+"""Balanced books at scale (issue 13, point 5): an assignment within every band, with a proven gap.
+
+Bound. Give each rep a price on its account count (capacity and count bands, ``lo <= count <= hi``) and a
+multiplier on each weighted band (``L <= total <= U``). For any such prices,
+
+    D = sum_a max_r (V[a, r] + sum_b mu_b[r] w_b[a, r] - price[r])
+        + sum_r (hi_r price+_r - lo_r price-_r + U_br mu-_br - L_br mu+_br)
+
+is at least the value of every assignment meeting the constraints (weak LP duality: it is the Lagrangian dual of
+the weighted bands, whose subproblem - assignment, capacity, count bands - is a flow with an integral LP). The
+max runs over *every* allowed pair, in blocks, so the bound holds however the prices were found.
+
+Prices. Minimise a smoothed D (log-sum-exp at temperature ``tau`` instead of the max) with L-BFGS-B on each
+account's top ``k`` reps by reduced value; lower ``tau`` in stages and re-choose the candidates after each stage.
+
+Assignment. Each account goes to its best rep by reduced value (the LP optimum up to ties); then *repair*:
+moves and swaps that take the most band violation away per unit of value lost, until every rep is within every
+band; then *polish*: moves and swaps that gain value and keep every band. The value lost against D is the gap.
+
+Memory: the (A, R) values are read in blocks; beside ``Problem.int_values`` the solver holds O(A k) arrays.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import minimize
+
+from repfit.assign.problem import Problem
+from repfit.assign.solvers import Solution
+from repfit.errors import InfeasibleAssignment, SolverError
+from repfit.messages import listed
+
+BLOCK = 4096  # accounts per block of the (A, R) passes: 4096 x 1,000 reps = 33 MB of float64
+EPS = 1e-9  # band violation (in units of a typical account's weight) treated as none
+SWAPS_PER_STEP = 400_000  # most swap candidates evaluated for one rep in one step
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The per-rep constraints of a problem: account counts within ``[lo, hi]`` (capacity and count bands,
+    priced exactly) and the weighted bands (relaxed), each divided by its ``unit`` (its mean weight)."""
+
+    lo: np.ndarray  # (R,) float
+    hi: np.ndarray  # (R,) float
+    weights: tuple[np.ndarray, ...]  # each (A,) or (A, R), in units
+    lower: np.ndarray  # (B, R), -inf where unbounded
+    upper: np.ndarray  # (B, R), inf where unbounded
+    units: np.ndarray  # (B,)
+    names: tuple[str, ...]  # the weighted bands' metrics
+    count_names: tuple[str, ...]  # the count bands' metrics
+
+
+def _is_count(band) -> bool:
+    w = band.weights
+    return w.ndim == 1 and len(w) > 0 and w[0] > 0 and bool(np.all(w == w[0]))
+
+
+def _rows(p: Problem) -> _Rows:
+    """Split ``p``'s bands into count bounds (bands whose weights are one positive constant) and weighted bands."""
+    A, R = p.shape
+    lo, hi = np.zeros(R), p.capacity.astype(float)
+    weights, lower, upper, units, names, count_names = [], [], [], [], [], []
+    for band in p.bands:
+        if _is_count(band):
+            count_names.append(band.metric)
+            c = float(band.weights[0])
+            lo = np.maximum(lo, np.ceil(band.lower / c - 1e-9))
+            hi = np.minimum(hi, np.floor(band.upper / c + 1e-9))
+            continue
+        unit = float(np.abs(band.weights).mean()) or 1.0
+        weights.append(band.weights / unit)
+        lower.append(band.lower / unit)
+        upper.append(band.upper / unit)
+        units.append(unit)
+        names.append(band.metric)
+    B = len(weights)
+    return _Rows(lo, hi, tuple(weights), np.array(lower).reshape(B, R), np.array(upper).reshape(B, R),
+                 np.array(units), tuple(names), tuple(count_names))
+
+
+@dataclass
+class _Model:
+    """A problem as the solver sees it: integer values (plus the keep bonus) in units of ``vunit``."""
+
+    p: Problem
+    rows: _Rows
+    keep_bonus: int
+    vunit: float
+    movable: np.ndarray  # (A,) bool: not locked
+
+    @property
+    def n_bands(self) -> int:
+        return len(self.rows.weights)
+
+
+def _model(p: Problem, keep_bonus: int) -> _Model:
+    A, R = p.shape
+    V = p.int_values
+    sample = np.arange(0, A, max(1, A // 2000))
+    vunit = float(np.abs(V[sample]).max(axis=1).mean()) if A and R else 1.0
+    return _Model(p, _rows(p), int(keep_bonus), vunit or 1.0, ~np.asarray(p.locked, bool))
+
+
+# --- lookups and blocks ----------------------------------------------------------------------------
+def _value(m: _Model, acc: np.ndarray, rep: np.ndarray) -> np.ndarray:
+    """Integer value (with the keep bonus) of the pairs (acc, rep), as float."""
+    v = m.p.int_values[acc, rep].astype(float)
+    if m.keep_bonus:
+        v += m.keep_bonus * (m.p.current[acc] == rep)
+    return v
+
+
+def _weight(m: _Model, b: int, acc: np.ndarray, rep: np.ndarray) -> np.ndarray:
+    w = m.rows.weights[b]
+    return w[acc] if w.ndim == 1 else w[acc, rep]
+
+
+def _allowed(m: _Model, acc: np.ndarray, rep: np.ndarray) -> np.ndarray:
+    ok = m.movable[acc]
+    return ok if m.p.allowed is None else ok & m.p.allowed[acc, rep]
+
+
+def _mask_block(p: Problem, lo: int, hi: int) -> np.ndarray:
+    """(hi - lo, R) bool: the allowed pairs of accounts lo..hi (``Problem.mask`` for one block)."""
+    R = p.shape[1]
+    mask = np.ones((hi - lo, R), bool) if p.allowed is None else p.allowed[lo:hi].copy()
+    lk = np.flatnonzero(p.locked[lo:hi])
+    if len(lk):
+        cur = p.current[lo + lk]
+        keep = mask[lk, cur]
+        mask[lk] = False
+        mask[lk, cur] = keep
+    return mask
+
+
+def _value_block(m: _Model, lo: int, hi: int) -> np.ndarray:
+    """(hi - lo, R) float: values of accounts lo..hi in units of ``vunit`` (keep bonus included)."""
+    V = m.p.int_values[lo:hi] * (1.0 / m.vunit)
+    if m.keep_bonus:
+        a = np.flatnonzero(m.p.current[lo:hi] >= 0)
+        V[a, m.p.current[lo + a]] += m.keep_bonus / m.vunit
+    return V
+
+
+# --- the dual ---------------------------------------------------------------------------------------
+def _split(m: _Model, z: np.ndarray):
+    """Dual vector -> (price (R,), mu (B, R)) and its four nonnegative parts."""
+    R, B = m.p.shape[1], m.n_bands
+    pp, pq = z[:R], z[R:2 * R]
+    ma, mb = z[2 * R:2 * R + B * R].reshape(B, R), z[2 * R + B * R:].reshape(B, R)
+    return pp - pq, ma - mb, (pp, pq, ma, mb)
+
+
+def _constant(m: _Model, z: np.ndarray) -> float:
+    """The rep terms of D: hi price+ - lo price- + U mu- - L mu+ (unbounded sides have zero multipliers)."""
+    _, _, (pp, pq, ma, mb) = _split(m, z)
+    r = m.rows
+    U = np.where(np.isfinite(r.upper), r.upper, 0.0)
+    L = np.where(np.isfinite(r.lower), r.lower, 0.0)
+    return float(r.hi @ pp - r.lo @ pq + (U * mb).sum() - (L * ma).sum())
+
+
+def _bounds(m: _Model, box: float) -> list[tuple[float, float]]:
+    """L-BFGS-B bounds: every part in [0, box]; a side with no constraint keeps its multiplier at 0. The box
+    keeps the smoothed dual bounded when the candidates cannot meet a rep's lower bound (as a penalty of ``box``
+    per unit of violation would); D stays a valid bound anywhere."""
+    r = m.rows
+    free = lambda on: [(0.0, box) if x else (0.0, 0.0) for x in on]  # noqa: E731
+    return free(np.ones(len(r.hi), bool)) + free(r.lo > 0) + free(np.isfinite(r.lower).ravel()) + \
+        free(np.isfinite(r.upper).ravel())
+
+
+def _reduced_block(m: _Model, z: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """(hi - lo, R): reduced values V + sum_b mu_b w_b - price of accounts lo..hi; -inf on forbidden pairs."""
+    price, mu, _ = _split(m, z)
+    red = _value_block(m, lo, hi)
+    red -= price
+    for b, w in enumerate(m.rows.weights):
+        red += (w[lo:hi, None] if w.ndim == 1 else w[lo:hi]) * mu[b]
+    red[~_mask_block(m.p, lo, hi)] = -np.inf
+    return red
+
+
+@dataclass
+class _Pass:
+    """One pass over every allowed pair at dual ``z``: the bound there, and the candidate pairs (each account's top
+    ``k`` reps and each rep's top ``c`` accounts by reduced value) as a list sorted by account."""
+
+    acc: np.ndarray  # (n,) int64, sorted
+    rep: np.ndarray  # (n,) int64
+    start: np.ndarray  # (A + 1,): account a's pairs are acc[start[a]:start[a + 1]]
+    best: np.ndarray  # (A,) int: each account's best rep
+    dual: float  # D at z over all pairs, in units of vunit
+    floor: float  # sum over accounts of its worst allowed value (units): every assignment is worth at least this
+    vmax: float  # largest |value| of an allowed pair (units)
+
+
+def _pairs(A: int, R: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted unique pair keys (acc R + rep) -> acc, rep, CSR start."""
+    keys = np.unique(keys)
+    acc, rep = keys // R, keys % R
+    return acc, rep, np.searchsorted(acc, np.arange(A + 1))
+
+
+def _top_rows(red: np.ndarray, k: int) -> np.ndarray:
+    """(n, k) column indices of each row's k largest entries."""
+    n, R = red.shape
+    return np.argpartition(-red, k - 1, axis=1)[:, :k] if k < R else np.broadcast_to(np.arange(R), (n, R))
+
+
+def _merge_columns(top: tuple[np.ndarray, np.ndarray], red: np.ndarray, lo: int, c: int):
+    """Each rep's c best accounts so far: (values (c', R), accounts (c', R)) merged with block ``red``."""
+    vals = np.concatenate([top[0], red])
+    accs = np.concatenate([top[1], np.broadcast_to(np.arange(lo, lo + len(red))[:, None], red.shape)])
+    if len(vals) > c:
+        idx = np.argpartition(-vals, c - 1, axis=0)[:c]
+        vals, accs = np.take_along_axis(vals, idx, axis=0), np.take_along_axis(accs, idx, axis=0)
+    return vals, accs
+
+
+def _full_pass(m: _Model, z: np.ndarray, k: int, c: int) -> _Pass:
+    A, R = m.p.shape
+    k, keys = min(k, R), []
+    cols = (np.empty((0, R)), np.empty((0, R), np.int64))
+    best = np.empty(A, np.int64)
+    total, floor, vmax = 0.0, 0.0, 0.0
+    for lo in range(0, A, BLOCK):
+        hi = min(A, lo + BLOCK)
+        red = _reduced_block(m, z, lo, hi)
+        idx = _top_rows(red, k)
+        ok = np.isfinite(np.take_along_axis(red, idx, axis=1))
+        keys.append(((lo + np.arange(hi - lo))[:, None] * R + idx)[ok])
+        best[lo:hi] = red.argmax(axis=1)
+        rowmax = red[np.arange(hi - lo), best[lo:hi]]
+        cols = _merge_columns(cols, red - rowmax[:, None], lo, c)  # by regret: reps near each account's best
+        if not np.isfinite(rowmax).all():
+            raise InfeasibleAssignment("some accounts have no allowed rep (required match and locks).")
+        total += float(rowmax.sum())
+        vals = np.where(np.isfinite(red), _value_block(m, lo, hi), np.nan)
+        floor += float(np.nanmin(vals, axis=1).sum())
+        vmax = max(vmax, float(np.nanmax(np.abs(vals))))
+    keys.append((cols[1] * R + np.arange(R))[np.isfinite(cols[0])])
+    acc, rep, start = _pairs(A, R, np.concatenate(keys))
+    return _Pass(acc, rep, start, best, total + _constant(m, z), floor, vmax)
+
+
+@dataclass
+class _Cands:
+    """The candidate pairs' values and weights (in units) for the smoothed dual."""
+
+    acc: np.ndarray
+    rep: np.ndarray
+    start: np.ndarray  # (A,) first pair of each account
+    value: np.ndarray  # (n,)
+    weight: np.ndarray  # (B, n)
+
+
+def _cands(m: _Model, ps: _Pass) -> _Cands:
+    weight = np.array([_weight(m, b, ps.acc, ps.rep) for b in range(m.n_bands)]).reshape(m.n_bands, len(ps.acc))
+    return _Cands(ps.acc, ps.rep, ps.start[:-1], _value(m, ps.acc, ps.rep) / m.vunit, weight)
+
+
+def _smoothed(z: np.ndarray, tau: float, m: _Model, c: _Cands) -> tuple[float, np.ndarray]:
+    """Smoothed D on the candidates (tau log-sum-exp for the max) and its gradient in z."""
+    R, B = m.p.shape[1], m.n_bands
+    price, mu, _ = _split(m, z)
+    red = c.value - price[c.rep]
+    for b in range(B):
+        red += mu[b][c.rep] * c.weight[b]
+    top = np.maximum.reduceat(red, c.start)
+    e = np.exp((red - top[c.acc]) / tau)
+    s = np.add.reduceat(e, c.start)
+    share = e / s[c.acc]
+    f = float((top + tau * np.log(s)).sum()) + _constant(m, z)
+    col = np.bincount(c.rep, share, R)
+    wcol = np.array([np.bincount(c.rep, share * c.weight[b], R) for b in range(B)]).reshape(B, R)
+    r = m.rows
+    L = np.where(np.isfinite(r.lower), r.lower, 0.0)
+    U = np.where(np.isfinite(r.upper), r.upper, 0.0)
+    grad = np.concatenate([r.hi - col, col - r.lo, (wcol - L).ravel(), (U - wcol).ravel()])
+    return f, grad
+
+
+@dataclass
+class _DualResult:
+    z: np.ndarray
+    ps: _Pass  # the pass at z: candidates, best reps, D
+    stages: int
+    log: list[str] = field(default_factory=list)
+
+
+def _dual(m: _Model, k: int, c: int, deadline: float, tau0: float = 0.1, shrink: float = 3.0,
+          tau_min: float = 1e-4, step0: float = 0.05, box: float = 20.0) -> _DualResult:
+    """Prices minimising D, by smoothed steps in a trust region (box-step column generation).
+
+    Each step minimises the smoothed D on the candidate pairs within ``step`` of the best prices so far; a pass
+    over every pair then gives D there and new candidates. A step that lowers D is taken (the region grows when
+    the step reached its edge; ``tau`` falls when it did not); one that does not halves the region. The region
+    keeps a step from running off where the candidates cannot meet a rep's lower bound."""
+    A, R = m.p.shape
+    z = np.zeros(2 * R + 2 * m.n_bands * R)
+    ps = _full_pass(m, z, k, c)
+    out, cands = _DualResult(z, ps, 0), ps
+    outer, tau, step = np.array(_bounds(m, box * max(ps.vmax, 1.0)), float), tau0, step0
+    stop = _deadline_callback(deadline)
+    while time.perf_counter() < deadline and tau >= tau_min and step > 1e-9:
+        lo, hi = np.maximum(outer[:, 0], out.z - step), np.minimum(outer[:, 1], out.z + step)
+        res = minimize(_smoothed, out.z, args=(tau, m, _cands(m, cands)), jac=True, method="L-BFGS-B",
+                       bounds=list(zip(lo, hi)), callback=stop, options={"maxiter": 300})
+        ps = _full_pass(m, res.x, k, c)
+        if ps.dual < ps.floor - 1e-9 * abs(ps.floor):
+            _proven_infeasible(m, ps)
+        edge = bool(np.any((res.x <= lo + 1e-12) & (lo > outer[:, 0]) | (res.x >= hi - 1e-12) & (hi < outer[:, 1])))
+        out.log.append(f"tau {tau:.1e} step {step:.2g}: {res.nit} it, D {ps.dual * m.vunit:,.8g}")
+        cands = _merged(m, ps, cands)
+        if ps.dual < out.ps.dual:
+            out = _DualResult(res.x, ps, out.stages + 1, out.log)
+            step, tau = (2 * step, tau) if edge else (step, tau / shrink)
+        else:
+            step /= 2
+    return out
+
+
+def _deadline_callback(deadline: float):
+    def stop(*_):
+        if time.perf_counter() > deadline:
+            raise StopIteration
+    return stop
+
+
+def _merged(m: _Model, best: _Pass, last: _Pass) -> _Pass:
+    """The candidates of both passes (``best``'s bound and best reps)."""
+    if last is best:
+        return best
+    A, R = m.p.shape
+    acc, rep, start = _pairs(A, R, np.concatenate([best.acc * R + best.rep, last.acc * R + last.rep]))
+    return _Pass(acc, rep, start, best.best, best.dual, best.floor, best.vmax)
+
+
+def _proven_infeasible(m: _Model, ps: _Pass) -> None:
+    raise InfeasibleAssignment(
+        f"no assignment keeps every rep within {_band_list(m)}: the LP dual bound ({ps.dual * m.vunit:,.6g}) fell "
+        f"below the worst possible total ({ps.floor * m.vunit:,.6g}), which proves it. Fix: widen the tolerances.",
+        option="balance")
+
+
+def _band_list(m: _Model) -> str:
+    return ", ".join(m.rows.count_names + m.rows.names) + " bands and capacity"
+
+
+# --- the assignment: best reps by reduced value, repaired, polished ----------------------------------
+@dataclass
+class _State:
+    """An assignment with each rep's count, weighted totals (in units) and band violation."""
+
+    x: np.ndarray  # (A,) rep per account
+    count: np.ndarray  # (R,) float
+    total: np.ndarray  # (B, R)
+    viol: np.ndarray  # (R,): accounts outside the count bounds + units outside each weighted band
+
+
+def _rep_violation(m: _Model, reps: np.ndarray, count: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """(n,) how far reps ``reps`` would lie outside their bounds with ``count`` (n,) and ``total`` (B, n)."""
+    r = m.rows
+    v = np.maximum(r.lo[reps] - count, 0) + np.maximum(count - r.hi[reps], 0)
+    if m.n_bands:
+        v = v + (np.maximum(r.lower[:, reps] - total, 0) + np.maximum(total - r.upper[:, reps], 0)).sum(axis=0)
+    return v
+
+
+def _state(m: _Model, x: np.ndarray) -> _State:
+    A, R = m.p.shape
+    count = np.bincount(x, minlength=R).astype(float)
+    total = np.array([np.bincount(x, _weight(m, b, np.arange(A), x), R) for b in range(m.n_bands)]).reshape(m.n_bands, R)
+    return _State(x, count, total, _rep_violation(m, np.arange(R), count, total))
+
+
+def _reverse(ps: _Pass, R: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR (ptr (R + 1,), accounts): for each rep, the accounts that have it among their candidates."""
+    order = np.argsort(ps.rep, kind="stable")
+    return np.searchsorted(ps.rep[order], np.arange(R + 1)), ps.acc[order]
+
+
+def _ranges(start: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the CSR rows ``idx`` (concatenated) and each row's length."""
+    lens = start[idx + 1] - start[idx]
+    return np.arange(int(lens.sum())) + np.repeat(start[idx] - np.cumsum(lens) + lens, lens), lens
+
+
+@dataclass
+class _Moves:
+    """Candidate moves touching rep r: account ``a`` (or -1) leaves r for ``s``, account ``b`` (or -1) comes
+    from ``s`` to r (both: a swap); with the change in r's count (s's is the opposite), in each weighted total
+    of r and of s, and the value gained."""
+
+    a: np.ndarray
+    b: np.ndarray
+    s: np.ndarray
+    dc: np.ndarray
+    dr: np.ndarray  # (B, n)
+    ds: np.ndarray  # (B, n)
+    gain: np.ndarray
+
+
+def _moves(m: _Model, st: _State, ps: _Pass, rev: tuple[np.ndarray, np.ndarray], r: int) -> _Moves:
+    x = st.x
+    own = np.flatnonzero((x == r) & m.movable)
+    near = rev[1][rev[0][r]:rev[0][r + 1]]
+    near = near[(x[near] != r) & m.movable[near]]
+    pos, lens = _ranges(ps.start, own)
+    a1, s1 = np.repeat(own, lens), ps.rep[pos]
+    keep = s1 != r
+    a1, s1 = a1[keep], s1[keep]
+    swap_in = near
+    if len(own) * len(near) > SWAPS_PER_STEP:  # the accounts cheapest to bring to r
+        cost = _value(m, near, x[near]) - _value(m, near, np.full(len(near), r))
+        swap_in = near[np.argsort(cost, kind="stable")[:max(1, SWAPS_PER_STEP // max(len(own), 1))]]
+    a3, b3 = np.repeat(own, len(swap_in)), np.tile(swap_in, len(own))
+    keep = _allowed(m, a3, x[b3])
+    a = np.concatenate([a1, np.full(len(near), -1), a3[keep]])
+    b = np.concatenate([np.full(len(a1), -1), near, b3[keep]])
+    return _effects(m, st, r, a, b, np.concatenate([s1, x[near], x[b3[keep]]]))
+
+
+def _effects(m: _Model, st: _State, r: int, a: np.ndarray, b: np.ndarray, s: np.ndarray) -> _Moves:
+    out, inn = a >= 0, b >= 0
+    ai, bi, rr = np.where(out, a, 0), np.where(inn, b, 0), np.full(len(a), r)
+    gain = np.where(out, _value(m, ai, s) - _value(m, ai, rr), 0.0) + \
+        np.where(inn, _value(m, bi, rr) - _value(m, bi, s), 0.0)
+    dr = np.array([np.where(inn, _weight(m, q, bi, rr), 0.0) - np.where(out, _weight(m, q, ai, rr), 0.0)
+                   for q in range(m.n_bands)]).reshape(m.n_bands, len(a))
+    ds = np.array([np.where(out, _weight(m, q, ai, s), 0.0) - np.where(inn, _weight(m, q, bi, s), 0.0)
+                   for q in range(m.n_bands)]).reshape(m.n_bands, len(a))
+    return _Moves(a, b, s, inn.astype(float) - out, dr, ds, gain)
+
+
+def _after(m: _Model, st: _State, mv: _Moves, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n,), (n,): the violation of r and of s after each move."""
+    n = len(mv.a)
+    vr = _rep_violation(m, np.full(n, r), st.count[r] + mv.dc, st.total[:, [r]] + mv.dr)
+    vs = _rep_violation(m, mv.s, st.count[mv.s] - mv.dc, st.total[:, mv.s] + mv.ds)
+    return vr, vs
+
+
+def _apply(m: _Model, st: _State, mv: _Moves, i: int, r: int) -> None:
+    s = int(mv.s[i])
+    if mv.a[i] >= 0:
+        st.x[mv.a[i]] = s
+    if mv.b[i] >= 0:
+        st.x[mv.b[i]] = r
+    st.count[r] += mv.dc[i]
+    st.count[s] -= mv.dc[i]
+    st.total[:, r] += mv.dr[:, i]
+    st.total[:, s] += mv.ds[:, i]
+    both = np.array([r, s])
+    st.viol[both] = _rep_violation(m, both, st.count[both], st.total[:, both])
+
+
+class _Stuck(Exception):
+    """No move or swap among the candidates reduces the violation of these reps."""
+
+    def __init__(self, reps: np.ndarray):
+        super().__init__(f"{len(reps)} reps stuck")
+        self.reps = reps
+
+
+def _repair(m: _Model, st: _State, ps: _Pass, deadline: float) -> int:
+    """Move accounts until every rep is within every band, each step the move or swap touching a violated rep
+    that loses the least value per unit of violation removed; returns the number of steps."""
+    rev, steps = _reverse(ps, m.p.shape[1]), 0
+    while True:
+        bad = np.flatnonzero(st.viol > EPS)
+        if not len(bad):
+            fresh = _state(m, st.x)  # the running totals drift in float: settle on exact ones
+            st.count, st.total, st.viol = fresh.count, fresh.total, fresh.viol
+            if not (st.viol > EPS).any():
+                return steps
+            continue
+        progress = False
+        for r in bad[np.argsort(-st.viol[bad], kind="stable")]:
+            if st.viol[r] <= EPS:
+                continue
+            if time.perf_counter() > deadline:
+                raise SolverError(f"the balance solver ran out of time repairing {int((st.viol > EPS).sum())} reps "
+                                  f"outside their {_band_list(m)}. Fix: a longer time limit, or wider bands.",
+                                  option="balance")
+            mv = _moves(m, st, ps, rev, int(r))
+            vr, vs = _after(m, st, mv, int(r))
+            less = st.viol[r] + st.viol[mv.s] - vr - vs
+            ok = less > EPS
+            if ok.any():
+                key = np.where(ok, -mv.gain / np.maximum(less, EPS), np.inf)
+                _apply(m, st, mv, int(np.argmin(key)), int(r))
+                steps, progress = steps + 1, True
+        if not progress:
+            raise _Stuck(bad)
+
+
+def _polish(m: _Model, st: _State, ps: _Pass, deadline: float, max_sweeps: int = 30) -> tuple[int, float]:
+    """Moves and swaps that gain value and keep every band, the best per rep, in sweeps over the reps until
+    none gains or time is up; returns (moves made, value gained)."""
+    R = m.p.shape[1]
+    rev = _reverse(ps, R)
+    made, gained = 0, 0.0
+    for _ in range(max_sweeps):
+        before = made
+        for r in range(R):
+            if time.perf_counter() > deadline:
+                return made, gained
+            mv = _moves(m, st, ps, rev, r)
+            if not len(mv.a):
+                continue
+            vr, vs = _after(m, st, mv, r)
+            gain = np.where((vr <= EPS) & (vs <= EPS), mv.gain, 0.0)
+            i = int(np.argmax(gain))
+            if gain[i] >= 1.0:  # integer values: a real gain
+                _apply(m, st, mv, i, r)
+                made, gained = made + 1, gained + float(gain[i])
+        if made == before:
+            break
+    return made, gained
+
+
+def _repair_widening(m: _Model, st: _State, dual: _DualResult, k: int, c: int,
+                     deadline: float) -> tuple[int, _Pass]:
+    """``_repair`` on the dual's candidates; when stuck, again on 4 and 16 times as many; returns the steps and the
+    candidates used."""
+    ps, steps = dual.ps, 0
+    for widen in (1, 4, 16):
+        try:
+            return steps + _repair(m, st, ps, deadline), ps
+        except _Stuck as stuck:
+            reps = stuck.reps
+            if widen * k >= m.p.shape[1]:
+                break
+            ps = _full_pass(m, dual.z, min(m.p.shape[1], 4 * widen * k), min(m.p.shape[0], 4 * widen * c))
+    raise SolverError(
+        f"the balance solver found no moves that bring {listed(m.p.name_rep(r) for r in reps)} within their "
+        f"{_band_list(m)} (the bands may be infeasible). Fix: widen the tolerances.", option="balance")
+
+
+def _check_totals(m: _Model) -> None:
+    """Raise ``InfeasibleAssignment`` when the band bounds cannot add up to what there is to share."""
+    A = m.p.shape[0]
+    r = m.rows
+    if r.lo.sum() > A or r.hi.sum() < A or (r.lo > r.hi).any():
+        raise InfeasibleAssignment(
+            f"{A:,} accounts cannot give every rep a count within its capacity and {listed(r.count_names)} band "
+            f"(the lower bounds add up to {int(r.lo.sum()):,}, the upper bounds to {int(r.hi.sum()):,}). "
+            "Fix: widen the accounts tolerance or change capacity.", option="balance")
+    for b, w in enumerate(r.weights):
+        if w.ndim != 1 or (w < 0).any():
+            continue
+        have = float(w.sum()) * r.units[b]
+        need, room = r.lower[b].sum() * r.units[b], r.upper[b].sum() * r.units[b]
+        if need > have * (1 + 1e-9) or room < have * (1 - 1e-9):
+            raise InfeasibleAssignment(
+                f"the accounts' {r.names[b]} totals {have:,.6g} but the reps' {r.names[b]} bands need between "
+                f"{need:,.6g} and {room:,.6g}. Fix: widen the {r.names[b]} tolerance.", option="balance")
+
+
+def _verify(p: Problem, x: np.ndarray) -> None:
+    """Check the assignment against the problem's own arrays (not the solver's): a bug must not pass as a plan."""
+    A, R = p.shape
+    faults = []
+    if not _mask_ok(p, x):
+        faults.append("a forbidden or unlocked pair")
+    if (np.bincount(x, minlength=R) > p.capacity).any():
+        faults.append("capacity")
+    for band in p.bands:
+        t, tol = band.totals(x), 1e-6 * max(float(np.abs(band.weights).mean()), 1e-12)
+        if (t < band.lower - tol).any() or (t > band.upper + tol).any():
+            faults.append(f"the {band.metric} band")
+    if faults:
+        raise SolverError(f"internal error: the balance solver's assignment breaks {', '.join(faults)}.")
+
+
+def _mask_ok(p: Problem, x: np.ndarray) -> bool:
+    A = len(x)
+    ok = (x >= 0).all() and (p.allowed is None or p.allowed[np.arange(A), x].all())
+    lk = np.flatnonzero(p.locked)
+    return bool(ok and (x[lk] == p.current[lk]).all())
+
+
+def _solution(m: _Model, x: np.ndarray, dual: _DualResult, notes: list[str]) -> Solution:
+    """The Solution: value and bound in ``Problem.int_values`` units (keep bonus included), the relative gap."""
+    value = float(_value(m, np.arange(len(x)), x).sum())
+    raw = dual.ps.dual * m.vunit
+    bound = float(np.floor(raw + 1e-9 * abs(raw) + 1e-6))  # float rounding cannot lift the optimum above it
+    certified = bound <= value
+    gap = 0.0 if certified else (bound - value) / abs(bound)
+    notes = [f"LP dual bound over every allowed pair: {bound:,.0f}; value {value:,.0f}; gap {gap:.4%}", *notes]
+    if m.keep_bonus:
+        notes.append(f"value and bound include a keep bonus of {m.keep_bonus} per account kept")
+    return Solution(x, "balance", m.p.int_objective(x), certified, tuple(notes), gap, max(bound, value))
+
+
+def solve_balanced(p: Problem, time_limit: float = 300.0, keep_bonus: int = 0, k: int = 12) -> Solution:
+    """An assignment of ``p`` within every band, capacity, lock and allowed pair, with a proven optimality gap.
+
+    For large problems with bands (an ``accounts`` count band, a weighted ``potential`` band, ...): the LP dual
+    of the weighted bands gives the bound, rounding by reduced value then repair and polish give the assignment
+    (see the module docstring). Count bands (weights all one constant) and capacity are kept exactly by the
+    prices; every other band is relaxed in the bound and enforced in the assignment.
+
+    Parameters
+    ----------
+    p : the problem. Its tier balance is not modelled (give tiers as bands); its move budget is ignored (the
+        keep bonus is how ``solve_max_moves`` trades moves against value).
+    time_limit : seconds for the whole solve: up to 40% on the bound, the rest on repair and polish.
+    keep_bonus : integer units added for each account kept (see ``solvers.keep_bonus_values``).
+    k : candidate reps per account in the smoothed dual and in the repair moves.
+
+    Returns
+    -------
+    Solution with ``solver="balance"``, ``bound`` (in ``Problem.int_values`` units) and ``gap`` =
+    (bound - value) / |bound|; ``certified`` only when the value reaches the bound.
+
+    Raises
+    ------
+    InfeasibleAssignment
+        When the bands provably cannot hold (totals that cannot add up, or a dual bound below any assignment).
+    SolverError
+        On tier balance, or when no assignment within every band is found in ``time_limit``.
+    """
+    t0 = time.perf_counter()
+    if p.tiers is not None:
+        raise SolverError("the balance solver does not model tier balance; give the tiers as bands.", option="solver")
+    m = _model(p, keep_bonus)
+    _check_totals(m)
+    A, R = p.shape
+    c = min(A, 4 * -(-A // max(R, 1)) + k)  # each rep's candidate accounts: about 4 books' worth
+    dual = _dual(m, k, c, t0 + 0.4 * time_limit)
+    st = _state(m, dual.ps.best.copy())
+    start = int((st.viol > EPS).sum())
+    steps, ps = _repair_widening(m, st, dual, k, c, t0 + 0.9 * time_limit)
+    t_repair = time.perf_counter()
+    made, gained = _polish(m, st, ps, t0 + time_limit)
+    _verify(p, st.x)
+    notes = [f"dual: {dual.stages} smoothed stage(s) on {k} candidate reps per account ({'; '.join(dual.log)})",
+             f"repair: {steps:,} moves and swaps brought {start:,} reps within their bands",
+             f"polish: {made:,} moves and swaps gained {gained:,.0f}",
+             f"{t_repair - t0:.1f} s to a feasible assignment, {time.perf_counter() - t0:.1f} s in all"]
+    return _solution(m, st.x, dual, notes)
