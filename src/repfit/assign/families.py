@@ -122,7 +122,7 @@ def _account_name(p: Problem, a: int) -> str:
     return str(p.account_names[a]) if p.account_names is not None else f"account #{a}"
 
 
-def _unit_names(p: Problem, unit: np.ndarray, family: np.ndarray, sizes: np.ndarray) -> np.ndarray | None:
+def _unit_names(p: Problem, unit: np.ndarray, family: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """A unit's name in messages: its account's name, or "family F (first member and k more)"."""
     first = np.unique(unit, return_index=True)[1]
     more = [f" and {k - 1} more" if k > 1 else "" for k in sizes]
