@@ -80,6 +80,7 @@ def test_the_other_crms_preset_points_to_the_right_one(export):
     assert f"preset {other}" in res.output and "repfit.toml" not in res.output
 
 
+@pytest.mark.slow
 def test_end_to_end_from_the_export_in_a_fresh_process(tmp_path):
     """train and score through the command a user runs, on the one file, with the preset and quarantine."""
     fmt, out = "hubspot", tmp_path / "org"
