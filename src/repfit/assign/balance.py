@@ -373,15 +373,14 @@ def _reference(m: _Model) -> np.ndarray:
     count = np.bincount(x[x >= 0], minlength=R).astype(float)
     total = np.zeros((B, R))
     for a in np.flatnonzero(x >= 0):
-        total[:, x[a]] += [_weight(m, b, np.array([a]), x[a:a + 1])[0] for b in range(B)]
+        total[:, x[a]] += [float(w[a] if w.ndim == 1 else w[a, x[a]]) for w in r.weights]
     for a in np.flatnonzero(x < 0)[np.argsort(-size[x < 0], kind="stable")]:
-        wa = np.array([r.weights[b][a] for b in range(B)]).reshape(B, -1)
         need = (ctarget - count) / ctarget + ((target - total) / scale).sum(axis=0)
         ok = count < r.hi if p.allowed is None else (count < r.hi) & p.allowed[a]
         s = int(np.argmax(np.where(ok, need, -np.inf)))
         x[a] = s
         count[s] += 1
-        total[:, s] += wa[:, 0] if wa.shape[1] == 1 else wa[:, s]
+        total[:, s] += [float(w[a] if w.ndim == 1 else w[a, s]) for w in r.weights]
     return x
 
 

@@ -489,6 +489,16 @@ def budget_curve(p: Problem, points: int = 14, solver: str = "auto") -> pd.DataF
 SOLVERS: dict[str, BaseSolver] = {"hungarian": solve_hungarian, "flow": solve_flow, "pruned": solve_pruned}
 
 
+def _solve_balance(p: Problem, keep_bonus: int = 0) -> Solution:
+    """``balance``: bands at scale with a proven gap (``repfit.assign.balance``, which imports this module)."""
+    from repfit.assign.balance import solve_balanced
+
+    return solve_balanced(p, keep_bonus=keep_bonus)
+
+
+SOLVERS["balance"] = _solve_balance
+
+
 def choose_solver(p: Problem) -> str:
     """The solver ``auto`` picks: ``flow`` under tier balance, else by size (dense slots, all pairs, pruned)."""
     A, R = p.shape
