@@ -23,7 +23,7 @@ Memory: the (A, R) values are read in blocks; beside ``Problem.int_values`` the 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.optimize import minimize
@@ -123,13 +123,13 @@ def _allowed(m: _Model, acc: np.ndarray, rep: np.ndarray) -> np.ndarray:
     return ok if m.p.allowed is None else ok & m.p.allowed[acc, rep]
 
 
-def _mask_block(p: Problem, lo: int, hi: int) -> np.ndarray:
-    """(hi - lo, R) bool: the allowed pairs of accounts lo..hi (``Problem.mask`` for one block)."""
-    R = p.shape[1]
-    mask = np.ones((hi - lo, R), bool) if p.allowed is None else p.allowed[lo:hi].copy()
-    lk = np.flatnonzero(p.locked[lo:hi])
+def _mask_rows(p: Problem, rows: slice | np.ndarray) -> np.ndarray:
+    """(n, R) bool: the allowed pairs of accounts ``rows`` (``Problem.mask`` for some rows)."""
+    n, R = len(p.current[rows]), p.shape[1]
+    mask = np.ones((n, R), bool) if p.allowed is None else p.allowed[rows].copy()
+    lk = np.flatnonzero(p.locked[rows])
     if len(lk):
-        cur = p.current[lo + lk]
+        cur = p.current[rows][lk]
         keep = mask[lk, cur]
         mask[lk] = False
         mask[lk, cur] = keep
@@ -148,7 +148,7 @@ def _value_block(m: _Model, lo: int, hi: int) -> np.ndarray:
 # --- the dual ---------------------------------------------------------------------------------------
 def _split(m: _Model, z: np.ndarray):
     """Dual vector -> (price (R,), mu (B, R)) and its four nonnegative parts."""
-    R, B = m.p.shape[1], m.n_bands
+    R, B = len(m.rows.hi), m.n_bands
     pp, pq = z[:R], z[R:2 * R]
     ma, mb = z[2 * R:2 * R + B * R].reshape(B, R), z[2 * R + B * R:].reshape(B, R)
     return pp - pq, ma - mb, (pp, pq, ma, mb)
@@ -180,7 +180,7 @@ def _reduced_block(m: _Model, z: np.ndarray, lo: int, hi: int) -> np.ndarray:
     red -= price
     for b, w in enumerate(m.rows.weights):
         red += (w[lo:hi, None] if w.ndim == 1 else w[lo:hi]) * mu[b]
-    red[~_mask_block(m.p, lo, hi)] = -np.inf
+    red[~_mask_rows(m.p, slice(lo, hi))] = -np.inf
     return red
 
 
@@ -200,7 +200,8 @@ class _Pass:
 
 def _pairs(A: int, R: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sorted unique pair keys (acc R + rep) -> acc, rep, CSR start."""
-    keys = np.unique(keys)
+    keys = np.sort(keys)  # (np.unique hashes: ~20x slower on millions of keys)
+    keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if len(keys) else keys
     acc, rep = keys // R, keys % R
     return acc, rep, np.searchsorted(acc, np.arange(A + 1))
 
@@ -265,7 +266,7 @@ def _cands(m: _Model, ps: _Pass) -> _Cands:
 
 def _smoothed(z: np.ndarray, tau: float, m: _Model, c: _Cands) -> tuple[float, np.ndarray]:
     """Smoothed D on the candidates (tau log-sum-exp for the max) and its gradient in z."""
-    R, B = m.p.shape[1], m.n_bands
+    R, B = len(m.rows.hi), m.n_bands
     price, mu, _ = _split(m, z)
     red = c.value - price[c.rep]
     for b in range(B):
@@ -292,36 +293,95 @@ class _DualResult:
     log: list[str] = field(default_factory=list)
 
 
-def _dual(m: _Model, k: int, c: int, deadline: float, tau0: float = 0.1, shrink: float = 3.0,
-          tau_min: float = 1e-4, step0: float = 0.05, box: float = 20.0) -> _DualResult:
-    """Prices minimising D, by smoothed steps in a trust region (box-step column generation).
-
-    Each step minimises the smoothed D on the candidate pairs within ``step`` of the best prices so far; a pass
-    over every pair then gives D there and new candidates. A step that lowers D is taken (the region grows when
-    the step reached its edge; ``tau`` falls when it did not); one that does not halves the region. The region
-    keeps a step from running off where the candidates cannot meet a rep's lower bound."""
+def _sample_dual(m: _Model, n: int, deadline: float, taus: tuple[float, ...] = (0.1, 0.033, 0.011)) -> np.ndarray:
+    """Starting prices: the smoothed dual of ``n`` sampled accounts over all their allowed pairs, each rep's
+    bounds scaled to the sample's share (of the count, and of each band's total weight)."""
     A, R = m.p.shape
-    z = np.zeros(2 * R + 2 * m.n_bands * R)
+    s = np.arange(A) if n >= A else np.sort(np.random.default_rng(0).choice(A, n, replace=False))
+    local, rep = np.nonzero(_mask_rows(m.p, s))
+    if len(np.unique(local)) < len(s):
+        raise InfeasibleAssignment("some accounts have no allowed rep (required match and locks).")
+    acc = s[local]
+    weight = np.array([_weight(m, b, acc, rep) for b in range(m.n_bands)]).reshape(m.n_bands, len(acc))
+    c = _Cands(local, rep, np.searchsorted(local, np.arange(len(s))), _value(m, acc, rep) / m.vunit, weight)
+    r = m.rows
+    share = [float(w[s].sum() / w.sum()) if w.ndim == 1 and (w >= 0).all() and w.sum() > 0 else len(s) / A
+             for w in r.weights]
+    share = np.array(share).reshape(-1, 1)
+    sub = replace(m, rows=replace(r, lo=r.lo * len(s) / A, hi=r.hi * len(s) / A, lower=r.lower * share,
+                                  upper=r.upper * share))
+    z, bounds = np.zeros(2 * R + 2 * m.n_bands * R), _bounds(m, 20.0 * max(float(np.abs(c.value).max()), 1.0))
+    for tau in taus:
+        if time.perf_counter() > deadline:
+            break
+        z = minimize(_smoothed, z, args=(tau, sub, c), jac=True, method="L-BFGS-B", bounds=bounds,
+                     callback=_deadline_callback(deadline), options={"maxiter": 200}).x
+    return z
+
+
+def _dual(m: _Model, z: np.ndarray, k: int, c: int, deadline: float, tau: float = 0.01, step: float = 0.05,
+          tau_min: float = 1e-6, rel_tol: float = 2e-7, box: float = 20.0) -> _DualResult:
+    """Prices minimising D from ``z``: smoothed steps within a trust region (box-step column generation).
+
+    Each step minimises the smoothed D on the candidate pairs (those of the last pass, of the best pass, and of
+    a balanced reference assignment) within ``step`` of the best prices so far; a pass over every pair then gives
+    D there and new candidates. A step that lowers D is taken, and the region doubles if the step reached its
+    edge, else ``tau`` falls; a step that does not lower D halves the region."""
+    A, R = m.p.shape
+    ref_keys = np.arange(A) * R + _reference(m)
     ps = _full_pass(m, z, k, c)
-    out, cands = _DualResult(z, ps, 0), ps
-    outer, tau, step = np.array(_bounds(m, box * max(ps.vmax, 1.0)), float), tau0, step0
-    stop = _deadline_callback(deadline)
+    out, last = _DualResult(z, ps, 0), ps
+    outer = np.array(_bounds(m, box * max(ps.vmax, 1.0)), float)
     while time.perf_counter() < deadline and tau >= tau_min and step > 1e-9:
         lo, hi = np.maximum(outer[:, 0], out.z - step), np.minimum(outer[:, 1], out.z + step)
+        cands = _with_keys(m, out.ps, np.concatenate([last.acc * R + last.rep, ref_keys]))
         res = minimize(_smoothed, out.z, args=(tau, m, _cands(m, cands)), jac=True, method="L-BFGS-B",
-                       bounds=list(zip(lo, hi)), callback=stop, options={"maxiter": 300})
-        ps = _full_pass(m, res.x, k, c)
-        if ps.dual < ps.floor - 1e-9 * abs(ps.floor):
-            _proven_infeasible(m, ps)
-        edge = bool(np.any((res.x <= lo + 1e-12) & (lo > outer[:, 0]) | (res.x >= hi - 1e-12) & (hi < outer[:, 1])))
-        out.log.append(f"tau {tau:.1e} step {step:.2g}: {res.nit} it, D {ps.dual * m.vunit:,.8g}")
-        cands = _merged(m, ps, cands)
-        if ps.dual < out.ps.dual:
-            out = _DualResult(res.x, ps, out.stages + 1, out.log)
-            step, tau = (2 * step, tau) if edge else (step, tau / shrink)
-        else:
+                       bounds=list(zip(lo, hi)), callback=_deadline_callback(deadline), options={"maxiter": 300})
+        last = _full_pass(m, res.x, k, c)
+        if last.dual < last.floor - 1e-9 * abs(last.floor):
+            _proven_infeasible(m, last)
+        edge = bool(np.any(((res.x <= lo + 1e-12) & (lo > outer[:, 0])) | ((res.x >= hi - 1e-12) & (hi < outer[:, 1]))))
+        out.log.append(f"tau {tau:.0e} step {step:.2g}: {res.nit} it, D {last.dual * m.vunit:,.10g}")
+        if last.dual >= out.ps.dual:
             step /= 2
+            continue
+        gain = out.ps.dual - last.dual
+        out = _DualResult(res.x, last, out.stages + 1, out.log)
+        if edge:
+            step *= 2
+        elif gain < rel_tol * abs(last.dual):
+            break
+        else:
+            tau /= 3
     return out
+
+
+def _reference(m: _Model) -> np.ndarray:
+    """(A,) a balanced assignment that ignores value: locked accounts stay, then accounts by decreasing weight each
+    go to the allowed rep with room that lies furthest below its targets (a snake draft). Its pairs keep the
+    candidates' problem within reach of every band."""
+    p, r = m.p, m.rows
+    A, R = p.shape
+    B = m.n_bands
+    mid = lambda lo, hi: np.where(np.isfinite(lo) & np.isfinite(hi), (lo + hi) / 2,  # noqa: E731
+                                  np.where(np.isfinite(lo), lo, np.where(np.isfinite(hi), hi, 0.0)))
+    target = mid(r.lower, r.upper)
+    scale = np.maximum(np.abs(target), 1.0)
+    ctarget = np.maximum((r.lo + r.hi) / 2, 1.0)
+    size = sum((w if w.ndim == 1 else w.mean(axis=1)) for w in r.weights) if B else np.zeros(A)
+    x = np.where(p.locked, p.current, -1)
+    count = np.bincount(x[x >= 0], minlength=R).astype(float)
+    total = np.zeros((B, R))
+    for a in np.flatnonzero(x >= 0):
+        total[:, x[a]] += [float(w[a] if w.ndim == 1 else w[a, x[a]]) for w in r.weights]
+    for a in np.flatnonzero(x < 0)[np.argsort(-size[x < 0], kind="stable")]:
+        need = (ctarget - count) / ctarget + ((target - total) / scale).sum(axis=0)
+        ok = count < r.hi if p.allowed is None else (count < r.hi) & p.allowed[a]
+        s = int(np.argmax(np.where(ok, need, -np.inf)))
+        x[a] = s
+        count[s] += 1
+        total[:, s] += [float(w[a] if w.ndim == 1 else w[a, s]) for w in r.weights]
+    return x
 
 
 def _deadline_callback(deadline: float):
@@ -331,13 +391,11 @@ def _deadline_callback(deadline: float):
     return stop
 
 
-def _merged(m: _Model, best: _Pass, last: _Pass) -> _Pass:
-    """The candidates of both passes (``best``'s bound and best reps)."""
-    if last is best:
-        return best
+def _with_keys(m: _Model, ps: _Pass, keys: np.ndarray) -> _Pass:
+    """``ps`` with the pairs ``keys`` (acc R + rep) added to its candidates."""
     A, R = m.p.shape
-    acc, rep, start = _pairs(A, R, np.concatenate([best.acc * R + best.rep, last.acc * R + last.rep]))
-    return _Pass(acc, rep, start, best.best, best.dual, best.floor, best.vmax)
+    acc, rep, start = _pairs(A, R, np.concatenate([ps.acc * R + ps.rep, keys]))
+    return _Pass(acc, rep, start, ps.best, ps.dual, ps.floor, ps.vmax)
 
 
 def _proven_infeasible(m: _Model, ps: _Pass) -> None:
@@ -633,7 +691,8 @@ def solve_balanced(p: Problem, time_limit: float = 300.0, keep_bonus: int = 0, k
     _check_totals(m)
     A, R = p.shape
     c = min(A, 4 * -(-A // max(R, 1)) + k)  # each rep's candidate accounts: about 4 books' worth
-    dual = _dual(m, k, c, t0 + 0.4 * time_limit)
+    z = _sample_dual(m, max(2000, 5 * R), t0 + 0.15 * time_limit)
+    dual = _dual(m, z, k, c, t0 + 0.45 * time_limit)
     st = _state(m, dual.ps.best.copy())
     start = int((st.viol > EPS).sum())
     steps, ps = _repair_widening(m, st, dual, k, c, t0 + 0.9 * time_limit)

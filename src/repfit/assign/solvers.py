@@ -665,6 +665,16 @@ def _balance_registered() -> bool:
     return "balance" in SOLVERS
 
 
+def _solve_balance(p: Problem, keep_bonus: int = 0) -> Solution:
+    """``balance``: bands at scale with a proven gap (``repfit.assign.balance``, which imports this module)."""
+    from repfit.assign.balance import solve_balanced
+
+    return solve_balanced(p, keep_bonus=keep_bonus)
+
+
+SOLVERS["balance"] = _solve_balance
+
+
 def choose_solver(p: Problem) -> str:
     """The solver ``auto`` picks.
 
