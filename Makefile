@@ -27,12 +27,12 @@ demo: $(STAMP)
 	$(BIN)/repfit train --data $(DEMO)/org
 	$(BIN)/repfit score --data $(DEMO)/org --out $(DEMO)/scores.parquet
 	$(BIN)/repfit assign --data $(DEMO)/org --scores $(DEMO)/scores.parquet --out $(DEMO)/assignment.csv \
-	  --balance-tiers --continuity 0.05
+	  --balance-tiers --continuity 0.05 --balance potential=10% --balance accounts=10%
 	$(BIN)/repfit suggest --data $(DEMO)/org --scores $(DEMO)/scores.parquet --all --max-moves 200 \
 	  --balance-tiers --out $(DEMO)/suggestions.csv
 	$(BIN)/repfit capacity --data $(DEMO)/org --scores $(DEMO)/scores.parquet --out $(DEMO)/capacity.csv
 	$(BIN)/repfit report --data $(DEMO)/org --scores $(DEMO)/scores.parquet --balance-tiers --continuity 0.05 \
-	  --out $(DEMO)/report.html
+	  --balance potential=10% --balance accounts=10% --out $(DEMO)/report.html
 	@echo "open $(DEMO)/report.html in a browser; runs and models: $(BIN)/mlflow ui --backend-store-uri sqlite:///$$PWD/mlruns/mlflow.db"
 
 # The report's test renders it in Debian's Chromium: install it when missing (needs root or passwordless sudo).

@@ -433,10 +433,11 @@ def test_count_bands_go_to_the_flow_and_weighted_bands_to_the_milp(monkeypatch):
     assert choose_solver(p) == "milp" and solve(p, "flow").solver == "milp"
     with pytest.raises(SolverError, match="the flow solver does not model bands whose weights vary by account"):
         solve_flow(p)
-    big = _org(1000, 101, (Band("potential", np.ones(1000) * 2, np.zeros(101), np.full(101, 10.0)),))
+    big = _org(1000, 21, (Band("potential", np.ones(1000) * 2, np.zeros(21), np.full(21, 100.0)),))
+    assert choose_solver(big) == "balance"
     monkeypatch.setattr(solvers, "_balance_registered", lambda: False)  # as if repfit.assign.balance were absent
-    with pytest.raises(SolverError, match=r"need the MILP solver, which repfit runs up to 100,000 account-rep pairs; "
-                                          r"this problem has 101,000 and no large-scale balance solver is installed"):
+    with pytest.raises(SolverError, match=r"need the MILP solver, which repfit runs up to 20,000 account-rep pairs; "
+                                          r"this problem has 21,000 and no large-scale balance solver is installed"):
         choose_solver(big)
     calls = []
     monkeypatch.setattr(solvers, "_balance_registered", lambda: True)

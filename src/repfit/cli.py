@@ -375,7 +375,8 @@ def report(data_dir, mapping, out, top, title, scores, model_uri, tracking_uri, 
                      out=out, top=top, title=title, progress=TerminalProgress())
     s = res.summary
     click.echo(f"wrote {res.out}: uplift {s.uplift:+,.0f} ({s.uplift_pct:+.2f}%) with {s.moves:,} moves; "
-               f"trade-off curve of {len(res.curve)} optimal points; run {res.run_id}")
+               f"trade-off curve of {len(res.curve)} "
+               f"{'points within the solver gap' if s.gap else 'optimal points'}; run {res.run_id}")
     if not res.signal:
         click.echo("note: the model's rep strengths were NOT borne out on its test period; the report says so.")
 

@@ -282,9 +282,13 @@ def render(r: ReportInput) -> str:
 
     parts.append("<h2>Disruption vs gain</h2>")
     unit = "expected value" if s.objective == "expected_value" else "expected wins"
+    exact = not r.plan.problem.weighted_bands()
+    point = ("each point is the optimum for its move count; the lines between points are upper bounds" if exact else
+             "under weighted balance bands each point is the balance solver's plan for its keep bonus, within its "
+             "stated gap of the optimum")
     parts.append(_fig("budget", budget_svg(r.curve, s.moves, unit),
-                      f"Best uplift in {unit} for each number of accounts moved (each point is the optimum for its move "
-                      "count; the lines between points are upper bounds). Under the same constraints as the plan above."))
+                      f"Best uplift in {unit} for each number of accounts moved ({point}). Under the same constraints as "
+                      "the plan above."))
     parts.append(_table(r.curve[["moves", "uplift", "keep_bonus"]], {"uplift": "+,.2f", "keep_bonus": ",.4g"}))
 
     parts.append("<h2>Top suggestions</h2>")

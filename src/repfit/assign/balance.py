@@ -685,8 +685,8 @@ def solve_balanced(p: Problem, time_limit: float = 300.0, keep_bonus: int = 0, k
         On tier balance, or when no assignment within every band is found in ``time_limit``.
     """
     t0 = time.perf_counter()
-    if p.tiers is not None:
-        raise SolverError("the balance solver does not model tier balance; give the tiers as bands.", option="solver")
+    if p.tiers is not None:  # tier balance is one 0/1 band per tier
+        p = replace(p, tiers=None, tier_names=None, bands=p.tier_bands() + p.bands)
     m = _model(p, keep_bonus)
     _check_totals(m)
     A, R = p.shape

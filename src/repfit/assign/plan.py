@@ -231,6 +231,9 @@ def plan_assignment(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> Plan
     unit_sol = solve(solving, cfg.solver)
     x = expand(unit_sol.assignment)
     sol = replace(unit_sol, assignment=x, int_objective=prob.int_objective(x))
+    if prob.max_moves is not None and prob.moves(x) > prob.max_moves:  # a solver must never hand this back
+        raise SolverError(f"the {sol.solver} solver returned {prob.moves(x):,} moves, over the budget of "
+                          f"{prob.max_moves:,}. Fix: report this; solve with --solver milp meanwhile.", option="solver")
     seconds = time.perf_counter() - t0
     tiers = sorted(ds.accounts[S.TIER].astype(str).unique())
     assignment = _assignment_table(ds, p_win, sol.assignment, prob.current)
