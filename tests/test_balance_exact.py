@@ -443,7 +443,9 @@ def test_count_bands_go_to_the_flow_and_weighted_bands_to_the_milp(monkeypatch):
     monkeypatch.setattr(solvers, "_balance_registered", lambda: True)
     balanced = Solution(np.zeros(1000, np.int64), "balance", 0, certified=False, gap=0.004, bound=1.0)
     monkeypatch.setitem(SOLVERS, "balance", lambda q, keep_bonus=0: calls.append(keep_bonus) or balanced)
-    assert choose_solver(big) == "balance" and solve(replace(big, max_moves=3)) is balanced and calls == [0]
+    assert choose_solver(big) == "balance" and solve(big) is balanced and calls == [0]
+    with pytest.raises(SolverError, match="does not model the budget yet"):  # it would not hold the budget
+        solve(replace(big, max_moves=3))
 
     def no_incumbent(q, keep_bonus=0, time_limit=None):
         raise solvers._NoIncumbent(f"HiGHS found no assignment within the time limit of {time_limit:g} s.")

@@ -121,12 +121,15 @@ def test_counts_that_cannot_add_up_are_infeasible():
                                bands=(p.bands[0], few)))
 
 
-def test_tier_balance_is_refused_with_a_solver_error():
+def test_tier_balance_is_solved_as_one_band_per_tier():
     p = banded(4, 40, seed=0)
-    p = Problem(values=p.values, capacity=p.capacity, current=p.current, locked=p.locked,
-                tiers=np.zeros(40, np.int64), bands=p.bands)
-    with pytest.raises(SolverError, match="does not model tier balance"):
-        solve_balanced(p)
+    tiers = np.arange(40) % 2
+    p = Problem(values=p.values, capacity=p.capacity, current=p.current, locked=p.locked, tiers=tiers, bands=p.bands)
+    x = solve_balanced(p).assignment
+    lower, upper = p.tier_bounds()
+    for t in range(2):
+        counts = np.bincount(x[tiers == t], minlength=4)
+        assert ((counts >= lower[:, t]) & (counts <= upper[:, t])).all()
 
 
 def test_the_balance_solver_is_registered():
