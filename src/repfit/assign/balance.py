@@ -35,7 +35,7 @@ from repfit.messages import listed
 
 BLOCK = 4096  # accounts per block of the (A, R) passes: 4096 x 1,000 reps = 33 MB of float64
 EPS = 1e-9  # band violation (in units of a typical account's weight) treated as none
-SWAPS_PER_STEP = 400_000  # most swap candidates evaluated for one rep in one step
+SWAPS_PER_STEP = 30_000  # most swap candidates evaluated for one rep in one step
 
 
 @dataclass(frozen=True)
@@ -463,35 +463,70 @@ class _Moves:
     gain: np.ndarray
 
 
-def _moves(m: _Model, st: _State, ps: _Pass, rev: tuple[np.ndarray, np.ndarray], r: int) -> _Moves:
+@dataclass
+class _Local:
+    """What the moves touching rep r read, gathered once: r's movable accounts (``own``) with their whole rows,
+    and the movable accounts elsewhere that have r among their candidates (``near``) with their two pairs."""
+
+    own: np.ndarray
+    near: np.ndarray
+    value: np.ndarray  # (n_own, R): own accounts' values
+    weight: list  # per band (n_own, R) or (n_own, 1): own accounts' weights
+    bring: np.ndarray  # (n_near,): value gained by moving each near account to r
+    w_in: np.ndarray  # (B, n_near): its weight at r
+    w_out: np.ndarray  # (B, n_near): its weight at its rep
+
+
+def _local(m: _Model, st: _State, rev: tuple[np.ndarray, np.ndarray], r: int) -> _Local:
     x = st.x
     own = np.flatnonzero((x == r) & m.movable)
     near = rev[1][rev[0][r]:rev[0][r + 1]]
     near = near[(x[near] != r) & m.movable[near]]
-    pos, lens = _ranges(ps.start, own)
-    a1, s1 = np.repeat(own, lens), ps.rep[pos]
-    keep = s1 != r
-    a1, s1 = a1[keep], s1[keep]
-    swap_in = near
-    if len(own) * len(near) > SWAPS_PER_STEP:  # the accounts cheapest to bring to r
-        cost = _value(m, near, x[near]) - _value(m, near, np.full(len(near), r))
-        swap_in = near[np.argsort(cost, kind="stable")[:max(1, SWAPS_PER_STEP // max(len(own), 1))]]
-    a3, b3 = np.repeat(own, len(swap_in)), np.tile(swap_in, len(own))
-    keep = _allowed(m, a3, x[b3])
-    a = np.concatenate([a1, np.full(len(near), -1), a3[keep]])
-    b = np.concatenate([np.full(len(a1), -1), near, b3[keep]])
-    return _effects(m, st, r, a, b, np.concatenate([s1, x[near], x[b3[keep]]]))
+    value = m.p.int_values[own].astype(float)
+    if m.keep_bonus:
+        has = np.flatnonzero(m.p.current[own] >= 0)
+        value[has, m.p.current[own[has]]] += m.keep_bonus
+    weight = [w[own] if w.ndim == 2 else w[own][:, None] for w in m.rows.weights]
+    rr = np.full(len(near), r)
+    bring = _value(m, near, rr) - _value(m, near, x[near])
+    w_in = np.array([_weight(m, q, near, rr) for q in range(m.n_bands)]).reshape(m.n_bands, len(near))
+    w_out = np.array([_weight(m, q, near, x[near]) for q in range(m.n_bands)]).reshape(m.n_bands, len(near))
+    return _Local(own, near, value, weight, bring, w_in, w_out)
 
 
-def _effects(m: _Model, st: _State, r: int, a: np.ndarray, b: np.ndarray, s: np.ndarray) -> _Moves:
-    out, inn = a >= 0, b >= 0
-    ai, bi, rr = np.where(out, a, 0), np.where(inn, b, 0), np.full(len(a), r)
-    gain = np.where(out, _value(m, ai, s) - _value(m, ai, rr), 0.0) + \
-        np.where(inn, _value(m, bi, rr) - _value(m, bi, s), 0.0)
-    dr = np.array([np.where(inn, _weight(m, q, bi, rr), 0.0) - np.where(out, _weight(m, q, ai, rr), 0.0)
-                   for q in range(m.n_bands)]).reshape(m.n_bands, len(a))
-    ds = np.array([np.where(out, _weight(m, q, ai, s), 0.0) - np.where(inn, _weight(m, q, bi, s), 0.0)
-                   for q in range(m.n_bands)]).reshape(m.n_bands, len(a))
+def _moves(m: _Model, st: _State, ps: _Pass, rev: tuple[np.ndarray, np.ndarray], r: int) -> _Moves:
+    """Every move of an own account to one of its candidate reps, of a near account to r, and swaps of the two
+    (the near accounts cheapest to bring when there would be more than ``SWAPS_PER_STEP``)."""
+    loc = _local(m, st, rev, r)
+    n_own, n_near = len(loc.own), len(loc.near)
+    pos, lens = _ranges(ps.start, loc.own)
+    i1, s1 = np.repeat(np.arange(n_own), lens), ps.rep[pos]
+    i1, s1 = i1[s1 != r], s1[s1 != r]
+    j3 = np.arange(n_near)
+    if n_own * n_near > SWAPS_PER_STEP:
+        j3 = np.argsort(-loc.bring, kind="stable")[:max(1, SWAPS_PER_STEP // n_own)]
+    i3, j3 = np.repeat(np.arange(n_own), len(j3)), np.tile(j3, n_own)
+    s3 = st.x[loc.near[j3]]
+    if m.p.allowed is not None:
+        i3, j3, s3 = (v[m.p.allowed[loc.own[i3], s3]] for v in (i3, j3, s3))
+    i = np.concatenate([i1, np.full(n_near, -1), i3])
+    j = np.concatenate([np.full(len(i1), -1), np.arange(n_near), j3])
+    return _effects(m, loc, r, i, j, np.concatenate([s1, st.x[loc.near], s3]))
+
+
+def _effects(m: _Model, loc: _Local, r: int, i: np.ndarray, j: np.ndarray, s: np.ndarray) -> _Moves:
+    """The moves (own account ``i`` to ``s``, near account ``j`` to r; -1: none) with their effects, read from
+    the gathered ``loc`` (no access to the (A, R) arrays)."""
+    out, inn = i >= 0, j >= 0
+    ii, jj = np.where(out, i, 0), np.where(inn, j, 0)
+    gain = np.where(out, loc.value[ii, s] - loc.value[ii, r], 0.0) + np.where(inn, loc.bring[jj], 0.0)
+    dr, ds = np.zeros((m.n_bands, len(i))), np.zeros((m.n_bands, len(i)))
+    for q, w in enumerate(loc.weight):
+        at_s, at_r = (w[ii, s], w[ii, r]) if w.shape[1] > 1 else (w[ii, 0], w[ii, 0])
+        dr[q] = np.where(inn, loc.w_in[q, jj], 0.0) - np.where(out, at_r, 0.0)
+        ds[q] = np.where(out, at_s, 0.0) - np.where(inn, loc.w_out[q, jj], 0.0)
+    a = np.where(out, loc.own[ii], -1)
+    b = np.where(inn, loc.near[jj], -1)
     return _Moves(a, b, s, inn.astype(float) - out, dr, ds, gain)
 
 
@@ -687,20 +722,23 @@ def solve_balanced(p: Problem, time_limit: float = 300.0, keep_bonus: int = 0, k
     t0 = time.perf_counter()
     if p.tiers is not None:
         raise SolverError("the balance solver does not model tier balance; give the tiers as bands.", option="solver")
+    A, R = p.shape
     m = _model(p, keep_bonus)
     _check_totals(m)
-    A, R = p.shape
     c = min(A, 4 * -(-A // max(R, 1)) + k)  # each rep's candidate accounts: about 4 books' worth
-    z = _sample_dual(m, max(2000, 5 * R), t0 + 0.15 * time_limit)
+    n = min(A, max(2000, 5 * R))
+    z = _sample_dual(m, n, t0 + 0.15 * time_limit)
     dual = _dual(m, z, k, c, t0 + 0.45 * time_limit)
+    t1 = time.perf_counter()
     st = _state(m, dual.ps.best.copy())
     start = int((st.viol > EPS).sum())
     steps, ps = _repair_widening(m, st, dual, k, c, t0 + 0.9 * time_limit)
-    t_repair = time.perf_counter()
+    t2 = time.perf_counter()
     made, gained = _polish(m, st, ps, t0 + time_limit)
     _verify(p, st.x)
-    notes = [f"dual: {dual.stages} smoothed stage(s) on {k} candidate reps per account ({'; '.join(dual.log)})",
-             f"repair: {steps:,} moves and swaps brought {start:,} reps within their bands",
-             f"polish: {made:,} moves and swaps gained {gained:,.0f}",
-             f"{t_repair - t0:.1f} s to a feasible assignment, {time.perf_counter() - t0:.1f} s in all"]
+    t3 = time.perf_counter()
+    notes = [f"bound: prices from a sample of {n:,} accounts, then {dual.stages} trust-region step(s) on "
+             f"{len(dual.ps.acc):,} candidate pairs ({t1 - t0:.1f} s; last: {dual.log[-1] if dual.log else '-'})",
+             f"repair: {steps:,} moves and swaps brought {start:,} reps within their bands ({t2 - t1:.1f} s)",
+             f"polish: {made:,} moves and swaps gained {gained:,.0f} ({t3 - t2:.1f} s)"]
     return _solution(m, st.x, dual, notes)
