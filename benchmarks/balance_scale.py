@@ -17,7 +17,9 @@ under a 6 GiB address-space limit (the bar's memory), so the machine's other job
 from __future__ import annotations
 
 import json
+import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -120,7 +122,7 @@ def run_milp(p, c, cons, acc, rep, built: float, time_limit: float) -> dict:
 
     t0 = time.perf_counter()
     res = milp(c, constraints=cons, integrality=np.ones(len(c)), bounds=Bounds(0, 1),
-               options={"time_limit": time_limit, "mip_rel_gap": 0.0})
+               options={"time_limit": time_limit, "mip_rel_gap": 0.0, "disp": True})
     out = {"seconds": time.perf_counter() - t0, "build_seconds": built, "status": res.message,
            "dual_bound": None if res.get("mip_dual_bound") is None else -float(res.mip_dual_bound) * p.scale}
     if res.x is not None:
@@ -133,20 +135,39 @@ def run_milp(p, c, cons, acc, rep, built: float, time_limit: float) -> dict:
 
 
 def run_child(args: list[str], timeout: float) -> dict:
-    cmd = ["/usr/bin/time", "-f", "MAXRSS_KB=%M", sys.executable, __file__, "--child", *args]
+    """Run a child in its own process group; on timeout read its peak RSS from /proc, then stop the group."""
+    # line-buffered so that HiGHS's log up to a stop is kept
+    cmd = ["/usr/bin/time", "-f", "MAXRSS_KB=%M", "stdbuf", "-oL", sys.executable, __file__, "--child", *args]
     t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"status": f"stopped after {timeout:.0f} s"}
-    rss = [line for line in proc.stderr.splitlines() if line.startswith("MAXRSS_KB=")]
+        peak = _peak_of_children(proc.pid)
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, _ = proc.communicate()
+        log = [line.strip() for line in stdout.splitlines() if line.strip()][-2:]
+        return {"status": f"no answer after {timeout:.0f} s: stopped", "peak_gib": peak,
+                "wall": time.perf_counter() - t0, "log": log}
+    rss = [line for line in stderr.splitlines() if line.startswith("MAXRSS_KB=")]
     peak = int(rss[-1].split("=")[1]) * 1024 / GIB if rss else float("nan")
     try:
-        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        out = json.loads([line for line in stdout.splitlines() if line.startswith("{")][-1])
     except (IndexError, json.JSONDecodeError):
-        tail = [line for line in proc.stderr.splitlines() if line and not line.startswith("MAXRSS_KB=")][-2:]
+        tail = [line for line in stderr.splitlines() if line and not line.startswith("MAXRSS_KB=")][-2:]
         out = {"status": f"exit {proc.returncode}: {' / '.join(tail)}"}
     return {**out, "peak_gib": peak, "wall": time.perf_counter() - t0}
+
+
+def _peak_of_children(pid: int) -> float:
+    """Peak RSS (VmHWM, GiB) of the processes under ``pid`` (the Python child under /usr/bin/time)."""
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        status = Path(f"/proc/{kids[0]}/status").read_text()
+    except (OSError, IndexError):
+        return float("nan")
+    kb = [line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")]
+    return int(kb[0]) * 1024 / GIB if kb else float("nan")
 
 
 def _fmt(x, spec: str) -> str:
@@ -181,7 +202,7 @@ def main() -> None:
     for R, A in sizes:
         ours = run_child(["balance", str(R), str(A), str(limit)], limit + 600)
         cap = "6" if R * A > 10_000_000 else "0"
-        base = run_child(["milp", str(R), str(A), str(limit), cap], limit + 900)
+        base = run_child(["milp", str(R), str(A), str(limit), cap], 2 * limit)
         lines.append(row(R, A, ours, base))
         notes.append(f"- {R:,} x {A:,}: instance built in {ours.get('build_seconds', float('nan')):.0f} s (not in "
                      f"'balance s'); " + "; ".join(ours.get("notes", [ours.get("status", "")])))

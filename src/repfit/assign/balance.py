@@ -10,8 +10,12 @@ is at least the value of every assignment meeting the constraints (weak LP duali
 the weighted bands, whose subproblem - assignment, capacity, count bands - is a flow with an integral LP). The
 max runs over *every* allowed pair, in blocks, so the bound holds however the prices were found.
 
-Prices. Minimise a smoothed D (log-sum-exp at temperature ``tau`` instead of the max) with L-BFGS-B on each
-account's top ``k`` reps by reduced value; lower ``tau`` in stages and re-choose the candidates after each stage.
+Prices. Minimise a smoothed D (log-sum-exp at temperature ``tau`` instead of the max) with L-BFGS-B: first on a
+sample of accounts over all their pairs (bounds scaled to the sample), then on the whole problem restricted to
+candidate pairs (each account's top ``k`` reps by reduced value, each rep's ``c`` accounts of least regret, and
+the pairs of a balanced reference assignment), in trust-region steps: after each step a pass over every pair
+gives D and new candidates; a step is kept only if D fell (box-step column generation), and ``tau`` falls as the
+steps settle.
 
 Assignment. Each account goes to its best rep by reduced value (the LP optimum up to ties); then *repair*:
 moves and swaps that take the most band violation away per unit of value lost, until every rep is within every
@@ -118,11 +122,6 @@ def _weight(m: _Model, b: int, acc: np.ndarray, rep: np.ndarray) -> np.ndarray:
     return w[acc] if w.ndim == 1 else w[acc, rep]
 
 
-def _allowed(m: _Model, acc: np.ndarray, rep: np.ndarray) -> np.ndarray:
-    ok = m.movable[acc]
-    return ok if m.p.allowed is None else ok & m.p.allowed[acc, rep]
-
-
 def _mask_rows(p: Problem, rows: slice | np.ndarray) -> np.ndarray:
     """(n, R) bool: the allowed pairs of accounts ``rows`` (``Problem.mask`` for some rows)."""
     n, R = len(p.current[rows]), p.shape[1]
@@ -187,7 +186,8 @@ def _reduced_block(m: _Model, z: np.ndarray, lo: int, hi: int) -> np.ndarray:
 @dataclass
 class _Pass:
     """One pass over every allowed pair at dual ``z``: the bound there, and the candidate pairs (each account's top
-    ``k`` reps and each rep's top ``c`` accounts by reduced value) as a list sorted by account."""
+    ``k`` reps by reduced value, and each rep's ``c`` accounts of least regret, the reduced value it gives up
+    against the account's best rep) as a list sorted by account."""
 
     acc: np.ndarray  # (n,) int64, sorted
     rep: np.ndarray  # (n,) int64
@@ -222,7 +222,8 @@ def _merge_columns(top: tuple[np.ndarray, np.ndarray], red: np.ndarray, lo: int,
     return vals, accs
 
 
-def _full_pass(m: _Model, z: np.ndarray, k: int, c: int) -> _Pass:
+def _full_pass(m: _Model, z: np.ndarray, k: int, c: int, known: _Pass | None = None) -> _Pass:
+    """The pass at ``z``; the floor and largest value are taken from ``known`` when given (they do not change)."""
     A, R = m.p.shape
     k, keys = min(k, R), []
     cols = (np.empty((0, R)), np.empty((0, R), np.int64))
@@ -236,15 +237,18 @@ def _full_pass(m: _Model, z: np.ndarray, k: int, c: int) -> _Pass:
         keys.append(((lo + np.arange(hi - lo))[:, None] * R + idx)[ok])
         best[lo:hi] = red.argmax(axis=1)
         rowmax = red[np.arange(hi - lo), best[lo:hi]]
-        cols = _merge_columns(cols, red - rowmax[:, None], lo, c)  # by regret: reps near each account's best
         if not np.isfinite(rowmax).all():
             raise InfeasibleAssignment("some accounts have no allowed rep (required match and locks).")
+        cols = _merge_columns(cols, red - rowmax[:, None], lo, c)  # by regret: reps near each account's best
         total += float(rowmax.sum())
-        vals = np.where(np.isfinite(red), _value_block(m, lo, hi), np.nan)
-        floor += float(np.nanmin(vals, axis=1).sum())
-        vmax = max(vmax, float(np.nanmax(np.abs(vals))))
+        if known is None:
+            vals = np.where(np.isfinite(red), _value_block(m, lo, hi), np.nan)
+            floor += float(np.nanmin(vals, axis=1).sum())
+            vmax = max(vmax, float(np.nanmax(np.abs(vals))))
     keys.append((cols[1] * R + np.arange(R))[np.isfinite(cols[0])])
     acc, rep, start = _pairs(A, R, np.concatenate(keys))
+    if known is not None:
+        floor, vmax = known.floor, known.vmax
     return _Pass(acc, rep, start, best, total + _constant(m, z), floor, vmax)
 
 
@@ -337,7 +341,7 @@ def _dual(m: _Model, z: np.ndarray, k: int, c: int, deadline: float, tau: float 
         cands = _with_keys(m, out.ps, np.concatenate([last.acc * R + last.rep, ref_keys]))
         res = minimize(_smoothed, out.z, args=(tau, m, _cands(m, cands)), jac=True, method="L-BFGS-B",
                        bounds=list(zip(lo, hi)), callback=_deadline_callback(deadline), options={"maxiter": 300})
-        last = _full_pass(m, res.x, k, c)
+        last = _full_pass(m, res.x, k, c, known=ps)
         if last.dual < last.floor - 1e-9 * abs(last.floor):
             _proven_infeasible(m, last)
         edge = bool(np.any(((res.x <= lo + 1e-12) & (lo > outer[:, 0])) | ((res.x >= hi - 1e-12) & (hi < outer[:, 1]))))
@@ -432,7 +436,8 @@ def _rep_violation(m: _Model, reps: np.ndarray, count: np.ndarray, total: np.nda
 def _state(m: _Model, x: np.ndarray) -> _State:
     A, R = m.p.shape
     count = np.bincount(x, minlength=R).astype(float)
-    total = np.array([np.bincount(x, _weight(m, b, np.arange(A), x), R) for b in range(m.n_bands)]).reshape(m.n_bands, R)
+    total = np.array([np.bincount(x, _weight(m, b, np.arange(A), x), R) for b in range(m.n_bands)])
+    total = total.reshape(m.n_bands, R)
     return _State(x, count, total, _rep_violation(m, np.arange(R), count, total))
 
 
@@ -629,7 +634,7 @@ def _repair_widening(m: _Model, st: _State, dual: _DualResult, k: int, c: int,
             reps = stuck.reps
             if widen * k >= m.p.shape[1]:
                 break
-            ps = _full_pass(m, dual.z, min(m.p.shape[1], 4 * widen * k), min(m.p.shape[0], 4 * widen * c))
+            ps = _full_pass(m, dual.z, min(m.p.shape[1], 4 * widen * k), min(m.p.shape[0], 4 * widen * c), ps)
     raise SolverError(
         f"the balance solver found no moves that bring {listed(m.p.name_rep(r) for r in reps)} within their "
         f"{_band_list(m)} (the bands may be infeasible). Fix: widen the tolerances.", option="balance")
@@ -640,10 +645,11 @@ def _check_totals(m: _Model) -> None:
     A = m.p.shape[0]
     r = m.rows
     if r.lo.sum() > A or r.hi.sum() < A or (r.lo > r.hi).any():
+        bands = f" and {listed(r.count_names)} band" if r.count_names else ""
         raise InfeasibleAssignment(
-            f"{A:,} accounts cannot give every rep a count within its capacity and {listed(r.count_names)} band "
-            f"(the lower bounds add up to {int(r.lo.sum()):,}, the upper bounds to {int(r.hi.sum()):,}). "
-            "Fix: widen the accounts tolerance or change capacity.", option="balance")
+            f"{A:,} accounts cannot give every rep a count within its capacity{bands} (the lower bounds add up to "
+            f"{int(r.lo.sum()):,}, the upper bounds to {int(r.hi.sum()):,}). Fix: widen the accounts tolerance or "
+            "change capacity.", option="balance")
     for b, w in enumerate(r.weights):
         if w.ndim != 1 or (w < 0).any():
             continue
@@ -723,6 +729,8 @@ def solve_balanced(p: Problem, time_limit: float = 300.0, keep_bonus: int = 0, k
     if p.tiers is not None:
         raise SolverError("the balance solver does not model tier balance; give the tiers as bands.", option="solver")
     A, R = p.shape
+    if A == 0:
+        return Solution(np.zeros(0, np.int64), "balance", 0, True, ("no accounts",), 0.0, 0.0)
     m = _model(p, keep_bonus)
     _check_totals(m)
     c = min(A, 4 * -(-A // max(R, 1)) + k)  # each rep's candidate accounts: about 4 books' worth
