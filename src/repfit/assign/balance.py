@@ -40,6 +40,7 @@ from repfit.messages import listed
 BLOCK = 4096  # accounts per block of the (A, R) passes: 4096 x 1,000 reps = 33 MB of float64
 EPS = 1e-9  # band violation (in units of a typical account's weight) treated as none
 SWAPS_PER_STEP = 30_000  # most swap candidates evaluated for one rep in one step
+MILP_ACCOUNTS = 10_000  # most accounts HiGHS re-assigns when moves and swaps get stuck
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class _Rows:
     units: np.ndarray  # (B,)
     names: tuple[str, ...]  # the weighted bands' metrics
     count_names: tuple[str, ...]  # the count bands' metrics
+    tolerances: tuple[float | None, ...]  # the weighted bands' tolerances
 
 
 def _is_count(band) -> bool:
@@ -66,7 +68,7 @@ def _rows(p: Problem) -> _Rows:
     """Split ``p``'s bands into count bounds (bands whose weights are one positive constant) and weighted bands."""
     A, R = p.shape
     lo, hi = np.zeros(R), p.capacity.astype(float)
-    weights, lower, upper, units, names, count_names = [], [], [], [], [], []
+    weights, lower, upper, units, names, count_names, tolerances = [], [], [], [], [], [], []
     for band in p.bands:
         if _is_count(band):
             count_names.append(band.metric)
@@ -80,9 +82,10 @@ def _rows(p: Problem) -> _Rows:
         upper.append(band.upper / unit)
         units.append(unit)
         names.append(band.metric)
+        tolerances.append(band.tolerance)
     B = len(weights)
     return _Rows(lo, hi, tuple(weights), np.array(lower).reshape(B, R), np.array(upper).reshape(B, R),
-                 np.array(units), tuple(names), tuple(count_names))
+                 np.array(units), tuple(names), tuple(count_names), tuple(tolerances))
 
 
 @dataclass
@@ -421,24 +424,31 @@ class _State:
     x: np.ndarray  # (A,) rep per account
     count: np.ndarray  # (R,) float
     total: np.ndarray  # (B, R)
-    viol: np.ndarray  # (R,): accounts outside the count bounds + units outside each weighted band
+    wt: np.ndarray  # (1 + B, R): the weight of each rep's count and band violations (raised where repair sticks)
+    viol: np.ndarray  # (R,): weighted accounts outside the count bounds + units outside each weighted band
 
 
-def _rep_violation(m: _Model, reps: np.ndarray, count: np.ndarray, total: np.ndarray) -> np.ndarray:
-    """(n,) how far reps ``reps`` would lie outside their bounds with ``count`` (n,) and ``total`` (B, n)."""
+def _parts(m: _Model, reps: np.ndarray, count: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """(1 + B, n) how far reps ``reps`` would lie outside their count bounds and each band with ``count`` (n,)
+    and ``total`` (B, n)."""
     r = m.rows
-    v = np.maximum(r.lo[reps] - count, 0) + np.maximum(count - r.hi[reps], 0)
-    if m.n_bands:
-        v = v + (np.maximum(r.lower[:, reps] - total, 0) + np.maximum(total - r.upper[:, reps], 0)).sum(axis=0)
-    return v
+    c = np.maximum(r.lo[reps] - count, 0) + np.maximum(count - r.hi[reps], 0)
+    t = np.maximum(r.lower[:, reps] - total, 0) + np.maximum(total - r.upper[:, reps], 0)
+    return np.concatenate([c[None, :], t.reshape(m.n_bands, len(c))])
 
 
-def _state(m: _Model, x: np.ndarray) -> _State:
+def _rep_violation(m: _Model, wt: np.ndarray, reps: np.ndarray, count: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """(n,) the weighted violation of reps ``reps`` with ``count`` (n,) and ``total`` (B, n)."""
+    return (wt[:, reps] * _parts(m, reps, count, total)).sum(axis=0)
+
+
+def _state(m: _Model, x: np.ndarray, wt: np.ndarray | None = None) -> _State:
     A, R = m.p.shape
     count = np.bincount(x, minlength=R).astype(float)
     total = np.array([np.bincount(x, _weight(m, b, np.arange(A), x), R) for b in range(m.n_bands)])
     total = total.reshape(m.n_bands, R)
-    return _State(x, count, total, _rep_violation(m, np.arange(R), count, total))
+    wt = np.ones((1 + m.n_bands, R)) if wt is None else wt
+    return _State(x, count, total, wt, _rep_violation(m, wt, np.arange(R), count, total))
 
 
 def _reverse(ps: _Pass, R: int) -> tuple[np.ndarray, np.ndarray]:
@@ -522,24 +532,28 @@ def _moves(m: _Model, st: _State, ps: _Pass, rev: tuple[np.ndarray, np.ndarray],
 def _effects(m: _Model, loc: _Local, r: int, i: np.ndarray, j: np.ndarray, s: np.ndarray) -> _Moves:
     """The moves (own account ``i`` to ``s``, near account ``j`` to r; -1: none) with their effects, read from
     the gathered ``loc`` (no access to the (A, R) arrays)."""
+    n = len(i)
     out, inn = i >= 0, j >= 0
-    ii, jj = np.where(out, i, 0), np.where(inn, j, 0)
-    gain = np.where(out, loc.value[ii, s] - loc.value[ii, r], 0.0) + np.where(inn, loc.bring[jj], 0.0)
-    dr, ds = np.zeros((m.n_bands, len(i))), np.zeros((m.n_bands, len(i)))
+    io, so, jn = i[out], s[out], j[inn]
+    a, b, gain = np.full(n, -1), np.full(n, -1), np.zeros(n)
+    a[out], b[inn] = loc.own[io], loc.near[jn]
+    gain[out] += loc.value[io, so] - loc.value[io, r]
+    gain[inn] += loc.bring[jn]
+    dr, ds = np.zeros((m.n_bands, n)), np.zeros((m.n_bands, n))
     for q, w in enumerate(loc.weight):
-        at_s, at_r = (w[ii, s], w[ii, r]) if w.shape[1] > 1 else (w[ii, 0], w[ii, 0])
-        dr[q] = np.where(inn, loc.w_in[q, jj], 0.0) - np.where(out, at_r, 0.0)
-        ds[q] = np.where(out, at_s, 0.0) - np.where(inn, loc.w_out[q, jj], 0.0)
-    a = np.where(out, loc.own[ii], -1)
-    b = np.where(inn, loc.near[jj], -1)
+        at_s, at_r = (w[io, so], w[io, r]) if w.shape[1] > 1 else (w[io, 0], w[io, 0])
+        dr[q, out] -= at_r
+        ds[q, out] += at_s
+        dr[q, inn] += loc.w_in[q, jn]
+        ds[q, inn] -= loc.w_out[q, jn]
     return _Moves(a, b, s, inn.astype(float) - out, dr, ds, gain)
 
 
 def _after(m: _Model, st: _State, mv: _Moves, r: int) -> tuple[np.ndarray, np.ndarray]:
     """(n,), (n,): the violation of r and of s after each move."""
     n = len(mv.a)
-    vr = _rep_violation(m, np.full(n, r), st.count[r] + mv.dc, st.total[:, [r]] + mv.dr)
-    vs = _rep_violation(m, mv.s, st.count[mv.s] - mv.dc, st.total[:, mv.s] + mv.ds)
+    vr = _rep_violation(m, st.wt, np.full(n, r), st.count[r] + mv.dc, st.total[:, [r]] + mv.dr)
+    vs = _rep_violation(m, st.wt, mv.s, st.count[mv.s] - mv.dc, st.total[:, mv.s] + mv.ds)
     return vr, vs
 
 
@@ -554,25 +568,27 @@ def _apply(m: _Model, st: _State, mv: _Moves, i: int, r: int) -> None:
     st.total[:, r] += mv.dr[:, i]
     st.total[:, s] += mv.ds[:, i]
     both = np.array([r, s])
-    st.viol[both] = _rep_violation(m, both, st.count[both], st.total[:, both])
+    st.viol[both] = _rep_violation(m, st.wt, both, st.count[both], st.total[:, both])
 
 
 class _Stuck(Exception):
-    """No move or swap among the candidates reduces the violation of these reps."""
+    """No move or swap among the candidates reduces the violation of these reps (after ``steps`` that did)."""
 
-    def __init__(self, reps: np.ndarray):
+    def __init__(self, reps: np.ndarray, steps: int):
         super().__init__(f"{len(reps)} reps stuck")
-        self.reps = reps
+        self.reps, self.steps = reps, steps
 
 
-def _repair(m: _Model, st: _State, ps: _Pass, deadline: float) -> int:
+def _repair(m: _Model, st: _State, ps: _Pass, deadline: float, max_raises: int = 10) -> int:
     """Move accounts until every rep is within every band, each step the move or swap touching a violated rep
-    that loses the least value per unit of violation removed; returns the number of steps."""
-    rev, steps = _reverse(ps, m.p.shape[1]), 0
+    that loses the least value per unit of (weighted) violation removed; returns the number of steps. When no
+    move helps, the weights of the violations left are doubled (so that a move may trade one for another), up
+    to ``max_raises`` times."""
+    rev, steps, raises = _reverse(ps, m.p.shape[1]), 0, 0
     while True:
         bad = np.flatnonzero(st.viol > EPS)
         if not len(bad):
-            fresh = _state(m, st.x)  # the running totals drift in float: settle on exact ones
+            fresh = _state(m, st.x, st.wt)  # the running totals drift in float: settle on exact ones
             st.count, st.total, st.viol = fresh.count, fresh.total, fresh.viol
             if not (st.viol > EPS).any():
                 return steps
@@ -594,7 +610,11 @@ def _repair(m: _Model, st: _State, ps: _Pass, deadline: float) -> int:
                 _apply(m, st, mv, int(np.argmin(key)), int(r))
                 steps, progress = steps + 1, True
         if not progress:
-            raise _Stuck(bad)
+            if raises == max_raises:
+                raise _Stuck(bad, steps)
+            raises += 1
+            st.wt[:, bad] *= np.where(_parts(m, bad, st.count[bad], st.total[:, bad]) > EPS, 2.0, 1.0)
+            st.viol = _rep_violation(m, st.wt, np.arange(len(st.count)), st.count, st.total)
 
 
 def _polish(m: _Model, st: _State, ps: _Pass, deadline: float, max_sweeps: int = 30) -> tuple[int, float]:
@@ -624,20 +644,68 @@ def _polish(m: _Model, st: _State, ps: _Pass, deadline: float, max_sweeps: int =
 
 def _repair_widening(m: _Model, st: _State, dual: _DualResult, k: int, c: int,
                      deadline: float) -> tuple[int, _Pass]:
-    """``_repair`` on the dual's candidates; when stuck, again on 4 and 16 times as many; returns the steps and the
-    candidates used."""
-    ps, steps = dual.ps, 0
-    for widen in (1, 4, 16):
+    """``_repair`` on the dual's candidates; when stuck, HiGHS on the stuck reps' neighbourhood (``_repair_milp``),
+    then the moves again on 4 and 16 times as many candidates; returns the steps and the candidates used."""
+    ps, steps, widen = dual.ps, 0, 1
+    for _ in range(6):
         try:
             return steps + _repair(m, st, ps, deadline), ps
         except _Stuck as stuck:
-            reps = stuck.reps
-            if widen * k >= m.p.shape[1]:
-                break
-            ps = _full_pass(m, dual.z, min(m.p.shape[1], 4 * widen * k), min(m.p.shape[0], 4 * widen * c), ps)
+            reps, steps = stuck.reps, steps + stuck.steps
+        if _repair_milp(m, st, ps, reps, deadline):
+            continue
+        if widen * k >= m.p.shape[1] or widen == 16:
+            break
+        widen *= 4
+        ps = _full_pass(m, dual.z, min(m.p.shape[1], widen * k), min(m.p.shape[0], widen * c), ps)
     raise SolverError(
         f"the balance solver found no moves that bring {listed(m.p.name_rep(r) for r in reps)} within their "
         f"{_band_list(m)} (the bands may be infeasible). Fix: widen the tolerances.", option="balance")
+
+
+def _repair_milp(m: _Model, st: _State, ps: _Pass, reps: np.ndarray, deadline: float) -> bool:
+    """HiGHS on the accounts of the stuck ``reps`` and those that may go to them, the rest fixed: an assignment
+    within every band keeping the most value (to 0.01%, in at most half the time left). Updates ``st``; returns
+    whether it found one."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import csr_matrix
+
+    A, R = m.p.shape
+    ptr, near = _reverse(ps, R)
+    free = np.unique(np.concatenate([np.flatnonzero(np.isin(st.x, reps))] + [near[ptr[r]:ptr[r + 1]] for r in reps]))
+    free = free[m.movable[free]][:MILP_ACCOUNTS]
+    mask = _mask_rows(m.p, free)
+    if len(free) * R > MILP_ACCOUNTS * 20:  # large: each account's candidates, its rep and the stuck reps only
+        keep = np.zeros_like(mask)
+        pos, lens = _ranges(ps.start, free)
+        keep[np.repeat(np.arange(len(free)), lens), ps.rep[pos]] = True
+        keep[np.arange(len(free)), st.x[free]] = True
+        keep[:, reps] = True
+        mask &= keep
+    fa, fr = np.nonzero(mask)
+    n, cols = len(fa), np.arange(len(fa))
+    rest = _state(m, st.x.copy())
+    rest.x[free] = -1
+    fixed = rest.x >= 0
+    count = np.bincount(rest.x[fixed], minlength=R)
+    cons = [LinearConstraint(csr_matrix((np.ones(n), (fa, cols)), shape=(len(free), n)), 1, 1),
+            LinearConstraint(csr_matrix((np.ones(n), (fr, cols)), shape=(R, n)), m.rows.lo - count, m.rows.hi - count)]
+    for b in range(m.n_bands):
+        total = np.bincount(rest.x[fixed], _weight(m, b, np.flatnonzero(fixed), rest.x[fixed]), R)
+        w = _weight(m, b, free[fa], fr)
+        margin = 1e-7 * (1.0 + np.abs(m.rows.upper[b]))  # HiGHS's feasibility tolerance must not break a band
+        cons.append(LinearConstraint(csr_matrix((w, (fr, cols)), shape=(R, n)), m.rows.lower[b] - total + margin,
+                                     m.rows.upper[b] - total - margin))
+    res = milp(-_value(m, free[fa], fr) / m.vunit, constraints=cons, integrality=np.ones(n), bounds=Bounds(0, 1),
+               options={"time_limit": max(1.0, (deadline - time.perf_counter()) / 2), "mip_rel_gap": 1e-4,
+                        "disp": False})
+    if res.x is None:
+        return False
+    on = res.x > 0.5
+    st.x[free[fa[on]]] = fr[on]
+    fresh = _state(m, st.x, st.wt)
+    st.count, st.total, st.viol = fresh.count, fresh.total, fresh.viol
+    return True
 
 
 def _check_totals(m: _Model) -> None:
@@ -659,6 +727,29 @@ def _check_totals(m: _Model) -> None:
             raise InfeasibleAssignment(
                 f"the accounts' {r.names[b]} totals {have:,.6g} but the reps' {r.names[b]} bands need between "
                 f"{need:,.6g} and {room:,.6g}. Fix: widen the {r.names[b]} tolerance.", option="balance")
+
+
+def _check_reach(m: _Model) -> None:
+    """Raise ``InfeasibleAssignment`` when one account outweighs the upper bound of every rep it may go to."""
+    p, r = m.p, m.rows
+    for b, w in enumerate(r.weights):
+        if w.ndim != 1 or not np.isfinite(r.upper[b]).any():
+            continue
+        big = np.flatnonzero(w > r.upper[b].min() + EPS)
+        room = np.where(_mask_rows(p, big), r.upper[b], -np.inf).max(axis=1) if len(big) else np.zeros(0)
+        over = w[big] > room + EPS
+        if not over.any():
+            continue
+        i = int(np.flatnonzero(over)[np.argmax(w[big][over] - room[over])])
+        a, unit, tol = int(big[i]), r.units[b], r.tolerances[b]
+        name = str(p.account_names[a]) if p.account_names is not None else f"account #{a}"
+        fix = f"widen the {r.names[b]} tolerance"
+        if tol is not None and np.isfinite(room[i]):
+            fix += f" to at least {w[a] / (room[i] / (1 + tol)) - 1:.0%}"
+        raise InfeasibleAssignment(
+            f"{name} alone has {r.names[b]} {w[a] * unit:,.6g}, above the upper {r.names[b]} band of every rep it "
+            f"may go to (at most {room[i] * unit:,.6g}), and {int(over.sum())} account(s) are like it. Fix: {fix}.",
+            option="balance")
 
 
 def _verify(p: Problem, x: np.ndarray) -> None:
@@ -733,6 +824,7 @@ def solve_balanced(p: Problem, time_limit: float = 300.0, keep_bonus: int = 0, k
         return Solution(np.zeros(0, np.int64), "balance", 0, True, ("no accounts",), 0.0, 0.0)
     m = _model(p, keep_bonus)
     _check_totals(m)
+    _check_reach(m)
     c = min(A, 4 * -(-A // max(R, 1)) + k)  # each rep's candidate accounts: about 4 books' worth
     n = min(A, max(2000, 5 * R))
     z = _sample_dual(m, n, t0 + 0.15 * time_limit)
