@@ -800,7 +800,8 @@ def solve_balanced(p: Problem, time_limit: float = 300.0, keep_bonus: int = 0, k
     ----------
     p : the problem. Its tier balance is not modelled (give tiers as bands); its move budget is ignored (the
         keep bonus is how ``solve_max_moves`` trades moves against value).
-    time_limit : seconds for the whole solve: up to 40% on the bound, the rest on repair and polish.
+    time_limit : seconds for the whole solve: up to 55% on the bound, the rest on repair and polish (each stage
+        stops at its share; a pass over all pairs under way finishes first).
     keep_bonus : integer units added for each account kept (see ``solvers.keep_bonus_values``).
     k : candidate reps per account in the smoothed dual and in the repair moves.
 
@@ -827,8 +828,8 @@ def solve_balanced(p: Problem, time_limit: float = 300.0, keep_bonus: int = 0, k
     _check_reach(m)
     c = min(A, 4 * -(-A // max(R, 1)) + k)  # each rep's candidate accounts: about 4 books' worth
     n = min(A, max(2000, 5 * R))
-    z = _sample_dual(m, n, t0 + 0.15 * time_limit)
-    dual = _dual(m, z, k, c, t0 + 0.45 * time_limit)
+    z = _sample_dual(m, n, t0 + 0.25 * time_limit)
+    dual = _dual(m, z, k, c, t0 + 0.55 * time_limit)
     t1 = time.perf_counter()
     st = _state(m, dual.ps.best.copy())
     start = int((st.viol > EPS).sum())
