@@ -10,8 +10,12 @@ is at least the value of every assignment meeting the constraints (weak LP duali
 the weighted bands, whose subproblem - assignment, capacity, count bands - is a flow with an integral LP). The
 max runs over *every* allowed pair, in blocks, so the bound holds however the prices were found.
 
-Prices. Minimise a smoothed D (log-sum-exp at temperature ``tau`` instead of the max) with L-BFGS-B on each
-account's top ``k`` reps by reduced value; lower ``tau`` in stages and re-choose the candidates after each stage.
+Prices. Minimise a smoothed D (log-sum-exp at temperature ``tau`` instead of the max) with L-BFGS-B: first on a
+sample of accounts over all their pairs (bounds scaled to the sample), then on the whole problem restricted to
+candidate pairs (each account's top ``k`` reps by reduced value, each rep's ``c`` accounts of least regret, and
+the pairs of a balanced reference assignment), in trust-region steps: after each step a pass over every pair
+gives D and new candidates; a step is kept only if D fell (box-step column generation), and ``tau`` falls as the
+steps settle.
 
 Assignment. Each account goes to its best rep by reduced value (the LP optimum up to ties); then *repair*:
 moves and swaps that take the most band violation away per unit of value lost, until every rep is within every
@@ -35,7 +39,8 @@ from repfit.messages import listed
 
 BLOCK = 4096  # accounts per block of the (A, R) passes: 4096 x 1,000 reps = 33 MB of float64
 EPS = 1e-9  # band violation (in units of a typical account's weight) treated as none
-SWAPS_PER_STEP = 400_000  # most swap candidates evaluated for one rep in one step
+SWAPS_PER_STEP = 30_000  # most swap candidates evaluated for one rep in one step
+MILP_ACCOUNTS = 10_000  # most accounts HiGHS re-assigns when moves and swaps get stuck
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class _Rows:
     units: np.ndarray  # (B,)
     names: tuple[str, ...]  # the weighted bands' metrics
     count_names: tuple[str, ...]  # the count bands' metrics
+    tolerances: tuple[float | None, ...]  # the weighted bands' tolerances
 
 
 def _is_count(band) -> bool:
@@ -62,7 +68,7 @@ def _rows(p: Problem) -> _Rows:
     """Split ``p``'s bands into count bounds (bands whose weights are one positive constant) and weighted bands."""
     A, R = p.shape
     lo, hi = np.zeros(R), p.capacity.astype(float)
-    weights, lower, upper, units, names, count_names = [], [], [], [], [], []
+    weights, lower, upper, units, names, count_names, tolerances = [], [], [], [], [], [], []
     for band in p.bands:
         if _is_count(band):
             count_names.append(band.metric)
@@ -76,9 +82,10 @@ def _rows(p: Problem) -> _Rows:
         upper.append(band.upper / unit)
         units.append(unit)
         names.append(band.metric)
+        tolerances.append(band.tolerance)
     B = len(weights)
     return _Rows(lo, hi, tuple(weights), np.array(lower).reshape(B, R), np.array(upper).reshape(B, R),
-                 np.array(units), tuple(names), tuple(count_names))
+                 np.array(units), tuple(names), tuple(count_names), tuple(tolerances))
 
 
 @dataclass
@@ -116,11 +123,6 @@ def _value(m: _Model, acc: np.ndarray, rep: np.ndarray) -> np.ndarray:
 def _weight(m: _Model, b: int, acc: np.ndarray, rep: np.ndarray) -> np.ndarray:
     w = m.rows.weights[b]
     return w[acc] if w.ndim == 1 else w[acc, rep]
-
-
-def _allowed(m: _Model, acc: np.ndarray, rep: np.ndarray) -> np.ndarray:
-    ok = m.movable[acc]
-    return ok if m.p.allowed is None else ok & m.p.allowed[acc, rep]
 
 
 def _mask_rows(p: Problem, rows: slice | np.ndarray) -> np.ndarray:
@@ -187,7 +189,8 @@ def _reduced_block(m: _Model, z: np.ndarray, lo: int, hi: int) -> np.ndarray:
 @dataclass
 class _Pass:
     """One pass over every allowed pair at dual ``z``: the bound there, and the candidate pairs (each account's top
-    ``k`` reps and each rep's top ``c`` accounts by reduced value) as a list sorted by account."""
+    ``k`` reps by reduced value, and each rep's ``c`` accounts of least regret, the reduced value it gives up
+    against the account's best rep) as a list sorted by account."""
 
     acc: np.ndarray  # (n,) int64, sorted
     rep: np.ndarray  # (n,) int64
@@ -222,7 +225,8 @@ def _merge_columns(top: tuple[np.ndarray, np.ndarray], red: np.ndarray, lo: int,
     return vals, accs
 
 
-def _full_pass(m: _Model, z: np.ndarray, k: int, c: int) -> _Pass:
+def _full_pass(m: _Model, z: np.ndarray, k: int, c: int, known: _Pass | None = None) -> _Pass:
+    """The pass at ``z``; the floor and largest value are taken from ``known`` when given (they do not change)."""
     A, R = m.p.shape
     k, keys = min(k, R), []
     cols = (np.empty((0, R)), np.empty((0, R), np.int64))
@@ -236,15 +240,18 @@ def _full_pass(m: _Model, z: np.ndarray, k: int, c: int) -> _Pass:
         keys.append(((lo + np.arange(hi - lo))[:, None] * R + idx)[ok])
         best[lo:hi] = red.argmax(axis=1)
         rowmax = red[np.arange(hi - lo), best[lo:hi]]
-        cols = _merge_columns(cols, red - rowmax[:, None], lo, c)  # by regret: reps near each account's best
         if not np.isfinite(rowmax).all():
             raise InfeasibleAssignment("some accounts have no allowed rep (required match and locks).")
+        cols = _merge_columns(cols, red - rowmax[:, None], lo, c)  # by regret: reps near each account's best
         total += float(rowmax.sum())
-        vals = np.where(np.isfinite(red), _value_block(m, lo, hi), np.nan)
-        floor += float(np.nanmin(vals, axis=1).sum())
-        vmax = max(vmax, float(np.nanmax(np.abs(vals))))
+        if known is None:
+            vals = np.where(np.isfinite(red), _value_block(m, lo, hi), np.nan)
+            floor += float(np.nanmin(vals, axis=1).sum())
+            vmax = max(vmax, float(np.nanmax(np.abs(vals))))
     keys.append((cols[1] * R + np.arange(R))[np.isfinite(cols[0])])
     acc, rep, start = _pairs(A, R, np.concatenate(keys))
+    if known is not None:
+        floor, vmax = known.floor, known.vmax
     return _Pass(acc, rep, start, best, total + _constant(m, z), floor, vmax)
 
 
@@ -337,7 +344,7 @@ def _dual(m: _Model, z: np.ndarray, k: int, c: int, deadline: float, tau: float 
         cands = _with_keys(m, out.ps, np.concatenate([last.acc * R + last.rep, ref_keys]))
         res = minimize(_smoothed, out.z, args=(tau, m, _cands(m, cands)), jac=True, method="L-BFGS-B",
                        bounds=list(zip(lo, hi)), callback=_deadline_callback(deadline), options={"maxiter": 300})
-        last = _full_pass(m, res.x, k, c)
+        last = _full_pass(m, res.x, k, c, known=ps)
         if last.dual < last.floor - 1e-9 * abs(last.floor):
             _proven_infeasible(m, last)
         edge = bool(np.any(((res.x <= lo + 1e-12) & (lo > outer[:, 0])) | ((res.x >= hi - 1e-12) & (hi < outer[:, 1]))))
@@ -417,23 +424,31 @@ class _State:
     x: np.ndarray  # (A,) rep per account
     count: np.ndarray  # (R,) float
     total: np.ndarray  # (B, R)
-    viol: np.ndarray  # (R,): accounts outside the count bounds + units outside each weighted band
+    wt: np.ndarray  # (1 + B, R): the weight of each rep's count and band violations (raised where repair sticks)
+    viol: np.ndarray  # (R,): weighted accounts outside the count bounds + units outside each weighted band
 
 
-def _rep_violation(m: _Model, reps: np.ndarray, count: np.ndarray, total: np.ndarray) -> np.ndarray:
-    """(n,) how far reps ``reps`` would lie outside their bounds with ``count`` (n,) and ``total`` (B, n)."""
+def _parts(m: _Model, reps: np.ndarray, count: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """(1 + B, n) how far reps ``reps`` would lie outside their count bounds and each band with ``count`` (n,)
+    and ``total`` (B, n)."""
     r = m.rows
-    v = np.maximum(r.lo[reps] - count, 0) + np.maximum(count - r.hi[reps], 0)
-    if m.n_bands:
-        v = v + (np.maximum(r.lower[:, reps] - total, 0) + np.maximum(total - r.upper[:, reps], 0)).sum(axis=0)
-    return v
+    c = np.maximum(r.lo[reps] - count, 0) + np.maximum(count - r.hi[reps], 0)
+    t = np.maximum(r.lower[:, reps] - total, 0) + np.maximum(total - r.upper[:, reps], 0)
+    return np.concatenate([c[None, :], t.reshape(m.n_bands, len(c))])
 
 
-def _state(m: _Model, x: np.ndarray) -> _State:
+def _rep_violation(m: _Model, wt: np.ndarray, reps: np.ndarray, count: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """(n,) the weighted violation of reps ``reps`` with ``count`` (n,) and ``total`` (B, n)."""
+    return (wt[:, reps] * _parts(m, reps, count, total)).sum(axis=0)
+
+
+def _state(m: _Model, x: np.ndarray, wt: np.ndarray | None = None) -> _State:
     A, R = m.p.shape
     count = np.bincount(x, minlength=R).astype(float)
-    total = np.array([np.bincount(x, _weight(m, b, np.arange(A), x), R) for b in range(m.n_bands)]).reshape(m.n_bands, R)
-    return _State(x, count, total, _rep_violation(m, np.arange(R), count, total))
+    total = np.array([np.bincount(x, _weight(m, b, np.arange(A), x), R) for b in range(m.n_bands)])
+    total = total.reshape(m.n_bands, R)
+    wt = np.ones((1 + m.n_bands, R)) if wt is None else wt
+    return _State(x, count, total, wt, _rep_violation(m, wt, np.arange(R), count, total))
 
 
 def _reverse(ps: _Pass, R: int) -> tuple[np.ndarray, np.ndarray]:
@@ -463,43 +478,82 @@ class _Moves:
     gain: np.ndarray
 
 
-def _moves(m: _Model, st: _State, ps: _Pass, rev: tuple[np.ndarray, np.ndarray], r: int) -> _Moves:
+@dataclass
+class _Local:
+    """What the moves touching rep r read, gathered once: r's movable accounts (``own``) with their whole rows,
+    and the movable accounts elsewhere that have r among their candidates (``near``) with their two pairs."""
+
+    own: np.ndarray
+    near: np.ndarray
+    value: np.ndarray  # (n_own, R): own accounts' values
+    weight: list  # per band (n_own, R) or (n_own, 1): own accounts' weights
+    bring: np.ndarray  # (n_near,): value gained by moving each near account to r
+    w_in: np.ndarray  # (B, n_near): its weight at r
+    w_out: np.ndarray  # (B, n_near): its weight at its rep
+
+
+def _local(m: _Model, st: _State, rev: tuple[np.ndarray, np.ndarray], r: int) -> _Local:
     x = st.x
     own = np.flatnonzero((x == r) & m.movable)
     near = rev[1][rev[0][r]:rev[0][r + 1]]
     near = near[(x[near] != r) & m.movable[near]]
-    pos, lens = _ranges(ps.start, own)
-    a1, s1 = np.repeat(own, lens), ps.rep[pos]
-    keep = s1 != r
-    a1, s1 = a1[keep], s1[keep]
-    swap_in = near
-    if len(own) * len(near) > SWAPS_PER_STEP:  # the accounts cheapest to bring to r
-        cost = _value(m, near, x[near]) - _value(m, near, np.full(len(near), r))
-        swap_in = near[np.argsort(cost, kind="stable")[:max(1, SWAPS_PER_STEP // max(len(own), 1))]]
-    a3, b3 = np.repeat(own, len(swap_in)), np.tile(swap_in, len(own))
-    keep = _allowed(m, a3, x[b3])
-    a = np.concatenate([a1, np.full(len(near), -1), a3[keep]])
-    b = np.concatenate([np.full(len(a1), -1), near, b3[keep]])
-    return _effects(m, st, r, a, b, np.concatenate([s1, x[near], x[b3[keep]]]))
+    value = m.p.int_values[own].astype(float)
+    if m.keep_bonus:
+        has = np.flatnonzero(m.p.current[own] >= 0)
+        value[has, m.p.current[own[has]]] += m.keep_bonus
+    weight = [w[own] if w.ndim == 2 else w[own][:, None] for w in m.rows.weights]
+    rr = np.full(len(near), r)
+    bring = _value(m, near, rr) - _value(m, near, x[near])
+    w_in = np.array([_weight(m, q, near, rr) for q in range(m.n_bands)]).reshape(m.n_bands, len(near))
+    w_out = np.array([_weight(m, q, near, x[near]) for q in range(m.n_bands)]).reshape(m.n_bands, len(near))
+    return _Local(own, near, value, weight, bring, w_in, w_out)
 
 
-def _effects(m: _Model, st: _State, r: int, a: np.ndarray, b: np.ndarray, s: np.ndarray) -> _Moves:
-    out, inn = a >= 0, b >= 0
-    ai, bi, rr = np.where(out, a, 0), np.where(inn, b, 0), np.full(len(a), r)
-    gain = np.where(out, _value(m, ai, s) - _value(m, ai, rr), 0.0) + \
-        np.where(inn, _value(m, bi, rr) - _value(m, bi, s), 0.0)
-    dr = np.array([np.where(inn, _weight(m, q, bi, rr), 0.0) - np.where(out, _weight(m, q, ai, rr), 0.0)
-                   for q in range(m.n_bands)]).reshape(m.n_bands, len(a))
-    ds = np.array([np.where(out, _weight(m, q, ai, s), 0.0) - np.where(inn, _weight(m, q, bi, s), 0.0)
-                   for q in range(m.n_bands)]).reshape(m.n_bands, len(a))
+def _moves(m: _Model, st: _State, ps: _Pass, rev: tuple[np.ndarray, np.ndarray], r: int) -> _Moves:
+    """Every move of an own account to one of its candidate reps, of a near account to r, and swaps of the two
+    (the near accounts cheapest to bring when there would be more than ``SWAPS_PER_STEP``)."""
+    loc = _local(m, st, rev, r)
+    n_own, n_near = len(loc.own), len(loc.near)
+    pos, lens = _ranges(ps.start, loc.own)
+    i1, s1 = np.repeat(np.arange(n_own), lens), ps.rep[pos]
+    i1, s1 = i1[s1 != r], s1[s1 != r]
+    j3 = np.arange(n_near)
+    if n_own * n_near > SWAPS_PER_STEP:
+        j3 = np.argsort(-loc.bring, kind="stable")[:max(1, SWAPS_PER_STEP // n_own)]
+    i3, j3 = np.repeat(np.arange(n_own), len(j3)), np.tile(j3, n_own)
+    s3 = st.x[loc.near[j3]]
+    if m.p.allowed is not None:
+        i3, j3, s3 = (v[m.p.allowed[loc.own[i3], s3]] for v in (i3, j3, s3))
+    i = np.concatenate([i1, np.full(n_near, -1), i3])
+    j = np.concatenate([np.full(len(i1), -1), np.arange(n_near), j3])
+    return _effects(m, loc, r, i, j, np.concatenate([s1, st.x[loc.near], s3]))
+
+
+def _effects(m: _Model, loc: _Local, r: int, i: np.ndarray, j: np.ndarray, s: np.ndarray) -> _Moves:
+    """The moves (own account ``i`` to ``s``, near account ``j`` to r; -1: none) with their effects, read from
+    the gathered ``loc`` (no access to the (A, R) arrays)."""
+    n = len(i)
+    out, inn = i >= 0, j >= 0
+    io, so, jn = i[out], s[out], j[inn]
+    a, b, gain = np.full(n, -1), np.full(n, -1), np.zeros(n)
+    a[out], b[inn] = loc.own[io], loc.near[jn]
+    gain[out] += loc.value[io, so] - loc.value[io, r]
+    gain[inn] += loc.bring[jn]
+    dr, ds = np.zeros((m.n_bands, n)), np.zeros((m.n_bands, n))
+    for q, w in enumerate(loc.weight):
+        at_s, at_r = (w[io, so], w[io, r]) if w.shape[1] > 1 else (w[io, 0], w[io, 0])
+        dr[q, out] -= at_r
+        ds[q, out] += at_s
+        dr[q, inn] += loc.w_in[q, jn]
+        ds[q, inn] -= loc.w_out[q, jn]
     return _Moves(a, b, s, inn.astype(float) - out, dr, ds, gain)
 
 
 def _after(m: _Model, st: _State, mv: _Moves, r: int) -> tuple[np.ndarray, np.ndarray]:
     """(n,), (n,): the violation of r and of s after each move."""
     n = len(mv.a)
-    vr = _rep_violation(m, np.full(n, r), st.count[r] + mv.dc, st.total[:, [r]] + mv.dr)
-    vs = _rep_violation(m, mv.s, st.count[mv.s] - mv.dc, st.total[:, mv.s] + mv.ds)
+    vr = _rep_violation(m, st.wt, np.full(n, r), st.count[r] + mv.dc, st.total[:, [r]] + mv.dr)
+    vs = _rep_violation(m, st.wt, mv.s, st.count[mv.s] - mv.dc, st.total[:, mv.s] + mv.ds)
     return vr, vs
 
 
@@ -514,25 +568,27 @@ def _apply(m: _Model, st: _State, mv: _Moves, i: int, r: int) -> None:
     st.total[:, r] += mv.dr[:, i]
     st.total[:, s] += mv.ds[:, i]
     both = np.array([r, s])
-    st.viol[both] = _rep_violation(m, both, st.count[both], st.total[:, both])
+    st.viol[both] = _rep_violation(m, st.wt, both, st.count[both], st.total[:, both])
 
 
 class _Stuck(Exception):
-    """No move or swap among the candidates reduces the violation of these reps."""
+    """No move or swap among the candidates reduces the violation of these reps (after ``steps`` that did)."""
 
-    def __init__(self, reps: np.ndarray):
+    def __init__(self, reps: np.ndarray, steps: int):
         super().__init__(f"{len(reps)} reps stuck")
-        self.reps = reps
+        self.reps, self.steps = reps, steps
 
 
-def _repair(m: _Model, st: _State, ps: _Pass, deadline: float) -> int:
+def _repair(m: _Model, st: _State, ps: _Pass, deadline: float, max_raises: int = 10) -> int:
     """Move accounts until every rep is within every band, each step the move or swap touching a violated rep
-    that loses the least value per unit of violation removed; returns the number of steps."""
-    rev, steps = _reverse(ps, m.p.shape[1]), 0
+    that loses the least value per unit of (weighted) violation removed; returns the number of steps. When no
+    move helps, the weights of the violations left are doubled (so that a move may trade one for another), up
+    to ``max_raises`` times."""
+    rev, steps, raises = _reverse(ps, m.p.shape[1]), 0, 0
     while True:
         bad = np.flatnonzero(st.viol > EPS)
         if not len(bad):
-            fresh = _state(m, st.x)  # the running totals drift in float: settle on exact ones
+            fresh = _state(m, st.x, st.wt)  # the running totals drift in float: settle on exact ones
             st.count, st.total, st.viol = fresh.count, fresh.total, fresh.viol
             if not (st.viol > EPS).any():
                 return steps
@@ -554,7 +610,11 @@ def _repair(m: _Model, st: _State, ps: _Pass, deadline: float) -> int:
                 _apply(m, st, mv, int(np.argmin(key)), int(r))
                 steps, progress = steps + 1, True
         if not progress:
-            raise _Stuck(bad)
+            if raises == max_raises:
+                raise _Stuck(bad, steps)
+            raises += 1
+            st.wt[:, bad] *= np.where(_parts(m, bad, st.count[bad], st.total[:, bad]) > EPS, 2.0, 1.0)
+            st.viol = _rep_violation(m, st.wt, np.arange(len(st.count)), st.count, st.total)
 
 
 def _polish(m: _Model, st: _State, ps: _Pass, deadline: float, max_sweeps: int = 30) -> tuple[int, float]:
@@ -584,20 +644,68 @@ def _polish(m: _Model, st: _State, ps: _Pass, deadline: float, max_sweeps: int =
 
 def _repair_widening(m: _Model, st: _State, dual: _DualResult, k: int, c: int,
                      deadline: float) -> tuple[int, _Pass]:
-    """``_repair`` on the dual's candidates; when stuck, again on 4 and 16 times as many; returns the steps and the
-    candidates used."""
-    ps, steps = dual.ps, 0
-    for widen in (1, 4, 16):
+    """``_repair`` on the dual's candidates; when stuck, HiGHS on the stuck reps' neighbourhood (``_repair_milp``),
+    then the moves again on 4 and 16 times as many candidates; returns the steps and the candidates used."""
+    ps, steps, widen = dual.ps, 0, 1
+    for _ in range(6):
         try:
             return steps + _repair(m, st, ps, deadline), ps
         except _Stuck as stuck:
-            reps = stuck.reps
-            if widen * k >= m.p.shape[1]:
-                break
-            ps = _full_pass(m, dual.z, min(m.p.shape[1], 4 * widen * k), min(m.p.shape[0], 4 * widen * c))
+            reps, steps = stuck.reps, steps + stuck.steps
+        if _repair_milp(m, st, ps, reps, deadline):
+            continue
+        if widen * k >= m.p.shape[1] or widen == 16:
+            break
+        widen *= 4
+        ps = _full_pass(m, dual.z, min(m.p.shape[1], widen * k), min(m.p.shape[0], widen * c), ps)
     raise SolverError(
         f"the balance solver found no moves that bring {listed(m.p.name_rep(r) for r in reps)} within their "
         f"{_band_list(m)} (the bands may be infeasible). Fix: widen the tolerances.", option="balance")
+
+
+def _repair_milp(m: _Model, st: _State, ps: _Pass, reps: np.ndarray, deadline: float) -> bool:
+    """HiGHS on the accounts of the stuck ``reps`` and those that may go to them, the rest fixed: an assignment
+    within every band keeping the most value (to 0.01%, in at most half the time left). Updates ``st``; returns
+    whether it found one."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import csr_matrix
+
+    A, R = m.p.shape
+    ptr, near = _reverse(ps, R)
+    free = np.unique(np.concatenate([np.flatnonzero(np.isin(st.x, reps))] + [near[ptr[r]:ptr[r + 1]] for r in reps]))
+    free = free[m.movable[free]][:MILP_ACCOUNTS]
+    mask = _mask_rows(m.p, free)
+    if len(free) * R > MILP_ACCOUNTS * 20:  # large: each account's candidates, its rep and the stuck reps only
+        keep = np.zeros_like(mask)
+        pos, lens = _ranges(ps.start, free)
+        keep[np.repeat(np.arange(len(free)), lens), ps.rep[pos]] = True
+        keep[np.arange(len(free)), st.x[free]] = True
+        keep[:, reps] = True
+        mask &= keep
+    fa, fr = np.nonzero(mask)
+    n, cols = len(fa), np.arange(len(fa))
+    rest = _state(m, st.x.copy())
+    rest.x[free] = -1
+    fixed = rest.x >= 0
+    count = np.bincount(rest.x[fixed], minlength=R)
+    cons = [LinearConstraint(csr_matrix((np.ones(n), (fa, cols)), shape=(len(free), n)), 1, 1),
+            LinearConstraint(csr_matrix((np.ones(n), (fr, cols)), shape=(R, n)), m.rows.lo - count, m.rows.hi - count)]
+    for b in range(m.n_bands):
+        total = np.bincount(rest.x[fixed], _weight(m, b, np.flatnonzero(fixed), rest.x[fixed]), R)
+        w = _weight(m, b, free[fa], fr)
+        margin = 1e-7 * (1.0 + np.abs(m.rows.upper[b]))  # HiGHS's feasibility tolerance must not break a band
+        cons.append(LinearConstraint(csr_matrix((w, (fr, cols)), shape=(R, n)), m.rows.lower[b] - total + margin,
+                                     m.rows.upper[b] - total - margin))
+    res = milp(-_value(m, free[fa], fr) / m.vunit, constraints=cons, integrality=np.ones(n), bounds=Bounds(0, 1),
+               options={"time_limit": max(1.0, (deadline - time.perf_counter()) / 2), "mip_rel_gap": 1e-4,
+                        "disp": False})
+    if res.x is None:
+        return False
+    on = res.x > 0.5
+    st.x[free[fa[on]]] = fr[on]
+    fresh = _state(m, st.x, st.wt)
+    st.count, st.total, st.viol = fresh.count, fresh.total, fresh.viol
+    return True
 
 
 def _check_totals(m: _Model) -> None:
@@ -605,10 +713,11 @@ def _check_totals(m: _Model) -> None:
     A = m.p.shape[0]
     r = m.rows
     if r.lo.sum() > A or r.hi.sum() < A or (r.lo > r.hi).any():
+        bands = f" and {listed(r.count_names)} band" if r.count_names else ""
         raise InfeasibleAssignment(
-            f"{A:,} accounts cannot give every rep a count within its capacity and {listed(r.count_names)} band "
-            f"(the lower bounds add up to {int(r.lo.sum()):,}, the upper bounds to {int(r.hi.sum()):,}). "
-            "Fix: widen the accounts tolerance or change capacity.", option="balance")
+            f"{A:,} accounts cannot give every rep a count within its capacity{bands} (the lower bounds add up to "
+            f"{int(r.lo.sum()):,}, the upper bounds to {int(r.hi.sum()):,}). Fix: widen the accounts tolerance or "
+            "change capacity.", option="balance")
     for b, w in enumerate(r.weights):
         if w.ndim != 1 or (w < 0).any():
             continue
@@ -618,6 +727,29 @@ def _check_totals(m: _Model) -> None:
             raise InfeasibleAssignment(
                 f"the accounts' {r.names[b]} totals {have:,.6g} but the reps' {r.names[b]} bands need between "
                 f"{need:,.6g} and {room:,.6g}. Fix: widen the {r.names[b]} tolerance.", option="balance")
+
+
+def _check_reach(m: _Model) -> None:
+    """Raise ``InfeasibleAssignment`` when one account outweighs the upper bound of every rep it may go to."""
+    p, r = m.p, m.rows
+    for b, w in enumerate(r.weights):
+        if w.ndim != 1 or not np.isfinite(r.upper[b]).any():
+            continue
+        big = np.flatnonzero(w > r.upper[b].min() + EPS)
+        room = np.where(_mask_rows(p, big), r.upper[b], -np.inf).max(axis=1) if len(big) else np.zeros(0)
+        over = w[big] > room + EPS
+        if not over.any():
+            continue
+        i = int(np.flatnonzero(over)[np.argmax(w[big][over] - room[over])])
+        a, unit, tol = int(big[i]), r.units[b], r.tolerances[b]
+        name = str(p.account_names[a]) if p.account_names is not None else f"account #{a}"
+        fix = f"widen the {r.names[b]} tolerance"
+        if tol is not None and np.isfinite(room[i]):
+            fix += f" to at least {w[a] / (room[i] / (1 + tol)) - 1:.0%}"
+        raise InfeasibleAssignment(
+            f"{name} alone has {r.names[b]} {w[a] * unit:,.6g}, above the upper {r.names[b]} band of every rep it "
+            f"may go to (at most {room[i] * unit:,.6g}), and {int(over.sum())} account(s) are like it. Fix: {fix}.",
+            option="balance")
 
 
 def _verify(p: Problem, x: np.ndarray) -> None:
@@ -668,7 +800,8 @@ def solve_balanced(p: Problem, time_limit: float = 300.0, keep_bonus: int = 0, k
     ----------
     p : the problem. Its tier balance is not modelled (give tiers as bands); its move budget is ignored (the
         keep bonus is how ``solve_max_moves`` trades moves against value).
-    time_limit : seconds for the whole solve: up to 40% on the bound, the rest on repair and polish.
+    time_limit : seconds for the whole solve: up to 55% on the bound, the rest on repair and polish (each stage
+        stops at its share; a pass over all pairs under way finishes first).
     keep_bonus : integer units added for each account kept (see ``solvers.keep_bonus_values``).
     k : candidate reps per account in the smoothed dual and in the repair moves.
 
@@ -682,25 +815,31 @@ def solve_balanced(p: Problem, time_limit: float = 300.0, keep_bonus: int = 0, k
     InfeasibleAssignment
         When the bands provably cannot hold (totals that cannot add up, or a dual bound below any assignment).
     SolverError
-        On tier balance, or when no assignment within every band is found in ``time_limit``.
+        When no assignment within every band is found in ``time_limit``.
     """
     t0 = time.perf_counter()
     if p.tiers is not None:  # tier balance is one 0/1 band per tier
         p = replace(p, tiers=None, tier_names=None, bands=p.tier_bands() + p.bands)
+    A, R = p.shape
+    if A == 0:
+        return Solution(np.zeros(0, np.int64), "balance", 0, True, ("no accounts",), 0.0, 0.0)
     m = _model(p, keep_bonus)
     _check_totals(m)
-    A, R = p.shape
+    _check_reach(m)
     c = min(A, 4 * -(-A // max(R, 1)) + k)  # each rep's candidate accounts: about 4 books' worth
-    z = _sample_dual(m, max(2000, 5 * R), t0 + 0.15 * time_limit)
-    dual = _dual(m, z, k, c, t0 + 0.45 * time_limit)
+    n = min(A, max(2000, 5 * R))
+    z = _sample_dual(m, n, t0 + 0.25 * time_limit)
+    dual = _dual(m, z, k, c, t0 + 0.55 * time_limit)
+    t1 = time.perf_counter()
     st = _state(m, dual.ps.best.copy())
     start = int((st.viol > EPS).sum())
     steps, ps = _repair_widening(m, st, dual, k, c, t0 + 0.9 * time_limit)
-    t_repair = time.perf_counter()
+    t2 = time.perf_counter()
     made, gained = _polish(m, st, ps, t0 + time_limit)
     _verify(p, st.x)
-    notes = [f"dual: {dual.stages} smoothed stage(s) on {k} candidate reps per account ({'; '.join(dual.log)})",
-             f"repair: {steps:,} moves and swaps brought {start:,} reps within their bands",
-             f"polish: {made:,} moves and swaps gained {gained:,.0f}",
-             f"{t_repair - t0:.1f} s to a feasible assignment, {time.perf_counter() - t0:.1f} s in all"]
+    t3 = time.perf_counter()
+    notes = [f"bound: prices from a sample of {n:,} accounts, then {dual.stages} trust-region step(s) on "
+             f"{len(dual.ps.acc):,} candidate pairs ({t1 - t0:.1f} s; last: {dual.log[-1] if dual.log else '-'})",
+             f"repair: {steps:,} moves and swaps brought {start:,} reps within their bands ({t2 - t1:.1f} s)",
+             f"polish: {made:,} moves and swaps gained {gained:,.0f} ({t3 - t2:.1f} s)"]
     return _solution(m, st.x, dual, notes)
