@@ -260,11 +260,11 @@ def test_what_if_resolves_in_the_background(live):
     book = {r["rep_id"]: r for r in http("GET", live.url + "/api/book")[1]["reps"]}
     assert book[leaver]["load_plan"] == 0 and book[leaver]["capacity"] == 0
     # back to the settings it started with
-    code, job = http("POST", live.url + "/api/solve", {**base, "locks": {}, "capacity": {}, "unlimited_moves": True})
+    code, job = http("POST", live.url + "/api/solve", {"reset": True})
     while job["state"] in ("queued", "running"):
         time.sleep(0.05)
         job = http("GET", live.url + f"/api/jobs/{job['id']}")[1]
-    assert job["state"] == "done" and http("GET", live.url + "/api/settings")[1]["capacity"] == {}
+    assert job["state"] == "done" and http("GET", live.url + "/api/settings")[1] == base
     print(f"health answered {answered} times during the re-solve")
 
 
@@ -414,11 +414,91 @@ def test_page_in_chromium_accept_the_top_suggestion_and_export(live, tmp_path):
                 page.click("#export")
             path = tmp_path / "export.csv"
             dl.value.save_as(path)
+            # what-if from the page: a departure, re-solved with progress shown, then saved and compared
+            page.fill("#scenario-form input[name=name]", "as is")
+            with page.expect_navigation():
+                page.click("#scenario-form button")
+            page.fill("#whatif-form input[name=capacity]", "R007=0")
+            with page.expect_navigation(timeout=60_000):
+                page.click("#whatif-form button")
+            expect(page.locator("#whatif")).to_contain_text("capacities changed: R007 0")
+            expect(page.locator('#book-table tr[data-rep="R007"] td').nth(2)).to_contain_text("/ 0")  # load in the plan
+            page.fill("#scenario-form input[name=name]", "R007 leaves")
+            with page.expect_navigation():
+                page.click("#scenario-form button")
+            page.select_option("#compare-form select[name=a]", "as is")
+            page.select_option("#compare-form select[name=b]", "R007 leaves")
+            page.click("#compare-form button")
+            expect(page.locator("#compare")).to_contain_text("Reps whose book differs")
+            row = page.locator("#compare tr", has_text="R007")
+            assert row.locator("td").nth(3).inner_text() == "0"  # its capacity in the second scenario
             assert not errors, errors
         finally:
             browser.close()
+            code, job = http("POST", live.url + "/api/solve", {"reset": True})
+            while job["state"] in ("queued", "running"):
+                time.sleep(0.05)
+                job = http("GET", live.url + f"/api/jobs/{job['id']}")[1]
     table = list(csv.DictReader(path.open()))
     assert {r["account_id"] for r in group} <= {t["account_id"] for t in table}
     mine = [t for t in table if t["account_id"] == group[0]["account_id"]]
     assert mine[0]["new_owner"] == group[0]["to_rep_id"] and mine[0]["approved_by"] == "dana"
     assert float(mine[0]["gain"]) == pytest.approx(group[0]["gain"])
+
+
+# --- the command as a user runs it ------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(args, cwd, env) -> tuple:
+    import subprocess
+    import sys
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "repfit.cli", "serve", *map(str, args), "--port", str(port)],
+                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "repfit serve did not answer within 120 s"
+        try:
+            if http("GET", url + "/api/health", timeout=2)[0] == 200:
+                return proc, url
+        except OSError:
+            time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_repfit_serve_stops_on_ctrl_c_and_a_restart_keeps_every_decision(trained, tmp_path):
+    """The command end to end, twice: progress while it prepares, decisions, Ctrl-C (exit 0, a clean message), the
+    same store served again with every decision and the same ids."""
+    import os
+    import signal
+
+    org, uri, tmp = trained
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    args = ["--data", org, "--tracking-uri", uri, "--store", tmp / "out" / "wb.db"]
+    proc, url = _start(args, tmp, env)
+    rows = http("GET", url + "/api/suggestions")[1]["suggestions"]
+    made = {r["id"]: "accept" if i % 2 else "reject" for i, r in enumerate(rows[:6])}
+    for sid, d in made.items():
+        assert http("POST", url + "/api/decisions", {"suggestion_id": sid, "decision": d, "user": "dana"})[0] == 201
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert ".. loading the data and the model" in err and ".. solving the assignment" in err
+    assert "serving the workbench at http://127.0.0.1:" in err and "stopped; every acknowledged decision" in err
+    assert "Traceback" not in err
+    proc, url = _start(args, tmp, env)
+    try:
+        got = {d["suggestion_id"]: d["decision"] for d in http("GET", url + "/api/decisions")[1]["decisions"]}
+        assert got == made
+        assert [r["id"] for r in http("GET", url + "/api/suggestions")[1]["suggestions"]] == [r["id"] for r in rows]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0

@@ -55,6 +55,7 @@ class SolveIn(_In):
     locks: dict[str, bool] | None = Field(default=None, max_length=10_000)
     capacity: dict[str, int] | None = Field(default=None, max_length=10_000)
     unlimited_moves: bool = False  # max_moves null means "keep"; this lifts the budget
+    reset: bool = False  # start from the command line's settings and the data's locks and capacities
     user: str | None = _User
 
 
@@ -219,10 +220,14 @@ def create_app(wb: Workbench, *, exports_dir: Path, token: str | None = None,
 
     @app.post("/api/solve", status_code=202)
     def solve(body: SolveIn, request: Request) -> dict:
-        """Re-solve with changed settings in the background; poll ``/api/jobs/{id}``."""
-        cur = wb.result.settings.to_dict()
-        new = {k: v for k, v in body.model_dump(exclude={"user", "unlimited_moves"}).items() if v is not None}
-        merged = {**cur, **new}
+        """Re-solve with changed settings in the background; poll ``/api/jobs/{id}``. Omitted fields keep their
+        current values; ``locks`` and ``capacity`` add to (or override) the changes in force; ``reset`` starts
+        from the command line's settings and the data's own locks and capacities."""
+        cur = (Settings.from_config(wb.base) if body.reset else wb.result.settings).to_dict()
+        new = {k: v for k, v in body.model_dump(exclude={"user", "unlimited_moves", "reset"}).items() if v is not None}
+        # locks and capacities change on top of the ones in force
+        merged = {**cur, **new, "locks": {**cur["locks"], **(body.locks or {})},
+                  "capacity": {**cur["capacity"], **(body.capacity or {})}}
         if body.unlimited_moves:
             merged["max_moves"] = None
         job = wb.start_solve(Settings.from_dict(merged), _user(body.user, request))
@@ -242,6 +247,15 @@ def create_app(wb: Workbench, *, exports_dir: Path, token: str | None = None,
     def scenarios() -> dict:
         return {"scenarios": [{"name": s["name"], "user": s["user"], "at": s["at"], "settings": s["settings"],
                                "figures": s["figures"]} for s in wb.store.scenarios()]}
+
+    @app.post("/api/scenarios/{name}/apply", status_code=202)
+    def apply_scenario(name: str, request: Request, user: str | None = Query(None, max_length=60)) -> dict:
+        """Re-solve with a saved scenario's settings (a background job, as ``/api/solve``). Decisions are not
+        touched: they belong to the moves, whichever scenario shows them."""
+        s = wb.store.scenario(name)
+        if s is None:
+            raise UnknownId(f"unknown scenario {name!r}. Fix: save it first (POST /api/scenarios).")
+        return wb.start_solve(Settings.from_dict(s["settings"]), _user(user, request)).to_dict()
 
     @app.get("/api/scenarios/compare")
     def compare(a: str = Query(..., max_length=60), b: str = Query(..., max_length=60)) -> dict:
@@ -275,10 +289,11 @@ def create_app(wb: Workbench, *, exports_dir: Path, token: str | None = None,
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page(rep: str | None = Query(None, max_length=64), region: str | None = Query(None, max_length=64),
              tier: str | None = Query(None, max_length=64), confidence: str | None = Query(None, max_length=20),
-             q: str | None = Query(None, max_length=64)) -> HTMLResponse:
+             q: str | None = Query(None, max_length=64), all: bool = False) -> HTMLResponse:
         from repfit.serve.page import render
 
-        return HTMLResponse(render(env, wb, rep=rep, region=region, tier=tier, confidence=confidence, q=q))
+        return HTMLResponse(render(env, wb, rep=rep, region=region, tier=tier, confidence=confidence, q=q,
+                                   all_groups=all))
 
     app.add_middleware(_BodyLimit)  # outermost: before anything reads the body
     return app

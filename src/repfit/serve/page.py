@@ -29,7 +29,10 @@ def _band_plots(wb: Workbench) -> list[tuple[str, str]]:
         return _PLOTS[id(res)]
 
 
-def render(env, wb: Workbench, *, rep=None, region=None, tier=None, confidence=None, q=None) -> str:
+GROUPS_SHOWN = 30  # groups listed before "show all" (the API lists every one)
+
+
+def render(env, wb: Workbench, *, rep=None, region=None, tier=None, confidence=None, q=None, all_groups=False) -> str:
     filters = {"rep": rep or None, "region": region or None, "tier": tier or None,
                "confidence": confidence if confidence in CONFIDENCE_FILTERS else None}
     rows = wb.suggestions(**filters)
@@ -38,6 +41,9 @@ def render(env, wb: Workbench, *, rep=None, region=None, tier=None, confidence=N
         if not groups or groups[-1]["group"] != r["group"]:
             groups.append({"group": r["group"], "kind": r["kind"], "gain": r["group_gain"], "moves": []})
         groups[-1]["moves"].append(r)
+    more = max(len(groups) - GROUPS_SHOWN, 0) if not all_groups else 0
+    if more:
+        groups = groups[:GROUPS_SHOWN]
     search, search_error, search_kind = [], None, None
     if q:
         q = q.strip()
@@ -52,7 +58,7 @@ def render(env, wb: Workbench, *, rep=None, region=None, tier=None, confidence=N
     book = wb.book()
     tiers = sorted({c[len("tier_"):-len("_today")] for c in book.columns if c.startswith("tier_") and c.endswith("_today")})
     return env.get_template("page.html").render(
-        wb=wb, totals=wb.totals(), groups=groups, filters=filters, shown=len(rows),
+        wb=wb, totals=wb.totals(), groups=groups, more=more, filters=filters, shown=len(rows),
         reps=list(wb.rep_ids), regions=sorted(set(wb.region)) if wb.region is not None else [],
         tier_names=sorted(set(wb.tier)), book=book.to_dict("records"), tiers=tiers, bands=wb.bands(),
         plots=_band_plots(wb), q=q or "", search=search, search_kind=search_kind, search_error=search_error,

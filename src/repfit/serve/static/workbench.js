@@ -60,27 +60,14 @@
   });
 
   const words = (s) => s.split(/[\s,]+/).filter(Boolean);
-  document.getElementById("whatif-form").addEventListener("submit", async (ev) => {
-    ev.preventDefault();
-    const f = ev.target, err = document.getElementById("job-error");
-    err.hidden = true;
-    const body = { user: user(), locks: {}, capacity: {} };
-    words(f.lock.value).forEach((a) => { body.locks[a] = true; });
-    words(f.unlock.value).forEach((a) => { body.locks[a] = false; });
-    for (const pair of words(f.capacity.value)) {
-      const [rep, n] = pair.split("=");
-      body.capacity[rep] = Number(n);
-    }
-    if (!Object.keys(body.locks).length) delete body.locks;
-    if (!Object.keys(body.capacity).length) delete body.capacity;
-    if (f.max_moves.value === "") body.unlimited_moves = true; else body.max_moves = Number(f.max_moves.value);
-    body.balance = words(f.balance.value);
-    if (!body.balance.length) body.balance = ["none"];
-    body.balance_tiers = f.balance_tiers.checked;
+
+  async function follow(start) {
+    // a re-solve job: show its stage until it ends, then show the new plan
     const box = document.getElementById("job"), bar = document.getElementById("job-progress"),
-      stage = document.getElementById("job-stage");
+      stage = document.getElementById("job-stage"), err = document.getElementById("job-error");
+    err.hidden = true;
     try {
-      let job = await api("POST", "/api/solve", body);
+      let job = await start;
       box.hidden = false;
       while (job.state === "queued" || job.state === "running") {
         bar.value = job.progress;
@@ -96,7 +83,31 @@
       box.hidden = true;
       err.textContent = e.message;
       err.hidden = false;
+      document.getElementById("whatif").scrollIntoView();
     }
+  }
+
+  document.querySelectorAll("button.apply").forEach((b) => b.addEventListener("click", () =>
+    follow(api("POST", `/api/scenarios/${encodeURIComponent(b.dataset.name)}/apply`))));
+
+  document.getElementById("whatif-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const f = ev.target;
+    const body = { user: user(), locks: {}, capacity: {} };
+    words(f.lock.value).forEach((a) => { body.locks[a] = true; });
+    words(f.unlock.value).forEach((a) => { body.locks[a] = false; });
+    for (const pair of words(f.capacity.value)) {
+      const [rep, n] = pair.split("=");
+      body.capacity[rep] = Number(n);
+    }
+    if (!Object.keys(body.locks).length) delete body.locks;
+    if (!Object.keys(body.capacity).length) delete body.capacity;
+    if (f.max_moves.value === "") body.unlimited_moves = true; else body.max_moves = Number(f.max_moves.value);
+    body.balance = words(f.balance.value);
+    if (!body.balance.length) body.balance = ["none"];
+    body.balance_tiers = f.balance_tiers.checked;
+    body.reset = f.reset.checked;
+    follow(api("POST", "/api/solve", body));
   });
 
   document.getElementById("scenario-form").addEventListener("submit", async (ev) => {
