@@ -399,8 +399,9 @@ def test_page_in_chromium_accept_the_top_suggestion_and_export(live, tmp_path):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
             page = browser.new_page(accept_downloads=True)
-            errors = []
+            errors, requests = [], []
             page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
             page.goto(live.url + "/")
             page.fill("#user", "dana")
             page.dispatch_event("#user", "change")
@@ -432,7 +433,11 @@ def test_page_in_chromium_accept_the_top_suggestion_and_export(live, tmp_path):
             expect(page.locator("#compare")).to_contain_text("Reps whose book differs")
             row = page.locator("#compare tr", has_text="R007")
             assert row.locator("td").nth(3).inner_text() == "0"  # its capacity in the second scenario
+            page.goto(live.url + "/docs")
+            page.wait_for_selector(".swagger-ui .opblock")  # Swagger UI drew the API from the package's own files
             assert not errors, errors
+            elsewhere = [u for u in requests if not u.startswith(live.url + "/")]
+            assert not elsewhere, elsewhere  # nothing fetched from anywhere but the workbench
         finally:
             browser.close()
             code, job = http("POST", live.url + "/api/solve", {"reset": True})

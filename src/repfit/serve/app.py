@@ -17,7 +17,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
-from fastapi import FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -121,29 +121,39 @@ def create_app(wb: Workbench, *, exports_dir: Path, token: str | None = None,
         the page sets, or ``?token=`` once in the page's address).
     log_export : called with each export file and its figures; returns the MLflow run id.
     """
-    from jinja2 import Environment, PackageLoader, select_autoescape
-
     app = FastAPI(title=title, docs_url=None, redoc_url=None, version="1",
                   description="Review, adjust and approve reassignment suggestions. See the README's 'The ops workbench'.")
-    env = Environment(loader=PackageLoader("repfit.serve", "templates"), autoescape=select_autoescape(default=True))
-    env.filters.update(money=_money, p=_p, num=_numfmt)
     app.state.wb = wb
     app.mount("/static", StaticFiles(directory=str(files("repfit.serve") / "static")), name="static")
+    _docs(app, title)
+    _errors(app)
+    app.include_router(_review(wb))
+    app.include_router(_what_if(wb))
+    app.include_router(_export(wb, Path(exports_dir), log_export))
+    app.include_router(_page(wb))
+    if token is not None:
+        app.middleware("http")(_token_check(token))
+    app.add_middleware(_BodyLimit)  # outermost: before anything reads the body
+    return app
+
+
+def _docs(app: FastAPI, title: str) -> None:
     swagger = _swagger_dir()
-    if swagger is not None:
-        app.mount("/docs-static", StaticFiles(directory=str(swagger)), name="docs-static")
+    if swagger is None:
+        return
+    app.mount("/docs-static", StaticFiles(directory=str(swagger)), name="docs-static")
 
-        @app.get("/docs", include_in_schema=False)
-        def docs() -> HTMLResponse:
-            return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{title} API",
-                                       swagger_js_url="/docs-static/swagger-ui-bundle.js",
-                                       swagger_css_url="/docs-static/swagger-ui.css",
-                                       swagger_favicon_url="/docs-static/favicon.png")
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{title} API",
+                                   swagger_js_url="/docs-static/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-static/swagger-ui.css",
+                                   swagger_favicon_url="/docs-static/favicon.png",
+                                   swagger_ui_parameters={"validatorUrl": None})  # no call to the online validator
 
-    @app.middleware("http")
+
+def _token_check(token: str):
     async def check_token(request: Request, call_next):
-        if token is None:
-            return await call_next(request)
         given = request.query_params.get("token") or request.headers.get("x-repfit-token") \
             or request.cookies.get(TOKEN_COOKIE) or ""
         auth = request.headers.get("authorization", "")
@@ -156,6 +166,12 @@ def create_app(wb: Workbench, *, exports_dir: Path, token: str | None = None,
         if request.query_params.get("token"):
             response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
         return response
+
+    return check_token
+
+
+def _errors(app: FastAPI) -> None:
+    """Every refusal is a 4xx with a one-line ``detail``; a busy store a 503 (never a reset connection)."""
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -177,78 +193,90 @@ def create_app(wb: Workbench, *, exports_dir: Path, token: str | None = None,
     async def busy(request: Request, exc: sqlite3.OperationalError):
         return _error(503, f"the store is busy ({exc}); try again")
 
-    # --- API ----------------------------------------------------------------------------------------
-    @app.get("/api/health")
+
+def _review(wb: Workbench) -> APIRouter:
+    api = APIRouter(prefix="/api")
+
+    @api.get("/health")
     def health() -> dict:
         """200 once the server is ready (it listens only after preparing)."""
         return {"status": "ok", "suggestions": len(wb.result.table), "model_version": wb.model_version}
 
-    @app.get("/api/suggestions")
+    @api.get("/suggestions")
     def suggestions(rep: str | None = Query(None, max_length=64), region: str | None = Query(None, max_length=64),
                     tier: str | None = Query(None, max_length=64),
                     confidence: Literal["confident", "uncertain"] | None = None) -> dict:
-        """The ranked moves of the current settings; ``group`` numbers the group of moves that go together (rank),
-        ``kind`` says what it is (move, chain, exchange, first owner)."""
+        """The ranked moves of the current settings; ``group`` numbers the group of moves that go together (its
+        rank), ``kind`` says what it is (move, chain, exchange, first owner)."""
         return {"suggestions": wb.suggestions(rep=rep, region=region, tier=tier, confidence=confidence)}
 
-    @app.post("/api/decisions", status_code=201)
+    @api.post("/decisions", status_code=201)
     def decide(body: DecisionIn, request: Request) -> dict:
         """Accept or reject one suggestion; committed to the store before the answer."""
         return wb.decide(body.suggestion_id, body.decision, _user(body.user, request))
 
-    @app.get("/api/decisions")
+    @api.get("/decisions")
     def decisions() -> dict:
+        """The latest decision per suggestion."""
         return {"decisions": [{k: d[k] for k in ("suggestion_id", "decision", "user", "at")} for d in wb.decisions()]}
 
-    @app.get("/api/totals")
+    @api.get("/totals")
     def totals() -> dict:
         return wb.totals()
 
-    @app.get("/api/book")
+    @api.get("/book")
     def book() -> dict:
         return {"bands": wb.bands(), "reps": wb.book().to_dict("records")}
 
-    @app.get("/api/search")
+    @api.get("/search")
     def search(account: str | None = Query(None, max_length=64), rep: str | None = Query(None, max_length=64),
                top: int = Query(5, ge=1, le=50)) -> dict:
         """``suggest --account ID`` or ``suggest --rep ID`` under the current locks and capacities."""
         return {"results": wb.search(account=account, rep=rep, top=top)}
 
-    @app.get("/api/settings")
+    @api.get("/audit")
+    def audit(limit: int = Query(100, ge=1, le=1000)) -> dict:
+        return {"audit": wb.store.audit_log(limit)}
+
+    return api
+
+
+def _what_if(wb: Workbench) -> APIRouter:
+    api = APIRouter(prefix="/api")
+
+    @api.get("/settings")
     def settings() -> dict:
         return wb.result.settings.to_dict()
 
-    @app.post("/api/solve", status_code=202)
+    @api.post("/solve", status_code=202)
     def solve(body: SolveIn, request: Request) -> dict:
         """Re-solve with changed settings in the background; poll ``/api/jobs/{id}``. Omitted fields keep their
         current values; ``locks`` and ``capacity`` add to (or override) the changes in force; ``reset`` starts
         from the command line's settings and the data's own locks and capacities."""
         cur = (Settings.from_config(wb.base) if body.reset else wb.result.settings).to_dict()
         new = {k: v for k, v in body.model_dump(exclude={"user", "unlimited_moves", "reset"}).items() if v is not None}
-        # locks and capacities change on top of the ones in force
         merged = {**cur, **new, "locks": {**cur["locks"], **(body.locks or {})},
                   "capacity": {**cur["capacity"], **(body.capacity or {})}}
         if body.unlimited_moves:
             merged["max_moves"] = None
-        job = wb.start_solve(Settings.from_dict(merged), _user(body.user, request))
-        return job.to_dict()
+        return wb.start_solve(Settings.from_dict(merged), _user(body.user, request)).to_dict()
 
-    @app.get("/api/jobs/{job_id}")
+    @api.get("/jobs/{job_id}")
     def job(job_id: str) -> dict:
         return wb.job(job_id).to_dict()
 
-    @app.post("/api/scenarios", status_code=201)
+    @api.post("/scenarios", status_code=201)
     def save_scenario(body: ScenarioIn, request: Request) -> dict:
         """Save the current settings and decisions under a name (a name used before is replaced)."""
         out = wb.save_scenario(body.name, _user(body.user, request))
         return {"name": out["name"], "settings": out["settings"], "figures": out["figures"]}
 
-    @app.get("/api/scenarios")
+    @api.get("/scenarios")
     def scenarios() -> dict:
         return {"scenarios": [{"name": s["name"], "user": s["user"], "at": s["at"], "settings": s["settings"],
                                "figures": s["figures"]} for s in wb.store.scenarios()]}
 
-    @app.post("/api/scenarios/{name}/apply", status_code=202)
+    @api.post("/scenarios/{name}/apply", status_code=202)
     def apply_scenario(name: str, request: Request, user: str | None = Query(None, max_length=60)) -> dict:
         """Re-solve with a saved scenario's settings (a background job, as ``/api/solve``). Decisions are not
         touched: they belong to the moves, whichever scenario shows them."""
@@ -257,15 +285,18 @@ def create_app(wb: Workbench, *, exports_dir: Path, token: str | None = None,
             raise UnknownId(f"unknown scenario {name!r}. Fix: save it first (POST /api/scenarios).")
         return wb.start_solve(Settings.from_dict(s["settings"]), _user(user, request)).to_dict()
 
-    @app.get("/api/scenarios/compare")
+    @api.get("/scenarios/compare")
     def compare(a: str = Query(..., max_length=60), b: str = Query(..., max_length=60)) -> dict:
+        """Two saved scenarios side by side: uplift and moves (planned and approved), and the reps whose book differs."""
         return wb.compare(a, b)
 
-    @app.get("/api/audit")
-    def audit(limit: int = Query(100, ge=1, le=1000)) -> dict:
-        return {"audit": wb.store.audit_log(limit)}
+    return api
 
-    @app.get("/api/export.csv")
+
+def _export(wb: Workbench, exports_dir: Path, log_export) -> APIRouter:
+    api = APIRouter(prefix="/api")
+
+    @api.get("/export.csv")
     def export(request: Request, user: str | None = Query(None, max_length=60)) -> Response:
         """The approved changes as CSV for a CRM import (text that a spreadsheet would run as a formula is escaped);
         each export is also written under the exports folder and logged as an MLflow run."""
@@ -274,7 +305,7 @@ def create_app(wb: Workbench, *, exports_dir: Path, token: str | None = None,
         who = _user(user, request)
         table = wb.approved()
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        path = write_table(table, Path(exports_dir) / f"approved-{stamp}.csv")
+        path = write_table(table, exports_dir / f"approved-{stamp}.csv")
         run_id = log_export(path, {"rows": len(table), "gain": float(table["gain"].sum()) if len(table) else 0.0,
                                    "user": who}) if log_export else None
         wb.store.audit("export", {"rows": len(table), "file": path.name, "run_id": run_id}, who)
@@ -285,8 +316,17 @@ def create_app(wb: Workbench, *, exports_dir: Path, token: str | None = None,
             headers["X-Repfit-Run-Id"] = run_id
         return Response(buf.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
 
-    # --- the page -----------------------------------------------------------------------------------
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    return api
+
+
+def _page(wb: Workbench) -> APIRouter:
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    env = Environment(loader=PackageLoader("repfit.serve", "templates"), autoescape=select_autoescape(default=True))
+    env.filters.update(money=_money, p=_p, num=_numfmt)
+    router = APIRouter()
+
+    @router.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page(rep: str | None = Query(None, max_length=64), region: str | None = Query(None, max_length=64),
              tier: str | None = Query(None, max_length=64), confidence: str | None = Query(None, max_length=20),
              q: str | None = Query(None, max_length=64), all: bool = False) -> HTMLResponse:
@@ -295,8 +335,7 @@ def create_app(wb: Workbench, *, exports_dir: Path, token: str | None = None,
         return HTMLResponse(render(env, wb, rep=rep, region=region, tier=tier, confidence=confidence, q=q,
                                    all_groups=all))
 
-    app.add_middleware(_BodyLimit)  # outermost: before anything reads the body
-    return app
+    return router
 
 
 def _finite(x) -> bool:
