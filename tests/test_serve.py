@@ -504,6 +504,34 @@ def test_repfit_serve_stops_on_ctrl_c_and_a_restart_keeps_every_decision(trained
         assert got == made
         assert [r["id"] for r in http("GET", url + "/api/suggestions")[1]["suggestions"]] == [r["id"] for r in rows]
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
-    assert proc.returncode == 0
+        proc.send_signal(signal.SIGTERM)  # as a service manager stops it
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "stopped; every acknowledged decision" in err, err
+
+
+def test_page_filters_and_lists_groups_with_their_moves(client):
+    import re
+
+    rows = client.get("/api/suggestions", params={"tier": "A"}).json()["suggestions"]
+    page = client.get("/", params={"tier": "A", "all": "true"}).text
+    shown = re.findall(r'<tr class="move [a-z]+" data-id="([0-9a-f]+)">', page)
+    assert shown == [r["id"] for r in rows] and rows
+    groups = re.findall(r'<tbody class="group" data-group="(\d+)" data-ids="([0-9a-f ]+)">', page)
+    assert [int(g) for g, _ in groups] == sorted({r["group"] for r in rows})
+    assert all(ids.split() == [r["id"] for r in rows if r["group"] == int(g)] for g, ids in groups)
+
+
+def test_make_demo_ends_by_printing_a_serve_command_that_parses():
+    """The Makefile's demo target prints (never runs) `repfit serve`; its options are the command's."""
+    import shlex
+
+    from repfit.cli import app
+
+    lines = (Path(__file__).resolve().parents[1] / "Makefile").read_text().split("\ndemo:")[1].split("\n\n")[0].splitlines()
+    assert not any("repfit serve" in ln and not ln.strip().startswith("@echo") for ln in lines)
+    echoed = [ln for ln in lines if "repfit serve" in ln]
+    assert echoed and lines.index(echoed[0]) >= len(lines) - 3  # at the end
+    args = shlex.split(echoed[0].strip()[len("@echo "):].strip('"').replace("$(BIN)/", "").replace("$(DEMO)", "demo"))
+    assert args[:2] == ["repfit", "serve"]
+    ctx = app.commands["serve"].make_context("serve", args[2:])
+    assert ctx.params["scores"] == Path("demo/scores.parquet") and ctx.params["max_moves"] == 200

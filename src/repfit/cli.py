@@ -436,6 +436,8 @@ def serve(data_dir, mapping, host, port, store_path, token, scores, model_uri, t
       repfit serve --data demo/org --scores demo/scores.parquet --balance-tiers --max-moves 200
       REPFIT_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(24))') repfit serve --data demo/org --host 0.0.0.0
     """
+    import signal
+
     from repfit.jobs import PairSource
     from repfit.serve.server import check_host, check_port, make_app, prepare, run
 
@@ -455,6 +457,9 @@ def serve(data_dir, mapping, host, port, store_path, token, scores, model_uri, t
             f"serving the workbench at http://{shown}:{port}/ (API docs at /docs); Ctrl-C stops", err=True))
     except KeyboardInterrupt:
         pass
+    except SystemExit as exc:  # SIGTERM (see main): uvicorn has finished the requests in flight; a clean stop too
+        if exc.code != 128 + signal.SIGTERM:
+            raise
     click.echo("stopped; every acknowledged decision is in " + str(prepared.store_path), err=True)
 
 
