@@ -22,6 +22,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     suggestion_id TEXT NOT NULL,
+    basis TEXT NOT NULL,
     decision TEXT NOT NULL CHECK (decision IN ('accept', 'reject')),
     user TEXT NOT NULL,
     at TEXT NOT NULL,
@@ -31,7 +32,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     gain REAL NOT NULL,
     reasons TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS decisions_by_suggestion ON decisions (suggestion_id, seq);
+CREATE INDEX IF NOT EXISTS decisions_by_basis ON decisions (basis, suggestion_id, seq);
 CREATE TABLE IF NOT EXISTS scenarios (
     name TEXT PRIMARY KEY,
     user TEXT NOT NULL,
@@ -102,24 +103,26 @@ class WorkbenchStore:
             con.execute("COMMIT")
 
     # --- decisions -----------------------------------------------------------------------------------
-    def decide(self, move: Move, decision: str, user: str) -> dict:
-        """Record ``decision`` on ``move`` and its audit line in one transaction; returns the decision as stored."""
+    def decide(self, move: Move, decision: str, user: str, basis: str) -> dict:
+        """Record ``decision`` on ``move`` (of the data and model ``basis``) and its audit line in one transaction;
+        returns the decision as stored."""
         at = now()
         with self._write() as con:
-            con.execute("INSERT INTO decisions (suggestion_id, decision, user, at, account_id, from_rep_id, to_rep_id,"
-                        " gain, reasons) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (move.suggestion_id, decision, user, at, move.account_id, move.from_rep_id, move.to_rep_id,
-                         float(move.gain), move.reasons))
+            con.execute("INSERT INTO decisions (suggestion_id, basis, decision, user, at, account_id, from_rep_id, "
+                        "to_rep_id, gain, reasons) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (move.suggestion_id, basis, decision, user, at, move.account_id, move.from_rep_id,
+                         move.to_rep_id, float(move.gain), move.reasons))
             self._audit(con, at, user, decision, {"suggestion_id": move.suggestion_id, "account_id": move.account_id,
                                                   "from_rep_id": move.from_rep_id, "to_rep_id": move.to_rep_id})
         return {"suggestion_id": move.suggestion_id, "decision": decision, "user": user, "at": at}
 
-    def latest_decisions(self) -> list[dict]:
-        """The latest decision per suggestion, oldest first: suggestion_id, decision, user, at and the move."""
+    def latest_decisions(self, basis: str) -> list[dict]:
+        """The latest decision per suggestion of the data and model ``basis``, oldest first: suggestion_id,
+        decision, user, at and the move."""
         with self._connect() as con:
             rows = con.execute(
-                "SELECT d.* FROM decisions d JOIN (SELECT suggestion_id, MAX(seq) AS seq FROM decisions "
-                "GROUP BY suggestion_id) m ON d.seq = m.seq ORDER BY d.seq").fetchall()
+                "SELECT d.* FROM decisions d JOIN (SELECT MAX(seq) AS seq FROM decisions WHERE basis = ? "
+                "GROUP BY suggestion_id) m ON d.seq = m.seq ORDER BY d.seq", (basis,)).fetchall()
         return [dict(r) for r in rows]
 
     def decision_count(self) -> int:

@@ -239,13 +239,12 @@ class Workbench:
     def decide(self, sid: str, decision: str, user: str) -> dict:
         if decision not in ("accept", "reject"):
             raise ConfigError(f"decision {decision!r} is not accept or reject.", option="decision")
-        return self.store.decide(self.move(sid), decision, user)
+        return self.store.decide(self.move(sid), decision, user, self.basis)
 
     def decisions(self) -> list[dict]:
-        """The latest decision per suggestion of this data and model."""
-        with self._lock:
-            known = set(self._known)
-        return [d for d in self.store.latest_decisions() if d["suggestion_id"] in known]
+        """The latest decision per suggestion of this data and model (also on moves that the settings in force do
+        not propose: a decision taken under another what-if, before a restart, still counts)."""
+        return self.store.latest_decisions(self.basis)
 
     def suggestions(self, *, rep: str | None = None, region: str | None = None, tier: str | None = None,
                     confidence: str | None = None) -> list[dict]:
@@ -266,7 +265,7 @@ class Workbench:
                 raise ConfigError(f"confidence {confidence!r} is not one of {', '.join(CONFIDENCE_FILTERS)}.",
                                   option="confidence")
             keep &= (t["confidence"] == CONFIDENCE_FILTERS[confidence]).to_numpy()
-        latest = {d["suggestion_id"]: d for d in self.store.latest_decisions()}
+        latest = {d["suggestion_id"]: d for d in self.decisions()}
         out = []
         for r in t[keep].itertuples():
             d = latest.get(r.id)
