@@ -179,6 +179,14 @@ def test_bad_requests_get_a_4xx_with_a_message(client):
     r = client.post("/api/decisions", content=b'{"suggestion_id": "' + b"x" * 100_000 + b'"}',
                     headers={"Content-Type": "application/json"})
     assert r.status_code == 413 and "request body over" in r.json()["detail"]
+    def chunked():  # no Content-Length: counted as it arrives
+        yield b'{"suggestion_id": "'
+        for _ in range(10):
+            yield b"x" * 10_000
+        yield b'", "decision": "accept"}'
+
+    r = client.post("/api/decisions", content=chunked(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "request body over" in r.json()["detail"]
     r = client.post("/api/decisions", content=b"not json", headers={"Content-Type": "application/json"})
     assert r.status_code == 422
     r = client.post("/api/solve", json={"balance": ["potential=abc"]})

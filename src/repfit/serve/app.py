@@ -77,7 +77,8 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 class _BodyLimit:
-    """Refuse a request body over ``MAX_BODY_BYTES`` with 413, whether it declares its length or streams it."""
+    """Refuse a request body over ``MAX_BODY_BYTES`` with 413, whether it declares its length or streams it (then
+    the app is told the client left, and whatever it answers is dropped)."""
 
     def __init__(self, app):
         self.app = app
@@ -85,28 +86,28 @@ class _BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        too_large = _error(413, f"request body over {MAX_BODY_BYTES:,} bytes")
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return await _error(413, f"request body over {MAX_BODY_BYTES:,} bytes").__call__(scope, receive, send)
-        seen = 0
+            return await too_large(scope, receive, send)
+        seen, refused = 0, False
 
         async def limited():
-            nonlocal seen
+            nonlocal seen, refused
             msg = await receive()
-            if msg["type"] == "http.request":
+            if msg["type"] == "http.request" and not refused:
                 seen += len(msg.get("body", b""))
                 if seen > MAX_BODY_BYTES:
-                    raise _TooLarge()
+                    refused = True
+                    await too_large(scope, receive, send)
+                    return {"type": "http.disconnect"}
             return msg
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _error(413, f"request body over {MAX_BODY_BYTES:,} bytes")(scope, receive, send)
+        async def guarded(message):
+            if not refused:
+                await send(message)
 
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, limited, guarded)
 
 
 def create_app(wb: Workbench, *, exports_dir: Path, token: str | None = None,

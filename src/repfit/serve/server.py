@@ -115,10 +115,7 @@ def run(app, host: str, port: int, on_ready=None) -> None:
                 on_ready()
 
         server.startup = startup
-    try:
-        server.run()
-    finally:
-        app.state.wb.close()
+    server.run()
 
 
 def check_port(host: str, port: int) -> None:

@@ -19,7 +19,6 @@ import re
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -137,7 +136,7 @@ class Workbench:
         self._lock = threading.Lock()
         self._known: dict[str, Move] = {}  # every move any solve proposed in this process
         self._jobs: dict[str, Job] = {}
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="repfit-solve")
+        self._solving = threading.Lock()  # one re-solve at a time; the others queue behind it
         self.result = self._solve(Settings.from_config(base), progress=progress)
 
     # --- solving ------------------------------------------------------------------------------------
@@ -200,10 +199,15 @@ class Workbench:
         with self._lock:
             self._jobs[job.id] = job
         self.store.audit("what-if", {"job": job.id, "settings": settings.to_dict()}, user)
-        self._pool.submit(self._run, job)
+        # a daemon thread: stopping the server does not wait for a solve nobody will see
+        threading.Thread(target=self._run, args=(job,), name=f"repfit-solve-{job.id}", daemon=True).start()
         return job
 
     def _run(self, job: Job) -> None:
+        with self._solving:
+            self._run_now(job)
+
+    def _run_now(self, job: Job) -> None:
         job.state, job.started = "running", time.time()
         try:
             res = self._solve(job.settings, job)
@@ -223,9 +227,6 @@ class Workbench:
         if job is None:
             raise UnknownId(f"unknown job id {job_id!r}. Fix: use the id POST /api/solve returned.")
         return job
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
     # --- suggestions --------------------------------------------------------------------------------
     def move(self, sid: str) -> Move:
