@@ -3,7 +3,8 @@
     repfit serve --data demo/org --scores demo/scores.parquet --balance-tiers --max-moves 200 --store /tmp/shots.db &
     python docs/screenshots.py http://127.0.0.1:8765
 
-It accepts the top suggestion as user "dana" (use a throwaway --store), then saves docs/workbench*.png.
+It accepts the top suggestion as user "dana", saves a scenario, re-solves with R007 leaving, saves and compares
+(use a throwaway --store), and saves docs/workbench*.png.
 """
 
 from __future__ import annotations
@@ -35,6 +36,22 @@ def main(url: str) -> None:
         page.goto(url + "/?q=R007")
         page.evaluate("document.getElementById('search').scrollIntoView()")
         page.screenshot(path=HERE / "workbench-search.png")
+        page.goto(url + "/")
+        page.fill("#scenario-form input[name=name]", "as proposed")
+        with page.expect_navigation():
+            page.click("#scenario-form button")
+        page.fill("#whatif-form input[name=capacity]", "R007=0")
+        with page.expect_navigation(timeout=300_000):
+            page.click("#whatif-form button")
+        page.fill("#scenario-form input[name=name]", "R007 leaves")
+        with page.expect_navigation():
+            page.click("#scenario-form button")
+        page.select_option("#compare-form select[name=a]", "as proposed")
+        page.select_option("#compare-form select[name=b]", "R007 leaves")
+        page.click("#compare-form button")
+        page.wait_for_selector("#compare table")
+        page.evaluate("document.getElementById('whatif').scrollIntoView()")
+        page.screenshot(path=HERE / "workbench-whatif.png")
         page.goto(url + "/docs")
         page.wait_for_selector(".swagger-ui .opblock")
         page.screenshot(path=HERE / "workbench-api.png")

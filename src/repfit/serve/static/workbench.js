@@ -13,6 +13,8 @@
     return x > 0 ? "+" + s : s;
   }
 
+  const num = (x) => (x === null || x === undefined ? "" : Math.round(x).toLocaleString("en-US"));
+
   async function api(method, url, body) {
     const opts = { method, headers: { "Content-Type": "application/json" } };
     if (user()) opts.headers["X-Repfit-User"] = user();
@@ -153,7 +155,7 @@
       out.appendChild(table(["rep", "load today", `capacity ${c.a.name}`, `capacity ${c.b.name}`, `load plan ${c.a.name}`,
         `load plan ${c.b.name}`, `approved ${c.a.name}`, `approved ${c.b.name}`, `value plan ${c.a.name}`, `value plan ${c.b.name}`],
         c.per_rep_changes.map((r) => [r.rep_id, r.load_today, r.capacity_a, r.capacity_b, r.load_plan_a, r.load_plan_b,
-          r.load_approved_a, r.load_approved_b, money(r.value_plan_a), money(r.value_plan_b)])));
+          r.load_approved_a, r.load_approved_b, num(r.value_plan_a), num(r.value_plan_b)])));
     } catch (e) {
       out.textContent = e.message;
     }
