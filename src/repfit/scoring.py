@@ -182,11 +182,12 @@ def read_scores(path: Path, ds: S.Dataset) -> np.ndarray:
     """Read a scores file (``repfit score`` output) into an (accounts, reps) P(win) matrix, checking it covers
     every pair of ``ds`` exactly once."""
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise SchemaError(f"{path}: scores file not found. Fix: score the data set into that file first (repfit score).",
                           option="scores")
+    parquet = path.is_dir() or path.suffix.lower() == ".parquet"  # a directory: the parts `repfit score --dask` writes
     try:
-        df = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path, dtype={S.REP_ID: str, S.ACCOUNT_ID: str},
+        df = pd.read_parquet(path) if parquet else pd.read_csv(path, dtype={S.REP_ID: str, S.ACCOUNT_ID: str},
                                                                                  keep_default_na=False, na_values={"p_win": [""]})
     except Exception as exc:  # noqa: BLE001 - any reader failure is a malformed file for the user
         raise SchemaError(f"{path}: not a readable scores file ({type(exc).__name__}). Fix: score the data set again (repfit score).",
@@ -207,7 +208,7 @@ def read_scores(path: Path, ds: S.Dataset) -> np.ndarray:
         raise SchemaError(f"{path}: duplicate (rep_id, account_id) pairs {[tuple(x) for x in ex]}. Fix: keep one score per pair.")
     reps = pd.Index(ds.reps[S.REP_ID])
     accs = pd.Index(ds.accounts[S.ACCOUNT_ID])
-    if path.suffix.lower() != ".parquet":  # ids that looked like formulas were quoted for spreadsheets
+    if not parquet:  # ids that looked like formulas were quoted for spreadsheets
         from repfit.io import unescape_ids
 
         df[S.REP_ID], df[S.ACCOUNT_ID] = unescape_ids(df[S.REP_ID], reps), unescape_ids(df[S.ACCOUNT_ID], accs)

@@ -157,13 +157,14 @@ class WinProbModel:
         p = self.predict_uncalibrated(X)
         return p if self.calibrator_ is None else self.calibrator_.transform(p)
 
-    def trees(self, engine: str = "auto", pairs: int = 0, cache_dir: Path | None = None):
+    def trees(self, engine: str = "auto", pairs: int = 0, cache_dir: Path | None = None, n_jobs: int | None = None):
         """What evaluates the booster's trees for ``predict_win_matrix``: compiled (lleaves) or LightGBM's own
-        predict; see ``repfit.compiled.trees_for`` (``engine``: auto, compiled or lightgbm)."""
+        predict, on ``n_jobs`` threads (default: the training config's); see ``repfit.compiled.trees_for``
+        (``engine``: auto, compiled or lightgbm; ``pairs``: how many pairs "auto" will score)."""
         from repfit.compiled import trees_for
 
         self._check()
-        return trees_for(self.booster_, self.best_iteration_, self.config.n_jobs, engine, pairs, cache_dir)
+        return trees_for(self.booster_, self.best_iteration_, n_jobs or self.config.n_jobs, engine, pairs, cache_dir)
 
     def predict_win_matrix(self, X: np.ndarray, trees=None) -> np.ndarray:
         """``predict_win`` on a float64 matrix whose columns are ``feature_names_in_`` (the batch-scoring path:
