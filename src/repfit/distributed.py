@@ -71,6 +71,15 @@ class PartsOutcome:
     workers: int
     engine: str  # how the workers evaluated the trees: compiled or lightgbm
     note: str = ""
+    task_seconds: float = 0.0  # the parts' own wall times, summed (scoring and writing, on the workers)
+    task_cpu_seconds: float = 0.0  # their CPU times (the task's thread), summed
+    span_seconds: float = 0.0  # from the first part's start to the last part's end (no cluster start-up)
+
+    def timings(self) -> dict:
+        """For the scores sidecar: what the run took on the workers (the measured scaling behind projections)."""
+        return {"parts": self.parts, "workers": self.workers, "engine": self.engine, "pairs": self.pairs,
+                "task_seconds": round(self.task_seconds, 3), "task_cpu_seconds": round(self.task_cpu_seconds, 3),
+                "span_seconds": round(self.span_seconds, 3)}
 
 
 _WORKER_TREES: dict[tuple[str, str], object] = {}  # per worker process: the trees of each model, built once
@@ -85,11 +94,14 @@ def _worker_trees(scorer, token: str, engine: str, cache_dir):
 
 
 def score_part(scorer, grid, lo: int, hi: int, path: str, *, token: str, engine: str, cache_dir, block_pairs: int,
-               transform: Transform | None) -> tuple[int, int]:
+               transform: Transform | None) -> tuple[int, int, float, float, float, float]:
     """Score accounts ``lo:hi`` of ``grid`` into the Parquet file ``path`` (a task on a worker; also runs in-process).
-    Returns (pairs scored, rows written)."""
+    Returns (pairs scored, rows written, wall s, CPU s of this thread, start and end as epoch seconds)."""
+    import time
+
     from repfit.scoring import score_blocks, write_parquet
 
+    start, t0, c0 = time.time(), time.perf_counter(), time.thread_time()
     trees = _worker_trees(scorer, token, engine, cache_dir)
     pairs = 0
 
@@ -106,7 +118,7 @@ def score_part(scorer, grid, lo: int, hi: int, path: str, *, token: str, engine:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
-    return pairs, rows
+    return pairs, rows, time.perf_counter() - t0, time.thread_time() - c0, start, time.time()
 
 
 def part_bounds(n_accounts: int, n_reps: int, workers: int, part_pairs: int = PART_PAIRS) -> list[tuple[int, int]]:
@@ -155,14 +167,19 @@ def score_on_cluster(client, scorer, grid, out: Path, *, block_pairs: int = BLOC
                                  transform=transform, pure=False)
                    for i, (lo, hi) in enumerate(bounds)]
         pairs = rows = 0
+        wall = cpu = 0.0
+        starts, ends = [], []
         for fut in as_completed(futures):
-            p, r = fut.result()
-            pairs, rows = pairs + p, rows + r
+            p, r, w, c, t_start, t_end = fut.result()
+            pairs, rows, wall, cpu = pairs + p, rows + r, wall + w, cpu + c
+            starts.append(t_start)
+            ends.append(t_end)
             bar.update(p)
         _replace_dir(stage, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    return PartsOutcome(pairs, rows, len(bounds), workers, worker_engine, trees.note)
+    span = max(ends) - min(starts) if starts else 0.0
+    return PartsOutcome(pairs, rows, len(bounds), workers, worker_engine, trees.note, wall, cpu, span)
 
 
 def _replace_dir(new: Path, target: Path) -> None:

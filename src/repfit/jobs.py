@@ -186,7 +186,9 @@ def score_job(*, data: DataSource, store: Store, out: Path, model_uri: str | Non
             pairs, rows, used, note, parts, workers = res.pairs, res.rows, res.engine, res.note, res.parts, res.workers
     seconds = time.perf_counter() - t0
     write_json({"model_uri": uri, "model_version": version, "data_dir": str(data.path), "pairs": pairs, "rows": rows,
-                "parts": parts, "fingerprint": data_fingerprint(ds)}, _model_meta(out))
+                "parts": parts, "trees": used, "seconds": round(seconds, 3),
+                **({"dask": res.timings()} if dask is not None else {}),
+                "fingerprint": data_fingerprint(ds)}, _model_meta(out))
     size = sum(f.stat().st_size for f in out.glob("*.parquet")) if out.is_dir() else out.stat().st_size
     run_id = tracker.log_job(
         "score", params={"data_dir": str(data.path), "block_pairs": block_pairs, "out": str(out), "engine": used,
