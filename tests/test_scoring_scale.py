@@ -170,3 +170,24 @@ def test_dask_bad_address_and_csv_are_one_line_errors(trained, tmp_path):
     res = run("score", "--data", org, "--tracking-uri", uri, "--out", tmp_path / "s.csv", "--dask", "local:2")
     assert res.exit_code != 0 and "not one CSV file" in res.output
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_grid_that_disagrees_with_pair_features_is_not_used(scorer_ds, monkeypatch):
+    """Should the gathered features drift from ``pair_features`` (a formula changed in one place only), scoring
+    falls back to ``pair_features`` and keeps the reference P(win)."""
+    from repfit.features.grid import FrameGrid
+
+    scorer, ds = scorer_ds
+    real = PairGrid.block
+
+    def drifted(self, *a, **kw):
+        F = real(self, *a, **kw)
+        F[:, self.col["rep_rate"]] += 1e-6
+        return F
+
+    monkeypatch.setattr(PairGrid, "block", drifted)
+    g = ScoreGrid.of(scorer, ds)
+    assert isinstance(checked_grid(scorer.space, scorer.history, scorer.model.feature_names_in_, g.r_idx, g.a_idx),
+                      FrameGrid)
+    got = np.concatenate([b["p_win"].to_numpy() for b in score_blocks(scorer, ds, 1000)])
+    np.testing.assert_allclose(got, _reference(scorer, ds), rtol=0, atol=1e-9)

@@ -196,15 +196,17 @@ class FrameGrid:
 
 
 def checked_grid(space: FeatureSpace, snap: HistorySnapshot, columns, reps: np.ndarray, accounts: np.ndarray,
-                 sample: int = 64) -> PairGrid | FrameGrid:
-    """A ``PairGrid``, checked against ``pair_features`` on up to ``sample`` accounts spread over ``accounts`` (their
-    pairs with every rep, history included) before it is used: should a change to the feature formulas reach one
-    and not the other, scoring stays right (and slower) instead of silently wrong. The tests hold them equal."""
+                 sample_pairs: int = 16_384) -> PairGrid | FrameGrid:
+    """A ``PairGrid``, checked against ``pair_features`` on a few accounts spread over ``accounts`` (their pairs with
+    every rep, history included; about ``sample_pairs`` pairs, at most 64 accounts) before it is used: should a change
+    to the feature formulas reach one and not the other, scoring stays right (and slower) instead of silently wrong.
+    The tests hold them equal."""
     fast = PairGrid(space, snap, columns, reps)
     ref = FrameGrid(space, snap, columns, reps)
     if len(accounts) == 0 or len(reps) == 0:
         return fast
-    picks = np.unique(np.linspace(0, len(accounts) - 1, min(sample, len(accounts))).astype(int))
+    sample = max(1, min(64, sample_pairs // len(reps), len(accounts)))
+    picks = np.unique(np.linspace(0, len(accounts) - 1, sample).astype(int))
     sub = accounts[picks]
     a, b = fast.block(sub, 0, len(sub)), ref.block(sub, 0, len(sub))
     same = (np.isnan(a) == np.isnan(b)).all() and np.allclose(np.nan_to_num(a), np.nan_to_num(b), rtol=1e-12, atol=1e-12)
