@@ -216,8 +216,9 @@ def _score_all(scorer, ds: Dataset, progress: Progress) -> np.ndarray:
     """(A, R) P(win) of every pair, with a progress bar."""
     from repfit.scoring import score_matrix
 
-    with progress.bar(len(ds.reps) * len(ds.accounts)) as bar:
-        return score_matrix(scorer, ds, bar=bar)
+    pairs = len(ds.reps) * len(ds.accounts)
+    with progress.bar(pairs) as bar:
+        return score_matrix(scorer, ds, bar=bar, trees=scorer.model.trees("auto", pairs=pairs))
 
 
 def scored(*, data: DataSource, pairs: PairSource, tracker, progress: Progress, need_scorer: bool) -> Scored:
