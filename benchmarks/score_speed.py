@@ -197,7 +197,9 @@ def main() -> None:
     if not (models / "repfit-winprob-champion.joblib").is_file():
         run_cli("synth", "--out", org, "--reps", args.reps, "--accounts", args.accounts, "--seed", SEED, cwd=work, home=home)
         t = run_cli("train", "--data", org, "--tracking-uri", uri, "--models-dir", models, cwd=work, home=home)
-        notes.append(f"training (not timed here beyond this): {t['wall']:.0f} s wall")
+        (work / "training.txt").write_text(f"training (`repfit train`, not part of the comparison): {t['wall']:.0f} s wall")
+    if (work / "training.txt").is_file():
+        notes.append((work / "training.txt").read_text())
 
     from repfit.compiled import compile_trees
     from repfit.config import BLOCK_PAIRS

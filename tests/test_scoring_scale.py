@@ -68,7 +68,7 @@ def test_compiled_trees_equal_booster_predict(scorer_ds, tmp_path):
     np.testing.assert_allclose(again.raw(X[:100]), expect[:100], rtol=0, atol=1e-9)
 
     ref = _reference(scorer, ds)
-    for t in (None, trees):
+    for t in (None, trees, m.trees("lightgbm")):  # the last two: chunks on 2 threads (config n_jobs)
         got = np.concatenate([b["p_win"].to_numpy() for b in score_blocks(scorer, ds, 1000, trees=t)])
         np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -88,19 +89,38 @@ def score_blocks(scorer: PairScorer, ds: S.Dataset | ScoreGrid, block_pairs: int
     rep_codes = np.arange(R, dtype=np.int32)
     per_block = max(1, block_pairs // max(R, 1))
     per_chunk = max(1, CHUNK_PAIRS // max(R, 1))
-    for lo in range(lo0, hi0, per_block):
-        hi = min(hi0, lo + per_block)
-        n = hi - lo
-        p = np.empty(n * R)
-        for c in range(lo, hi, per_chunk):
-            X = features.block(grid.a_idx, c, min(hi, c + per_chunk))
-            p[(c - lo) * R:(c - lo) * R + len(X)] = scorer.model.predict_win_matrix(X, trees)
-        yield pd.DataFrame({
-            S.REP_ID: pd.Categorical.from_codes(np.tile(rep_codes, n), dtype=rep_dtype),
-            S.ACCOUNT_ID: pd.Categorical.from_codes(np.repeat(np.arange(n, dtype=np.int32), R),
-                                                    categories=pd.Index(grid.accounts[lo:hi], dtype=object)),
-            "p_win": p, "expected_value": p * np.repeat(grid.potential[lo:hi], R), "cold": np.tile(grid.cold, n),
-        })
+    # with trees on n threads, n chunks at a time each on one thread, features included (numpy, the compiled trees and
+    # LightGBM release the GIL): the features are then no longer the serial part
+    threads = max(1, getattr(trees, "n_jobs", 1))
+    one = replace(trees, n_jobs=1) if threads > 1 else trees
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="repfit-score") if threads > 1 else None
+    if hi0 > lo0:
+        features.block(grid.a_idx, lo0, lo0 + 1)  # locates the pairs with history once, before the threads start
+
+    def chunk(p: np.ndarray, lo: int, c: int, hi: int) -> None:
+        X = features.block(grid.a_idx, c, min(hi, c + per_chunk))
+        p[(c - lo) * R:(c - lo) * R + len(X)] = scorer.model.predict_win_matrix(X, one)
+
+    try:
+        for lo in range(lo0, hi0, per_block):
+            hi = min(hi0, lo + per_block)
+            n = hi - lo
+            p = np.empty(n * R)
+            starts = range(lo, hi, per_chunk)
+            if pool is None:
+                for c in starts:
+                    chunk(p, lo, c, hi)
+            else:
+                list(pool.map(lambda c: chunk(p, lo, c, hi), starts))  # noqa: B023 - consumed in this iteration
+            yield pd.DataFrame({
+                S.REP_ID: pd.Categorical.from_codes(np.tile(rep_codes, n), dtype=rep_dtype),
+                S.ACCOUNT_ID: pd.Categorical.from_codes(np.repeat(np.arange(n, dtype=np.int32), R),
+                                                        categories=pd.Index(grid.accounts[lo:hi], dtype=object)),
+                "p_win": p, "expected_value": p * np.repeat(grid.potential[lo:hi], R), "cold": np.tile(grid.cold, n),
+            })
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
 
 
 def _arrow(b: pd.DataFrame):
