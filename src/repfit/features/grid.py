@@ -124,6 +124,13 @@ class PairGrid:
         flat = F.reshape(n * R, -1)
         flat[(rows[i0:i1] - lo) * R + cols[i0:i1], self.col["pair_n"]] = hn[i0:i1]
         flat[(rows[i0:i1] - lo) * R + cols[i0:i1], self.col["pair_rate"]] = hrate[i0:i1]
+        self._dimensions(put, a)
+        return flat
+
+    def _dimensions(self, put, a: np.ndarray) -> None:
+        """The strength, lift, n and joint columns of every dimension, and the sums over them (combined logit, joint
+        logit), for accounts ``a`` x the grid's reps, added up in ``pair_features``'s order."""
+        n, R, space, snap = len(a), self.R, self.space, self.snap
         combined = np.broadcast_to(self.logit_pr[None, :], (n, R))
         joint = snap.joint
         if joint is not None:
@@ -169,7 +176,6 @@ class PairGrid:
         if joint is not None:
             put("joint_logit", rest + rep_part)
             put("joint_rep_logit", rep_part)
-        return flat
 
     def _putter(self, F: np.ndarray):
         col = self.col
