@@ -28,6 +28,7 @@ import argparse
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -246,6 +247,7 @@ def main() -> None:
     runs = {}
     common = ("score", "--data", org, "--tracking-uri", uri)
     runs["lightgbm"] = run_cli(*common, "--trees", "lightgbm", "--out", work / "s_lgb.parquet", cwd=work, home=home)
+    shutil.rmtree(home / ".cache", ignore_errors=True)  # cold: nothing compiled yet (a rerun in the same workdir too)
     runs["compiled, cold cache"] = run_cli(*common, "--trees", "compiled", "--out", work / "s_cold.parquet", cwd=work, home=home)
     runs["compiled"] = run_cli(*common, "--trees", "compiled", "--out", work / "s_cmp.parquet", cwd=work, home=home)
     runs["auto"] = run_cli(*common, "--out", work / "s_auto.parquet", cwd=work, home=home)
