@@ -60,6 +60,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/assign_quality.py
 	$(BIN)/python benchmarks/suggest_quality.py
 	$(BIN)/python benchmarks/assign_scale.py
+	$(BIN)/python benchmarks/score_speed.py
 
 clean:
 	rm -rf $(DEMO) $(VENV) build src/*.egg-info

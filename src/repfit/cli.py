@@ -137,8 +137,9 @@ _MODEL_HELP = "Model: models:/NAME@ALIAS, models:/NAME/VERSION or a models/*.job
 def _pair_source_options(f):
     """--scores / --model: where P(win) of every pair comes from."""
     f = click.option("--model", "model_uri", default=None, help=_MODEL_HELP)(f)
-    return click.option("--scores", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                        help="Scores from `repfit score`. Default: score now with --model.")(f)
+    return click.option("--scores", type=click.Path(path_type=Path), default=None,
+                        help="Scores from `repfit score` (a file, or the directory of parts `--dask` writes). "
+                             "Default: score now with --model.")(f)
 
 
 def _assign_options(*names: str):
@@ -256,15 +257,27 @@ def train(data_dir, mapping, features, config, tracking_uri, promote, models_dir
     click.echo(format_training(out))
 
 
+def _engines():
+    from repfit.compiled import ENGINES
+
+    return ENGINES
+
+
 @app.command()
 @_data_option
 @click.option("--model", "model_uri", default=None, help=_MODEL_HELP)
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Output file (.parquet, or .csv to open in a spreadsheet).")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Output file (.parquet, or .csv to open in a spreadsheet); with --dask a directory of Parquet parts.")
 @click.option("--block-pairs", default=BLOCK_PAIRS, type=click.IntRange(min=1000),
               help=f"Pairs scored per block: bounds memory. Default: {BLOCK_PAIRS:,}.")
+@click.option("--trees", "engine", type=click.Choice(_engines()), default=_engines()[0], show_default=True,
+              help="How the trees are evaluated: compiled to machine code (lleaves; compiled once per model and "
+                   "cached), LightGBM's own predict, or auto: compiled when already cached or the run is large.")
+@click.option("--dask", default=None, metavar="ADDRESS",
+              help="Score on a Dask cluster: a scheduler address (tcp://host:8786) or local:N for N worker processes "
+                   "on this machine. OUT becomes a directory of Parquet parts that every worker must be able to write.")
 @_tracking_option
-def score(data_dir, mapping, model_uri, out, block_pairs, tracking_uri) -> None:
+def score(data_dir, mapping, model_uri, out, block_pairs, engine, dask, tracking_uri) -> None:
     """Score the win probability of every rep x account pair, streamed in blocks.
 
     Writes rep_id, account_id, p_win, expected_value (= p_win x potential), cold (the rep has no closed deal
@@ -275,14 +288,18 @@ def score(data_dir, mapping, model_uri, out, block_pairs, tracking_uri) -> None:
     Example:
       repfit score --data demo/org --out demo/scores.parquet
       repfit score --data demo/org --model models:/repfit-winprob/3 --out demo/scores.csv
+      repfit score --data demo/org --dask local:2 --out demo/scores_parts.parquet
     """
     from repfit.jobs import score_job
 
     data, store = _sources(data_dir, mapping, tracking_uri)
-    res = score_job(data=data, store=store, out=out, model_uri=model_uri, block_pairs=block_pairs,
-                    progress=TerminalProgress())
-    click.echo(f"scored {res.rows:,} pairs in {res.seconds:.1f} s ({res.rows / max(res.seconds, 1e-9):,.0f} pairs/s) "
-               f"with {res.model_uri} (version {res.model_version}) -> {res.out}; run {res.run_id}")
+    res = score_job(data=data, store=store, out=out, model_uri=model_uri, block_pairs=block_pairs, engine=engine,
+                    dask=dask, progress=TerminalProgress())
+    if res.note:
+        click.echo(res.note, err=True)
+    where = f"{res.out} ({res.parts} parts from {res.workers} Dask workers)" if res.parts is not None else f"{res.out}"
+    click.echo(f"scored {res.pairs:,} pairs in {res.seconds:.1f} s ({res.pairs / max(res.seconds, 1e-9):,.0f} pairs/s, "
+               f"trees: {res.engine}) with {res.model_uri} (version {res.model_version}) -> {where}; run {res.run_id}")
 
 
 @app.command()

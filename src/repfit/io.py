@@ -37,6 +37,13 @@ def protect_inputs(paths) -> None:
     _PROTECTED.update(Path(p).resolve() for p in paths)
 
 
+def refuse_input(path: str | os.PathLike) -> None:
+    """Raise when ``path`` is an input table of this run (for outputs that ``atomic_write`` does not write)."""
+    if Path(path).resolve() in _PROTECTED:
+        raise RepfitError(f"{path}: is an input table of this run; writing there would overwrite it. Fix: choose "
+                          "another output path.", option="out")
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` and move the result onto ``path`` only if it succeeded."""
     target = Path(path)

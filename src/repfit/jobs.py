@@ -127,37 +127,77 @@ def _model_meta(path: Path) -> Path:
 @dataclass(frozen=True)
 class ScoreOutcome:
     out: Path
-    rows: int
+    rows: int  # rows written
     seconds: float
     model_uri: str
     model_version: str | None
     run_id: str
+    pairs: int = 0  # pairs scored (= rows without a transform)
+    engine: str = "lightgbm"  # how the trees were evaluated: compiled (lleaves) or lightgbm (Booster.predict)
+    note: str = ""  # e.g. why the trees were not compiled
+    parts: int | None = None  # with Dask: the Parquet parts written into the ``out`` directory
+    workers: int | None = None
 
 
 def score_job(*, data: DataSource, store: Store, out: Path, model_uri: str | None = None,
-              block_pairs: int = BLOCK_PAIRS, progress: Progress = NO_PROGRESS) -> ScoreOutcome:
-    """Score every rep x account pair of the data with a model, streamed to ``out``; log an MLflow run."""
-    from repfit.io import write_json
-    from repfit.scoring import data_fingerprint, refresh_history, score_blocks, write_scores
+              block_pairs: int = BLOCK_PAIRS, engine: str = "auto", dask: str | None = None,
+              transform: Callable[[pd.DataFrame], pd.DataFrame] | None = None, cache_dir: Path | None = None,
+              progress: Progress = NO_PROGRESS) -> ScoreOutcome:
+    """Score every rep x account pair of the data with a model, streamed to ``out``; log an MLflow run.
 
+    ``engine``: how the trees are evaluated (``repfit.compiled``: auto, compiled, lightgbm). ``dask``: score on a
+    Dask cluster (``local:N`` or a scheduler address) into a directory of Parquet parts at ``out``
+    (``repfit.distributed``). ``transform``: a function applied to every scored block before it is written (on the
+    workers with Dask), e.g. a per-account top-k filter."""
+    from repfit.io import refuse_input, write_json
+    from repfit.scoring import ScoreGrid, data_fingerprint, refresh_history, score_blocks, write_scores
+
+    out = Path(out)
+    if dask is not None and out.suffix.lower() == ".csv":
+        raise RepfitError(f"{out}: with --dask the scores are written as a directory of Parquet parts, not one CSV "
+                          "file. Fix: give --out a directory name (e.g. scores.parquet), or drop --dask.", option="out")
     ds = data.load()
+    refuse_input(out)
     tracker = store.open()
     scorer, uri, version = tracker.scorer_for(model_uri or DEFAULT_MODEL)
     scorer = refresh_history(scorer, ds)
+    grid = ScoreGrid.of(scorer, ds)
     t0 = time.perf_counter()
-    with progress.bar(len(ds.reps) * len(ds.accounts)) as bar:
-        rows = write_scores(score_blocks(scorer, ds, block_pairs), Path(out), bar)
+    parts = workers = None
+    with progress.bar(grid.pairs) as bar:
+        if dask is None:
+            trees = scorer.model.trees(engine, pairs=grid.pairs, cache_dir=cache_dir)
+            pairs = 0
+
+            def blocks():
+                nonlocal pairs
+                for b in score_blocks(scorer, grid, block_pairs, trees=trees):
+                    pairs += len(b)
+                    yield b if transform is None else transform(b)
+
+            rows = write_scores(blocks(), out, bar)
+            used, note = trees.name, trees.note
+        else:
+            from repfit.distributed import dask_client, score_on_cluster
+
+            with dask_client(dask) as client:
+                res = score_on_cluster(client, scorer, grid, out, block_pairs=block_pairs, engine=engine,
+                                       cache_dir=cache_dir, transform=transform, bar=bar)
+            pairs, rows, used, note, parts, workers = res.pairs, res.rows, res.engine, res.note, res.parts, res.workers
     seconds = time.perf_counter() - t0
-    write_json({"model_uri": uri, "model_version": version, "data_dir": str(data.path), "pairs": rows,
-                "fingerprint": data_fingerprint(ds)}, _model_meta(Path(out)))
-    big = Path(out).stat().st_size > ARTIFACT_MAX_BYTES
+    write_json({"model_uri": uri, "model_version": version, "data_dir": str(data.path), "pairs": pairs, "rows": rows,
+                "parts": parts, "trees": used, "seconds": round(seconds, 3),
+                **({"dask": res.timings()} if dask is not None else {}),
+                "fingerprint": data_fingerprint(ds)}, _model_meta(out))
+    size = sum(f.stat().st_size for f in out.glob("*.parquet")) if out.is_dir() else out.stat().st_size
     run_id = tracker.log_job(
-        "score", params={"data_dir": str(data.path), "block_pairs": block_pairs, "out": str(out)},
-        metrics={"pairs": rows, "seconds": seconds, "pairs_per_second": rows / max(seconds, 1e-9)},
-        tags={"repfit.model_uri": uri, "repfit.model_version": version, "repfit.output": str(Path(out).resolve())},
-        artifacts=[_model_meta(Path(out))] + ([] if big else [Path(out)]),
+        "score", params={"data_dir": str(data.path), "block_pairs": block_pairs, "out": str(out), "engine": used,
+                         "dask": dask or "none"},
+        metrics={"pairs": pairs, "rows": rows, "seconds": seconds, "pairs_per_second": pairs / max(seconds, 1e-9)},
+        tags={"repfit.model_uri": uri, "repfit.model_version": version, "repfit.output": str(out.resolve())},
+        artifacts=[_model_meta(out)] + ([] if out.is_dir() or size > ARTIFACT_MAX_BYTES else [out]),
     )
-    return ScoreOutcome(Path(out), rows, seconds, uri, version, run_id)
+    return ScoreOutcome(out, rows, seconds, uri, version, run_id, pairs, used, note, parts, workers)
 
 
 # --- P(win) of every pair, and the suggestion context ------------------------------------------------
@@ -176,8 +216,9 @@ def _score_all(scorer, ds: Dataset, progress: Progress) -> np.ndarray:
     """(A, R) P(win) of every pair, with a progress bar."""
     from repfit.scoring import score_matrix
 
-    with progress.bar(len(ds.reps) * len(ds.accounts)) as bar:
-        return score_matrix(scorer, ds, bar=bar)
+    pairs = len(ds.reps) * len(ds.accounts)
+    with progress.bar(pairs) as bar:
+        return score_matrix(scorer, ds, bar=bar, trees=scorer.model.trees("auto", pairs=pairs))
 
 
 def scored(*, data: DataSource, pairs: PairSource, tracker, progress: Progress, need_scorer: bool) -> Scored:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,28 +34,133 @@ def cold_reps(scorer: PairScorer) -> np.ndarray:
     return scorer.history.n_r == 0
 
 
-def score_blocks(scorer: PairScorer, ds: S.Dataset, block_pairs: int = BLOCK_PAIRS) -> Iterator[pd.DataFrame]:
+CHUNK_PAIRS = 32_768  # pairs whose features are built and scored at once inside a block: ~9 MB of features
+# (36 columns) stays in cache; larger chunks ran ~1.6x slower per pair on 2 cores (benchmarks/score_speed.py)
+
+
+@dataclass(frozen=True)
+class ScoreGrid:
+    """What ``score_blocks`` scores: the reps and accounts of a data set in its row order, their positions in the
+    scorer's feature space, the accounts' potential and which reps are cold. Small next to the data set (no
+    opportunities): what the Dask path ships to its workers."""
+
+    reps: np.ndarray  # (R,) rep_id
+    accounts: np.ndarray  # (A,) account_id
+    potential: np.ndarray  # (A,)
+    r_idx: np.ndarray
+    a_idx: np.ndarray
+    cold: np.ndarray  # (R,) bool
+
+    @classmethod
+    def of(cls, scorer: PairScorer, ds: S.Dataset) -> ScoreGrid:
+        reps = ds.reps[S.REP_ID].to_numpy(str)
+        accounts = ds.accounts[S.ACCOUNT_ID].to_numpy(str)
+        r_idx = scorer.space.rep_index(reps)
+        return cls(reps, accounts, ds.accounts[S.POTENTIAL].to_numpy(float), r_idx, scorer.space.account_index(accounts),
+                   cold_reps(scorer)[r_idx])
+
+    @property
+    def pairs(self) -> int:
+        return len(self.reps) * len(self.accounts)
+
+
+def score_blocks(scorer: PairScorer, ds: S.Dataset | ScoreGrid, block_pairs: int = BLOCK_PAIRS, *, trees=None,
+                 accounts: tuple[int, int] | None = None) -> Iterator[pd.DataFrame]:
     """Yield frames of ``SCORE_COLUMNS`` for all reps x accounts of ``ds``, one block of accounts at a time.
 
-    Memory is bounded by ``block_pairs`` (features of one block), whatever the size of the pair space.
+    Memory is bounded by ``block_pairs`` (features of one block), whatever the size of the pair space. Within a
+    block, each account's rows hold every rep in ``ds.reps`` order; blocks follow ``ds.accounts`` order. The id
+    columns are categorical (codes into the block's accounts and all reps): cheap to build and written to Parquet
+    dictionary-encoded.
+
+    Parameters
+    ----------
+    trees : what evaluates the booster's trees (``scorer.model.trees(...)``: compiled or LightGBM's predict).
+        Default: LightGBM's predict.
+    accounts : (lo, hi) to score only accounts ``lo:hi`` of ``ds`` (one part of a distributed run). Default: all.
     """
-    reps = ds.reps[S.REP_ID].to_numpy(str)
-    accounts = ds.accounts[S.ACCOUNT_ID].to_numpy(str)
-    potential = ds.accounts[S.POTENTIAL].to_numpy(float)
-    r_idx = scorer.space.rep_index(reps)
-    a_idx = scorer.space.account_index(accounts)
-    per_block = max(1, block_pairs // len(reps))
-    cold = cold_reps(scorer)[r_idx]
-    for lo in range(0, len(accounts), per_block):
-        hi = min(len(accounts), lo + per_block)
-        n = hi - lo
-        rr = np.tile(r_idx, n)
-        aa = np.repeat(a_idx[lo:hi], len(reps))
-        p = scorer.model.predict_win(pair_features(scorer.space, scorer.history, rr, aa))
-        yield pd.DataFrame({
-            S.REP_ID: np.tile(reps, n), S.ACCOUNT_ID: np.repeat(accounts[lo:hi], len(reps)),
-            "p_win": p, "expected_value": p * np.repeat(potential[lo:hi], len(reps)), "cold": np.tile(cold, n),
-        })
+    from repfit.features.grid import checked_grid
+
+    grid = ds if isinstance(ds, ScoreGrid) else ScoreGrid.of(scorer, ds)
+    R = len(grid.reps)
+    lo0, hi0 = accounts or (0, len(grid.accounts))
+    features = checked_grid(scorer.space, scorer.history, scorer.model.feature_names_in_, grid.r_idx, grid.a_idx[lo0:hi0])
+    rep_dtype = pd.CategoricalDtype(pd.Index(grid.reps, dtype=object))
+    rep_codes = np.arange(R, dtype=np.int32)
+    per_block = max(1, block_pairs // max(R, 1))
+    per_chunk = max(1, CHUNK_PAIRS // max(R, 1))
+    # with trees on n threads, n chunks at a time each on one thread, features included (numpy, the compiled trees and
+    # LightGBM release the GIL): the features are then no longer the serial part
+    threads = max(1, getattr(trees, "n_jobs", 1))
+    one = replace(trees, n_jobs=1) if threads > 1 else trees
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="repfit-score") if threads > 1 else None
+    if hi0 > lo0:
+        features.block(grid.a_idx, lo0, lo0 + 1)  # locates the pairs with history once, before the threads start
+
+    def chunk(p: np.ndarray, lo: int, c: int, hi: int) -> None:
+        X = features.block(grid.a_idx, c, min(hi, c + per_chunk))
+        p[(c - lo) * R:(c - lo) * R + len(X)] = scorer.model.predict_win_matrix(X, one)
+
+    try:
+        for lo in range(lo0, hi0, per_block):
+            hi = min(hi0, lo + per_block)
+            n = hi - lo
+            p = np.empty(n * R)
+            starts = range(lo, hi, per_chunk)
+            if pool is None:
+                for c in starts:
+                    chunk(p, lo, c, hi)
+            else:
+                list(pool.map(lambda c: chunk(p, lo, c, hi), starts))  # noqa: B023 - consumed in this iteration
+            yield pd.DataFrame({
+                S.REP_ID: pd.Categorical.from_codes(np.tile(rep_codes, n), dtype=rep_dtype),
+                S.ACCOUNT_ID: pd.Categorical.from_codes(np.repeat(np.arange(n, dtype=np.int32), R),
+                                                        categories=pd.Index(grid.accounts[lo:hi], dtype=object)),
+                "p_win": p, "expected_value": p * np.repeat(grid.potential[lo:hi], R), "cold": np.tile(grid.cold, n),
+            })
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
+def _arrow(b: pd.DataFrame):
+    """A block as an Arrow table of a fixed schema: id columns dictionary-encoded with int32 indices whatever their
+    pandas dtype (so every block of a file has the same schema), other columns as they are."""
+    import pyarrow as pa
+
+    cols = {}
+    for c in b.columns:
+        s = b[c]
+        if isinstance(s.dtype, pd.CategoricalDtype):
+            cols[c] = pa.DictionaryArray.from_arrays(pa.array(s.cat.codes.to_numpy(np.int32)),
+                                                     pa.array(s.cat.categories.to_numpy(object), pa.string()))
+        elif c in (S.REP_ID, S.ACCOUNT_ID):
+            cols[c] = pa.array(s.astype(str).to_numpy(object), pa.string()).dictionary_encode()
+        else:
+            cols[c] = pa.array(s.to_numpy())
+    return pa.table(cols)
+
+
+def write_parquet(blocks: Iterator[pd.DataFrame], tmp: Path, bar: Bar = NO_BAR) -> int:
+    """Write blocks to one Parquet file at ``tmp`` (one row group per block); returns the rows written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = 0
+    writer = None
+    try:
+        for b in blocks:
+            table = _arrow(b)
+            if writer is None:  # dictionary pages for the ids only: trying them on 4M distinct floats cost 4x the CPU
+                ids = [f.name for f in table.schema if pa.types.is_dictionary(f.type)]
+                writer = pq.ParquetWriter(tmp, table.schema, use_dictionary=ids)
+            writer.write_table(table)
+            rows += len(b)
+            bar.update(len(b))
+    finally:
+        if writer is not None:
+            writer.close()
+    return rows
 
 
 def write_scores(blocks: Iterator[pd.DataFrame], path: Path, bar: Bar = NO_BAR) -> int:
@@ -68,35 +174,23 @@ def write_scores(blocks: Iterator[pd.DataFrame], path: Path, bar: Bar = NO_BAR) 
         if path.suffix.lower() == ".csv":  # "x.CSV" is a CSV too
             with open(tmp, "w", encoding="utf-8", newline="") as fh:
                 for i, b in enumerate(blocks):
+                    b = b.assign(**{c: b[c].astype(str) for c in b.columns if isinstance(b[c].dtype, pd.CategoricalDtype)})
                     escape_formulas(b).to_csv(fh, index=False, header=i == 0)
                     rows += len(b)
                     bar.update(len(b))
             return
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        writer = None
-        try:
-            for b in blocks:
-                table = pa.Table.from_pandas(b, preserve_index=False)
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, table.schema)
-                writer.write_table(table)
-                rows += len(b)
-                bar.update(len(b))
-        finally:
-            if writer is not None:
-                writer.close()
+        rows = write_parquet(blocks, tmp, bar)
 
     atomic_write(path, write)
     return rows
 
 
-def score_matrix(scorer: PairScorer, ds: S.Dataset, block_pairs: int = BLOCK_PAIRS, bar: Bar = NO_BAR) -> np.ndarray:
+def score_matrix(scorer: PairScorer, ds: S.Dataset, block_pairs: int = BLOCK_PAIRS, bar: Bar = NO_BAR,
+                 trees=None) -> np.ndarray:
     """(accounts, reps) matrix of P(win) in ``ds`` order."""
     out = np.empty((len(ds.accounts), len(ds.reps)))
     row = 0
-    for b in score_blocks(scorer, ds, block_pairs):
+    for b in score_blocks(scorer, ds, block_pairs, trees=trees):
         n = len(b) // len(ds.reps)
         out[row:row + n] = b["p_win"].to_numpy().reshape(n, len(ds.reps))
         row += n
@@ -108,11 +202,12 @@ def read_scores(path: Path, ds: S.Dataset) -> np.ndarray:
     """Read a scores file (``repfit score`` output) into an (accounts, reps) P(win) matrix, checking it covers
     every pair of ``ds`` exactly once."""
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise SchemaError(f"{path}: scores file not found. Fix: score the data set into that file first (repfit score).",
                           option="scores")
+    parquet = path.is_dir() or path.suffix.lower() == ".parquet"  # a directory: the parts `repfit score --dask` writes
     try:
-        df = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path, dtype={S.REP_ID: str, S.ACCOUNT_ID: str},
+        df = pd.read_parquet(path) if parquet else pd.read_csv(path, dtype={S.REP_ID: str, S.ACCOUNT_ID: str},
                                                                                  keep_default_na=False, na_values={"p_win": [""]})
     except Exception as exc:  # noqa: BLE001 - any reader failure is a malformed file for the user
         raise SchemaError(f"{path}: not a readable scores file ({type(exc).__name__}). Fix: score the data set again (repfit score).",
@@ -133,7 +228,7 @@ def read_scores(path: Path, ds: S.Dataset) -> np.ndarray:
         raise SchemaError(f"{path}: duplicate (rep_id, account_id) pairs {[tuple(x) for x in ex]}. Fix: keep one score per pair.")
     reps = pd.Index(ds.reps[S.REP_ID])
     accs = pd.Index(ds.accounts[S.ACCOUNT_ID])
-    if path.suffix.lower() != ".parquet":  # ids that looked like formulas were quoted for spreadsheets
+    if not parquet:  # ids that looked like formulas were quoted for spreadsheets
         from repfit.io import unescape_ids
 
         df[S.REP_ID], df[S.ACCOUNT_ID] = unescape_ids(df[S.REP_ID], reps), unescape_ids(df[S.ACCOUNT_ID], accs)

@@ -157,6 +157,31 @@ class WinProbModel:
         p = self.predict_uncalibrated(X)
         return p if self.calibrator_ is None else self.calibrator_.transform(p)
 
+    def trees(self, engine: str = "auto", pairs: int = 0, cache_dir: Path | None = None, n_jobs: int | None = None):
+        """What evaluates the booster's trees for ``predict_win_matrix``: compiled (lleaves) or LightGBM's own
+        predict, on ``n_jobs`` threads (default: the training config's); see ``repfit.compiled.trees_for``
+        (``engine``: auto, compiled or lightgbm; ``pairs``: how many pairs "auto" will score)."""
+        from repfit.compiled import trees_for
+
+        self._check()
+        return trees_for(self.booster_, self.best_iteration_, n_jobs or self.config.n_jobs, engine, pairs, cache_dir)
+
+    def predict_win_matrix(self, X: np.ndarray, trees=None) -> np.ndarray:
+        """``predict_win`` on a float64 matrix whose columns are ``feature_names_in_`` (the batch-scoring path:
+        no frame), with the trees evaluated by ``trees`` (``self.trees()``; default LightGBM's predict). The same
+        P(win) as ``predict_win`` on the same features, to ~1e-15 with compiled trees."""
+        self._check()
+        if trees is None:
+            z = self.booster_.predict(X, num_iteration=self.best_iteration_, raw_score=True)
+        else:
+            z = trees.raw(X)
+        if self.offset_ is not None:
+            a, b = self.offset_scale_
+            j = int(np.flatnonzero(self.feature_names_in_ == self.offset_)[0])
+            z = z + (a * X[:, j] + b)
+        p = sigmoid(z)
+        return p if self.calibrator_ is None else self.calibrator_.transform(p)
+
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """scikit-learn style: columns P(lost), P(won)."""
         p = self.predict_win(X)
