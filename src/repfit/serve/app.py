@@ -67,7 +67,7 @@ class ScenarioIn(_In):
 def _user(body_user: str | None, request: Request) -> str:
     u = body_user or request.headers.get("x-repfit-user") or ANONYMOUS
     if not USER_NAME.match(u):
-        raise RepfitError(f"user name {u[:60]!r} is not allowed: letters, digits, space and . @ + - only, at most 60.",
+        raise RepfitError(f"user name {u[:60]!r} is not allowed: letters, digits, space and . @ + - ' only, at most 60.",
                           option="user")
     return u
 

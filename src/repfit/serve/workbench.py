@@ -421,4 +421,5 @@ class Workbench:
 
 
 SCENARIO_NAME = re.compile(r"^[\w .:+-]{1,60}$")
-USER_NAME = re.compile(r"^[\w .@+-]{1,60}$")
+# apostrophes too: Dana O'Brien is a name (the page and the export escape text, so none of these is markup)
+USER_NAME = re.compile(r"^[\w .@+'’-]{1,60}$")
