@@ -288,6 +288,32 @@ def test_a_failed_resolve_is_reported_and_the_plan_stays(client):
     assert client.get("/api/suggestions").json()["suggestions"] == before
 
 
+def _wait(client, job: dict) -> dict:
+    while job["state"] in ("queued", "running"):
+        time.sleep(0.05)
+        job = client.get(f"/api/jobs/{job['id']}").json()
+    return job
+
+
+def test_a_what_if_while_another_is_pending_is_refused_with_409(client, bench):
+    """Review 15: a second what-if used to queue behind the first, merged with the settings in force *before* the
+    first ended (so the first's changes were lost) and queued ones ran in no set order. It is refused now."""
+    wb = bench.workbench
+    with wb._solving:  # the first re-solve stays queued while the second is asked for
+        first = client.post("/api/solve", json={"capacity": {"R007": 0}})
+        assert first.status_code == 202
+        second = client.post("/api/solve", json={"max_moves": 3})
+        assert second.status_code == 409, second.json()
+        assert first.json()["id"] in second.json()["detail"] and "wait for it to end" in second.json()["detail"]
+        refused = client.post("/api/scenarios", json={"name": "x"})  # saving is not a solve: still allowed
+        assert refused.status_code == 201
+    assert _wait(client, first.json())["state"] == "done"
+    assert client.get("/api/settings").json()["capacity"] == {"R007": 0}
+    again = client.post("/api/solve", json={"reset": True})  # once it ended, the next one is taken
+    assert again.status_code == 202 and _wait(client, again.json())["state"] == "done"
+    assert client.get("/api/settings").json()["capacity"] == {}
+
+
 def test_scenarios_save_and_compare(client, bench):
     rows = client.get("/api/suggestions").json()["suggestions"]
     client.post("/api/decisions", json={"suggestion_id": rows[0]["id"], "decision": "accept"})

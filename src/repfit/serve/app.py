@@ -25,7 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from repfit.errors import RepfitError
-from repfit.serve.workbench import SCENARIO_NAME, USER_NAME, Settings, UnknownId, Workbench
+from repfit.serve.workbench import SCENARIO_NAME, USER_NAME, Busy, Settings, UnknownId, Workbench
 
 MAX_BODY_BYTES = 64 * 1024  # the largest request body accepted (a what-if with many locks fits easily)
 ANONYMOUS = "anonymous"
@@ -185,6 +185,10 @@ def _errors(app: FastAPI) -> None:
     @app.exception_handler(UnknownId)
     async def unknown(request: Request, exc: UnknownId):
         return _error(404, str(exc))
+
+    @app.exception_handler(Busy)
+    async def busy_solving(request: Request, exc: Busy):
+        return _error(409, str(exc))
 
     @app.exception_handler(RepfitError)
     async def refused(request: Request, exc: RepfitError):
