@@ -427,6 +427,12 @@ def test_a_restart_keeps_every_decision(prepared, tmp_path):
         assert all(now[k] == v for k, v in made.items() if k != only["id"])  # same ids: decisions show on their moves
         exported = http("GET", second.url + "/api/export.csv")[1]
         assert f"{only['account_id']},{only['from_rep_id']},{only['to_rep_id']}," in exported
+        # review 15: and it can still be taken back (it was a 404: no solve of this process had proposed it)
+        code, body = http("POST", second.url + "/api/decisions", {"suggestion_id": only["id"], "decision": "reject"})
+        assert code == 201, body
+        exported = http("GET", second.url + "/api/export.csv")[1]
+        assert f"{only['account_id']},{only['from_rep_id']},{only['to_rep_id']}," not in exported
+        assert http("POST", second.url + "/api/decisions", {"suggestion_id": "0" * 16, "decision": "reject"})[0] == 404
     finally:
         second.stop()
 

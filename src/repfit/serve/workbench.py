@@ -243,6 +243,8 @@ class Workbench:
     def move(self, sid: str) -> Move:
         with self._lock:
             m = self._known.get(sid)
+        if m is None:  # decided before a restart on a move no solve of this process proposed: it still counts
+            m = self.store.decided_move(self.basis, sid)
         if m is None:
             raise UnknownId(f"unknown suggestion id {sid!r}: not among the suggestions of this data and model. "
                             "Fix: take an id from GET /api/suggestions.")
