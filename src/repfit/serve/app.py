@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib.resources import files
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -53,7 +53,7 @@ class SolveIn(_In):
     balance_tiers: bool | None = None
     continuity: float | None = Field(default=None, ge=0, le=10)
     locks: dict[str, bool] | None = Field(default=None, max_length=10_000)
-    capacity: dict[str, int] | None = Field(default=None, max_length=10_000)
+    capacity: dict[str, Annotated[int, Field(ge=0, le=10**7)]] | None = Field(default=None, max_length=10_000)
     unlimited_moves: bool = False  # max_moves null means "keep"; this lifts the budget
     reset: bool = False  # start from the command line's settings and the data's locks and capacities
     user: str | None = _User
