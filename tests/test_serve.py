@@ -592,3 +592,21 @@ def test_make_demo_ends_by_printing_a_serve_command_that_parses():
     assert args[:2] == ["repfit", "serve"]
     ctx = app.commands["serve"].make_context("serve", args[2:])
     assert ctx.params["scores"] == Path("demo/scores.parquet") and ctx.params["max_moves"] == 200
+
+
+def test_concurrent_accept_and_reject_of_one_suggestion_keep_time_order(tmp_path):
+    """Review 15: the time of a decision was taken before its write transaction, so under concurrent accept and
+    reject of one suggestion the decision that counts (the last written) could carry an earlier time than one it
+    replaced. The times now follow the order the store keeps."""
+    import sqlite3
+
+    from repfit.serve.store import Move
+
+    store = WorkbenchStore(tmp_path / "wb.db")
+    move = Move("s1", "A1", "R1", "R2", 1.0, "why")
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(lambda i: store.decide(move, "accept" if i % 2 else "reject", f"u{i}", "b"), range(64)))
+    with sqlite3.connect(tmp_path / "wb.db") as con:
+        at = [r[0] for r in con.execute("SELECT at FROM decisions ORDER BY seq")]
+    assert len(at) == 64 and at == sorted(at)
+    assert store.latest_decisions("b")[0]["at"] == max(at)

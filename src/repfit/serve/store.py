@@ -106,8 +106,8 @@ class WorkbenchStore:
     def decide(self, move: Move, decision: str, user: str, basis: str) -> dict:
         """Record ``decision`` on ``move`` (of the data and model ``basis``) and its audit line in one transaction;
         returns the decision as stored."""
-        at = now()
         with self._write() as con:
+            at = now()  # inside the write lock: times follow the order of the rows (the latest is the one that counts)
             con.execute("INSERT INTO decisions (suggestion_id, basis, decision, user, at, account_id, from_rep_id, "
                         "to_rep_id, gain, reasons) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (move.suggestion_id, basis, decision, user, at, move.account_id, move.from_rep_id,
@@ -141,8 +141,8 @@ class WorkbenchStore:
 
     # --- scenarios -----------------------------------------------------------------------------------
     def save_scenario(self, name: str, body: dict, user: str) -> None:
-        at = now()
         with self._write() as con:
+            at = now()
             con.execute("INSERT INTO scenarios (name, user, at, body) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE "
                         "SET user = excluded.user, at = excluded.at, body = excluded.body",
                         (name, user, at, json.dumps(body)))
