@@ -367,6 +367,25 @@ def test_a_token_is_checked_on_every_request(bench):
         assert c.get("/api/totals").status_code == 200
 
 
+def test_on_loopback_a_request_for_another_host_is_refused(bench):
+    """Review 15: DNS rebinding. A web page on evil.example that re-points its domain to 127.0.0.1 could read the
+    suggestions and post decisions to a token-less loopback workbench; requests must be addressed to loopback."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(make_app(bench, host="127.0.0.1"), base_url="http://127.0.0.1:8765") as c:
+        assert c.get("/api/health").status_code == 200
+        assert c.get("/api/health", headers={"Host": "localhost:8765"}).status_code == 200
+        assert c.get("/api/health", headers={"Host": "[::1]:8765"}).status_code == 200
+        r = c.get("/api/suggestions", headers={"Host": "evil.example:8765"})
+        assert r.status_code == 421 and "evil.example" in r.json()["detail"]
+        sid = c.get("/api/suggestions").json()["suggestions"][0]["id"]
+        r = c.post("/api/decisions", json={"suggestion_id": sid, "decision": "accept"}, headers={"Host": "evil.example"})
+        assert r.status_code == 421 and c.get("/api/decisions").json()["decisions"] == []
+    with TestClient(make_app(bench, host="0.0.0.0", token="s3cret-token-0123456789"), base_url="http://10.1.2.3") as c:
+        # beyond loopback the token guards each request, whatever name the machine is reached by
+        assert c.get("/api/health", headers={"Authorization": "Bearer s3cret-token-0123456789"}).status_code == 200
+
+
 def test_page_and_docs_load_nothing_from_the_internet_and_escape_text(client):
     import re
 

@@ -111,7 +111,8 @@ class _BodyLimit:
 
 
 def create_app(wb: Workbench, *, exports_dir: Path, token: str | None = None,
-               log_export: Callable[[Path, dict], str | None] | None = None, title: str = "repfit workbench") -> FastAPI:
+               log_export: Callable[[Path, dict], str | None] | None = None, title: str = "repfit workbench",
+               allowed_hosts: frozenset[str] | None = None) -> FastAPI:
     """The FastAPI app over a prepared ``Workbench``.
 
     Parameters
@@ -121,6 +122,8 @@ def create_app(wb: Workbench, *, exports_dir: Path, token: str | None = None,
     token : when set, every request must carry it (header ``Authorization: Bearer``, ``X-Repfit-Token``, the cookie
         the page sets, or ``?token=`` once in the page's address).
     log_export : called with each export file and its figures; returns the MLflow run id.
+    allowed_hosts : when set, a request whose Host header names another host is refused (421): a web page the
+        user visits cannot reach a loopback server through a domain it re-points to 127.0.0.1 (DNS rebinding).
     """
     app = FastAPI(title=title, docs_url=None, redoc_url=None, version="1",
                   description="Review, adjust and approve reassignment suggestions. See the README's 'The ops workbench'.")
@@ -134,6 +137,8 @@ def create_app(wb: Workbench, *, exports_dir: Path, token: str | None = None,
     app.include_router(_page(wb))
     if token is not None:
         app.middleware("http")(_token_check(token))
+    if allowed_hosts is not None:
+        app.middleware("http")(_host_check(allowed_hosts))
     app.add_middleware(_BodyLimit)  # outermost: before anything reads the body
     return app
 
@@ -151,6 +156,16 @@ def _docs(app: FastAPI, title: str) -> None:
                                    swagger_css_url="/docs-static/swagger-ui.css",
                                    swagger_favicon_url="/docs-static/favicon.png",
                                    swagger_ui_parameters={"validatorUrl": None})  # no call to the online validator
+
+
+def _host_check(allowed: frozenset[str]):
+    async def check_host(request: Request, call_next):
+        if (request.url.hostname or "").lower() not in allowed:
+            return _error(421, f"this workbench answers only requests addressed to {', '.join(sorted(allowed))}; "
+                               f"got Host {request.headers.get('host', '')[:80]!r}. Fix: open it at one of those.")
+        return await call_next(request)
+
+    return check_host
 
 
 def _token_check(token: str):
