@@ -194,7 +194,10 @@ def test_bad_requests_get_a_4xx_with_a_message(client):
     r = client.post("/api/solve", json={"locks": {"A99999": True}})
     assert r.status_code == 404 and "A99999" in r.json()["detail"]
     r = client.post("/api/solve", json={"capacity": {"R001": -1}})
-    assert r.status_code == 400 and "capacity" in r.json()["detail"]
+    assert r.status_code in (400, 422) and "capacity" in r.json()["detail"]
+    # review 15: a capacity past int64 was taken, and the re-solve failed with "OverflowError: Python int too large"
+    r = client.post("/api/solve", json={"capacity": {"R001": 10**30}})
+    assert r.status_code == 422 and "capacity.R001" in r.json()["detail"], r.json()
     assert client.get("/api/jobs/abc").status_code == 404
     assert client.get("/api/scenarios/compare", params={"a": "x", "b": "y"}).status_code == 404
     assert client.get("/api/search", params={"account": "A99999"}).status_code == 400
@@ -288,6 +291,32 @@ def test_a_failed_resolve_is_reported_and_the_plan_stays(client):
     assert client.get("/api/suggestions").json()["suggestions"] == before
 
 
+def _wait(client, job: dict) -> dict:
+    while job["state"] in ("queued", "running"):
+        time.sleep(0.05)
+        job = client.get(f"/api/jobs/{job['id']}").json()
+    return job
+
+
+def test_a_what_if_while_another_is_pending_is_refused_with_409(client, bench):
+    """Review 15: a second what-if used to queue behind the first, merged with the settings in force *before* the
+    first ended (so the first's changes were lost) and queued ones ran in no set order. It is refused now."""
+    wb = bench.workbench
+    with wb._solving:  # the first re-solve stays queued while the second is asked for
+        first = client.post("/api/solve", json={"capacity": {"R007": 0}})
+        assert first.status_code == 202
+        second = client.post("/api/solve", json={"max_moves": 3})
+        assert second.status_code == 409, second.json()
+        assert first.json()["id"] in second.json()["detail"] and "wait for it to end" in second.json()["detail"]
+        refused = client.post("/api/scenarios", json={"name": "x"})  # saving is not a solve: still allowed
+        assert refused.status_code == 201
+    assert _wait(client, first.json())["state"] == "done"
+    assert client.get("/api/settings").json()["capacity"] == {"R007": 0}
+    again = client.post("/api/solve", json={"reset": True})  # once it ended, the next one is taken
+    assert again.status_code == 202 and _wait(client, again.json())["state"] == "done"
+    assert client.get("/api/settings").json()["capacity"] == {}
+
+
 def test_scenarios_save_and_compare(client, bench):
     rows = client.get("/api/suggestions").json()["suggestions"]
     client.post("/api/decisions", json={"suggestion_id": rows[0]["id"], "decision": "accept"})
@@ -336,6 +365,25 @@ def test_a_token_is_checked_on_every_request(bench):
         assert c.get("/api/health", headers={"Authorization": f"Bearer {token}"}).status_code == 200
         assert c.get("/", params={"token": token}).status_code == 200  # the page: once in the address, then a cookie
         assert c.get("/api/totals").status_code == 200
+
+
+def test_on_loopback_a_request_for_another_host_is_refused(bench):
+    """Review 15: DNS rebinding. A web page on evil.example that re-points its domain to 127.0.0.1 could read the
+    suggestions and post decisions to a token-less loopback workbench; requests must be addressed to loopback."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(make_app(bench, host="127.0.0.1"), base_url="http://127.0.0.1:8765") as c:
+        assert c.get("/api/health").status_code == 200
+        assert c.get("/api/health", headers={"Host": "localhost:8765"}).status_code == 200
+        assert c.get("/api/health", headers={"Host": "[::1]:8765"}).status_code == 200
+        r = c.get("/api/suggestions", headers={"Host": "evil.example:8765"})
+        assert r.status_code == 421 and "evil.example" in r.json()["detail"]
+        sid = c.get("/api/suggestions").json()["suggestions"][0]["id"]
+        r = c.post("/api/decisions", json={"suggestion_id": sid, "decision": "accept"}, headers={"Host": "evil.example"})
+        assert r.status_code == 421 and c.get("/api/decisions").json()["decisions"] == []
+    with TestClient(make_app(bench, host="0.0.0.0", token="s3cret-token-0123456789"), base_url="http://10.1.2.3") as c:
+        # beyond loopback the token guards each request, whatever name the machine is reached by
+        assert c.get("/api/health", headers={"Authorization": "Bearer s3cret-token-0123456789"}).status_code == 200
 
 
 def test_page_and_docs_load_nothing_from_the_internet_and_escape_text(client):
@@ -401,6 +449,12 @@ def test_a_restart_keeps_every_decision(prepared, tmp_path):
         assert all(now[k] == v for k, v in made.items() if k != only["id"])  # same ids: decisions show on their moves
         exported = http("GET", second.url + "/api/export.csv")[1]
         assert f"{only['account_id']},{only['from_rep_id']},{only['to_rep_id']}," in exported
+        # review 15: and it can still be taken back (it was a 404: no solve of this process had proposed it)
+        code, body = http("POST", second.url + "/api/decisions", {"suggestion_id": only["id"], "decision": "reject"})
+        assert code == 201, body
+        exported = http("GET", second.url + "/api/export.csv")[1]
+        assert f"{only['account_id']},{only['from_rep_id']},{only['to_rep_id']}," not in exported
+        assert http("POST", second.url + "/api/decisions", {"suggestion_id": "0" * 16, "decision": "reject"})[0] == 404
     finally:
         second.stop()
 
@@ -411,6 +465,9 @@ def test_page_in_chromium_accept_the_top_suggestion_and_export(live, tmp_path):
         pytest.skip("chromium is not installed (`make test` installs Debian's chromium when it can)")
     from playwright.sync_api import expect, sync_playwright
 
+    # review 15: a name outside ISO-8859-1 made every fetch of the page throw (it went in a header), and an
+    # apostrophe was refused
+    NAME = "Dana O'Brien 李"
     top = http("GET", live.url + "/api/suggestions")[1]["suggestions"]
     group = [r for r in top if r["group"] == 1]
     before = http("GET", live.url + "/api/totals")[1]
@@ -422,14 +479,14 @@ def test_page_in_chromium_accept_the_top_suggestion_and_export(live, tmp_path):
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.on("request", lambda r: requests.append(r.url))
             page.goto(live.url + "/")
-            page.fill("#user", "dana")
+            page.fill("#user", NAME)
             page.dispatch_event("#user", "change")
             first = page.locator("tbody.group").first
             assert first.get_attribute("data-group") == "1"
             first.locator("button.accept").click()
             want = before["approved_uplift"] + sum(r["gain"] for r in group)
             expect(page.locator('[data-total="approved_uplift"]')).to_have_text(f"+{want:,.0f}")
-            expect(first.locator("td.state").first).to_have_text("accept by dana")
+            expect(first.locator("td.state").first).to_have_text(f"accept by {NAME}")
             with page.expect_download() as dl:
                 page.click("#export")
             path = tmp_path / "export.csv"
@@ -463,10 +520,10 @@ def test_page_in_chromium_accept_the_top_suggestion_and_export(live, tmp_path):
             while job["state"] in ("queued", "running"):
                 time.sleep(0.05)
                 job = http("GET", live.url + f"/api/jobs/{job['id']}")[1]
-    table = list(csv.DictReader(path.open()))
+    table = list(csv.DictReader(path.open(encoding="utf-8")))
     assert {r["account_id"] for r in group} <= {t["account_id"] for t in table}
     mine = [t for t in table if t["account_id"] == group[0]["account_id"]]
-    assert mine[0]["new_owner"] == group[0]["to_rep_id"] and mine[0]["approved_by"] == "dana"
+    assert mine[0]["new_owner"] == group[0]["to_rep_id"] and mine[0]["approved_by"] == NAME
     assert float(mine[0]["gain"]) == pytest.approx(group[0]["gain"])
 
 
@@ -554,3 +611,21 @@ def test_make_demo_ends_by_printing_a_serve_command_that_parses():
     assert args[:2] == ["repfit", "serve"]
     ctx = app.commands["serve"].make_context("serve", args[2:])
     assert ctx.params["scores"] == Path("demo/scores.parquet") and ctx.params["max_moves"] == 200
+
+
+def test_concurrent_accept_and_reject_of_one_suggestion_keep_time_order(tmp_path):
+    """Review 15: the time of a decision was taken before its write transaction, so under concurrent accept and
+    reject of one suggestion the decision that counts (the last written) could carry an earlier time than one it
+    replaced. The times now follow the order the store keeps."""
+    import sqlite3
+
+    from repfit.serve.store import Move
+
+    store = WorkbenchStore(tmp_path / "wb.db")
+    move = Move("s1", "A1", "R1", "R2", 1.0, "why")
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(lambda i: store.decide(move, "accept" if i % 2 else "reject", f"u{i}", "b"), range(64)))
+    with sqlite3.connect(tmp_path / "wb.db") as con:
+        at = [r[0] for r in con.execute("SELECT at FROM decisions ORDER BY seq")]
+    assert len(at) == 64 and at == sorted(at)
+    assert store.latest_decisions("b")[0]["at"] == max(at)

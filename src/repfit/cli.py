@@ -467,7 +467,7 @@ def serve(data_dir, mapping, host, port, store_path, token, scores, model_uri, t
     t = wb.totals()
     click.echo(f"{t['suggestions']:,} suggested moves in {t['groups']:,} groups, uplift {_gain(t['plan_uplift'])}; "
                f"decisions in {prepared.store_path}")
-    app_ = make_app(prepared, token=token, data_dir=str(data_dir))
+    app_ = make_app(prepared, token=token, data_dir=str(data_dir), host=host)
     shown = f"[{host}]" if ":" in host else host
     try:
         run(app_, host, port, on_ready=lambda: click.echo(

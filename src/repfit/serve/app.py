@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib.resources import files
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,7 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from repfit.errors import RepfitError
-from repfit.serve.workbench import SCENARIO_NAME, USER_NAME, Settings, UnknownId, Workbench
+from repfit.serve.workbench import SCENARIO_NAME, USER_NAME, Busy, Settings, UnknownId, Workbench
 
 MAX_BODY_BYTES = 64 * 1024  # the largest request body accepted (a what-if with many locks fits easily)
 ANONYMOUS = "anonymous"
@@ -53,7 +53,7 @@ class SolveIn(_In):
     balance_tiers: bool | None = None
     continuity: float | None = Field(default=None, ge=0, le=10)
     locks: dict[str, bool] | None = Field(default=None, max_length=10_000)
-    capacity: dict[str, int] | None = Field(default=None, max_length=10_000)
+    capacity: dict[str, Annotated[int, Field(ge=0, le=10**7)]] | None = Field(default=None, max_length=10_000)
     unlimited_moves: bool = False  # max_moves null means "keep"; this lifts the budget
     reset: bool = False  # start from the command line's settings and the data's locks and capacities
     user: str | None = _User
@@ -67,7 +67,7 @@ class ScenarioIn(_In):
 def _user(body_user: str | None, request: Request) -> str:
     u = body_user or request.headers.get("x-repfit-user") or ANONYMOUS
     if not USER_NAME.match(u):
-        raise RepfitError(f"user name {u[:60]!r} is not allowed: letters, digits, space and . @ + - only, at most 60.",
+        raise RepfitError(f"user name {u[:60]!r} is not allowed: letters, digits, space and . @ + - ' only, at most 60.",
                           option="user")
     return u
 
@@ -111,7 +111,8 @@ class _BodyLimit:
 
 
 def create_app(wb: Workbench, *, exports_dir: Path, token: str | None = None,
-               log_export: Callable[[Path, dict], str | None] | None = None, title: str = "repfit workbench") -> FastAPI:
+               log_export: Callable[[Path, dict], str | None] | None = None, title: str = "repfit workbench",
+               allowed_hosts: frozenset[str] | None = None) -> FastAPI:
     """The FastAPI app over a prepared ``Workbench``.
 
     Parameters
@@ -121,6 +122,8 @@ def create_app(wb: Workbench, *, exports_dir: Path, token: str | None = None,
     token : when set, every request must carry it (header ``Authorization: Bearer``, ``X-Repfit-Token``, the cookie
         the page sets, or ``?token=`` once in the page's address).
     log_export : called with each export file and its figures; returns the MLflow run id.
+    allowed_hosts : when set, a request whose Host header names another host is refused (421): a web page the
+        user visits cannot reach a loopback server through a domain it re-points to 127.0.0.1 (DNS rebinding).
     """
     app = FastAPI(title=title, docs_url=None, redoc_url=None, version="1",
                   description="Review, adjust and approve reassignment suggestions. See the README's 'The ops workbench'.")
@@ -134,6 +137,8 @@ def create_app(wb: Workbench, *, exports_dir: Path, token: str | None = None,
     app.include_router(_page(wb))
     if token is not None:
         app.middleware("http")(_token_check(token))
+    if allowed_hosts is not None:
+        app.middleware("http")(_host_check(allowed_hosts))
     app.add_middleware(_BodyLimit)  # outermost: before anything reads the body
     return app
 
@@ -151,6 +156,16 @@ def _docs(app: FastAPI, title: str) -> None:
                                    swagger_css_url="/docs-static/swagger-ui.css",
                                    swagger_favicon_url="/docs-static/favicon.png",
                                    swagger_ui_parameters={"validatorUrl": None})  # no call to the online validator
+
+
+def _host_check(allowed: frozenset[str]):
+    async def check_host(request: Request, call_next):
+        if (request.url.hostname or "").lower() not in allowed:
+            return _error(421, f"this workbench answers only requests addressed to {', '.join(sorted(allowed))}; "
+                               f"got Host {request.headers.get('host', '')[:80]!r}. Fix: open it at one of those.")
+        return await call_next(request)
+
+    return check_host
 
 
 def _token_check(token: str):
@@ -185,6 +200,10 @@ def _errors(app: FastAPI) -> None:
     @app.exception_handler(UnknownId)
     async def unknown(request: Request, exc: UnknownId):
         return _error(404, str(exc))
+
+    @app.exception_handler(Busy)
+    async def busy_solving(request: Request, exc: Busy):
+        return _error(409, str(exc))
 
     @app.exception_handler(RepfitError)
     async def refused(request: Request, exc: RepfitError):

@@ -82,7 +82,17 @@ def prepare(*, data, store, pairs, options: AssignConfig, store_path: Path | Non
     return Prepared(wb, path, path.parent / "exports", tracker)
 
 
-def make_app(prepared: Prepared, *, token: str | None = None, data_dir: str = ""):
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def allowed_hosts(host: str) -> frozenset[str] | None:
+    """On loopback, the Host names a request may carry (DNS rebinding: a page on another site must not reach the
+    workbench through its own domain re-pointed at 127.0.0.1); elsewhere the token guards every request."""
+    return LOOPBACK_NAMES | {host.strip("[]").lower()} if is_loopback(host) else None
+
+
+def make_app(prepared: Prepared, *, token: str | None = None, data_dir: str = "", host: str | None = None):
+    """The app over ``prepared``; ``host``: the address it is served on (on loopback, other Host headers are refused)."""
     from repfit.serve.app import create_app
 
     lock = threading.Lock()  # one MLflow run at a time
@@ -97,7 +107,8 @@ def make_app(prepared: Prepared, *, token: str | None = None, data_dir: str = ""
                       "repfit.store": str(prepared.store_path)},
                 artifacts=[path])
 
-    return create_app(prepared.workbench, exports_dir=prepared.exports_dir, token=token, log_export=log_export)
+    return create_app(prepared.workbench, exports_dir=prepared.exports_dir, token=token, log_export=log_export,
+                      allowed_hosts=allowed_hosts(host) if host is not None else None)
 
 
 def run(app, host: str, port: int, on_ready=None) -> None:

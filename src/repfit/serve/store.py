@@ -106,8 +106,8 @@ class WorkbenchStore:
     def decide(self, move: Move, decision: str, user: str, basis: str) -> dict:
         """Record ``decision`` on ``move`` (of the data and model ``basis``) and its audit line in one transaction;
         returns the decision as stored."""
-        at = now()
         with self._write() as con:
+            at = now()  # inside the write lock: times follow the order of the rows (the latest is the one that counts)
             con.execute("INSERT INTO decisions (suggestion_id, basis, decision, user, at, account_id, from_rep_id, "
                         "to_rep_id, gain, reasons) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (move.suggestion_id, basis, decision, user, at, move.account_id, move.from_rep_id,
@@ -125,14 +125,24 @@ class WorkbenchStore:
                 "GROUP BY suggestion_id) m ON d.seq = m.seq ORDER BY d.seq", (basis,)).fetchall()
         return [dict(r) for r in rows]
 
+    def decided_move(self, basis: str, suggestion_id: str) -> Move | None:
+        """The move a decision of ``basis`` was taken on (None if none was): a move that only a what-if of an
+        earlier run of the server proposed can still be decided again."""
+        with self._connect() as con:
+            r = con.execute("SELECT suggestion_id, account_id, from_rep_id, to_rep_id, gain, reasons FROM decisions "
+                            "WHERE basis = ? AND suggestion_id = ? ORDER BY seq DESC LIMIT 1",
+                            (basis, suggestion_id)).fetchone()
+        return None if r is None else Move(r["suggestion_id"], r["account_id"], r["from_rep_id"], r["to_rep_id"],
+                                           float(r["gain"]), r["reasons"])
+
     def decision_count(self) -> int:
         with self._connect() as con:
             return int(con.execute("SELECT COUNT(*) FROM decisions").fetchone()[0])
 
     # --- scenarios -----------------------------------------------------------------------------------
     def save_scenario(self, name: str, body: dict, user: str) -> None:
-        at = now()
         with self._write() as con:
+            at = now()
             con.execute("INSERT INTO scenarios (name, user, at, body) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE "
                         "SET user = excluded.user, at = excluded.at, body = excluded.body",
                         (name, user, at, json.dumps(body)))

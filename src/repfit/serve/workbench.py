@@ -41,6 +41,10 @@ class UnknownId(RepfitError):
     """An id a request named is not known (a suggestion, account, rep, scenario or job)."""
 
 
+class Busy(RepfitError):
+    """A re-solve is already queued or running."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """What a what-if may change: the move budget, the bands, locks and capacities (the rest of ``AssignConfig``
@@ -197,6 +201,13 @@ class Workbench:
         self.check(settings)
         job = Job(uuid.uuid4().hex[:12], settings, user)
         with self._lock:
+            # one what-if at a time: a second one would be merged with the settings in force before the first
+            # ends (losing its changes), and queued ones would run in no set order, the last to end winning
+            running = next((j for j in self._jobs.values() if j.state in ("queued", "running")), None)
+            if running is not None:
+                raise Busy(f"a re-solve is already {running.state} (job {running.id}, {running.stage}, started by "
+                           f"{running.user}). Fix: wait for it to end (GET /api/jobs/{running.id}), then try again.",
+                           option="solve")
             self._jobs[job.id] = job
         self.store.audit("what-if", {"job": job.id, "settings": settings.to_dict()}, user)
         # a daemon thread: stopping the server does not wait for a solve nobody will see
@@ -232,6 +243,8 @@ class Workbench:
     def move(self, sid: str) -> Move:
         with self._lock:
             m = self._known.get(sid)
+        if m is None:  # decided before a restart on a move no solve of this process proposed: it still counts
+            m = self.store.decided_move(self.basis, sid)
         if m is None:
             raise UnknownId(f"unknown suggestion id {sid!r}: not among the suggestions of this data and model. "
                             "Fix: take an id from GET /api/suggestions.")
@@ -421,4 +434,5 @@ class Workbench:
 
 
 SCENARIO_NAME = re.compile(r"^[\w .:+-]{1,60}$")
-USER_NAME = re.compile(r"^[\w .@+-]{1,60}$")
+# apostrophes too: Dana O'Brien is a name (the page and the export escape text, so none of these is markup)
+USER_NAME = re.compile(r"^[\w .@+'’-]{1,60}$")

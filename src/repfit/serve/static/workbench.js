@@ -16,8 +16,9 @@
   const num = (x) => (x === null || x === undefined ? "" : Math.round(x).toLocaleString("en-US"));
 
   async function api(method, url, body) {
+    // the user's name goes in the body or the query, never in a header: fetch refuses a header with a character
+    // outside ISO-8859-1 (a name such as 李雷) and no request would be sent at all
     const opts = { method, headers: { "Content-Type": "application/json" } };
-    if (user()) opts.headers["X-Repfit-User"] = user();
     if (body !== undefined) opts.body = JSON.stringify(body);
     const res = await fetch(url, opts);
     const data = await res.json().catch(() => ({}));
@@ -90,7 +91,8 @@
   }
 
   document.querySelectorAll("button.apply").forEach((b) => b.addEventListener("click", () =>
-    follow(api("POST", `/api/scenarios/${encodeURIComponent(b.dataset.name)}/apply`))));
+    follow(api("POST", `/api/scenarios/${encodeURIComponent(b.dataset.name)}/apply` +
+      (user() ? "?user=" + encodeURIComponent(user()) : "")))));
 
   document.getElementById("whatif-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
