@@ -157,9 +157,10 @@ def report(runs: list[Run], synths: list[Run], closed: dict, args) -> str:
         new = next((r for r in runs if r.size == size and r.label == "this code" and r.finished), None)
         if base and new:
             lines.append(f"- {size[0]:,} x {size[1]:,}: wall {base.wall / new.wall:.2f}x, CPU {base.cpu / new.cpu:.2f}x")
-    lines += ["", "Stages (wall s, CPU s of the child while the stage ran; `features` holds the joint model's band-edge "
-              "search, its prior sds and the point-in-time features; `snapshot` the signal check and the history "
-              "snapshot; `mlflow` logging, the bundle and the champion/challenger decision):", ""]
+    lines += ["", "Stages (wall s, CPU s of the child while the stage ran), as the CLI names them. The baseline's "
+              "`features` holds its band-edge search, prior sds and point-in-time features (this code names the two "
+              "apart), its `snapshot` its signal check and the history snapshot; `mlflow` is logging, the bundle and "
+              "the champion/challenger decision:", ""]
     for r in runs:
         lines.append(f"- {r.label}, {r.size[0]:,} x {r.size[1]:,}: {_fmt_stages(r)}")
     lines += ["", "`repfit synth` (not part of the bar): " + "; ".join(

@@ -212,10 +212,11 @@ def learned_settings(space: FeatureSpace) -> dict[str, float | str]:
 
 
 def make_bundle(model: WinProbModel, space: FeatureSpace, split: Split, ev: Evaluation, fcfg: FeatureConfig,
-                tcfg: TrainConfig) -> PairScorer:
+                tcfg: TrainConfig, signal: SignalCheck | None = None) -> PairScorer:
     """The scorer a deployed model is: model, space, the history snapshot over all closed deals, and its card
-    (with the signal check of its rep strengths on the test period)."""
-    signal = rep_signal_check(model, space, split.closed, split.closed.loc[split.masks["test"]], tcfg.seed)
+    (with the signal check of its rep strengths on the test period: ``signal``, else run here)."""
+    if signal is None:
+        signal = rep_signal_check(model, space, split.closed, split.closed.loc[split.masks["test"]], tcfg.seed)
     card = ModelCard(feature_config=as_dict(fcfg), train_config=as_dict(tcfg), split=split.info(),
                      calibration=model.calibration_, signal=signal,
                      test_metrics={k: v for k, v in ev.metrics.items() if ".test." in k},
@@ -227,15 +228,18 @@ def train(ds: S.Dataset, fcfg: FeatureConfig, tcfg: TrainConfig, progress: Progr
     """Split by time, learn the feature space, fit LightGBM, evaluate it against baselines on the test
     period, and bundle it: the pipeline of the steps above, nothing else."""
     split = split_by_time(ds, tcfg)
-    progress.stage("features")
+    progress.stage("features: joint model (band edges, priors)")
     space = learn_space(ds, fcfg, split)
+    progress.stage("features: point in time")
     X = point_in_time_features(space, split.closed, split.closed)
     progress.stage("lightgbm")
     fitted = fit_model(X, split, space, tcfg)
     progress.stage("baselines")
     ev = evaluate(fitted, X, split, space, tcfg)
+    progress.stage("signal check")
+    signal = rep_signal_check(fitted.model, space, split.closed, split.closed.loc[split.masks["test"]], tcfg.seed)
     progress.stage("snapshot")
-    scorer = make_bundle(fitted.model, space, split, ev, fcfg, tcfg)
+    scorer = make_bundle(fitted.model, space, split, ev, fcfg, tcfg, signal)
     test = split.masks["test"]
     return TrainResult(
         scorer=scorer, metrics={**ev.metrics, **scorer.card.signal.metrics()}, table=ev.table,
