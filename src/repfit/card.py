@@ -37,11 +37,12 @@ class SignalCheck:
     gain_p95: float
     rep_spread: float  # mean std of P(win) across reps for one deal
     detected: bool
+    deals: int = 0  # test deals it was measured on (a sample when deals x reps is large; 0: not recorded)
 
     def metrics(self) -> dict[str, float]:
         return {"signal.log_loss_gain": self.log_loss_gain, "signal.gain_p05": self.gain_p05,
                 "signal.gain_p95": self.gain_p95, "signal.detected": float(self.detected),
-                "signal.rep_spread": self.rep_spread}
+                "signal.rep_spread": self.rep_spread, "signal.deals": float(self.deals)}
 
 
 @dataclass(frozen=True)

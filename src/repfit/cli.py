@@ -609,7 +609,9 @@ def format_training(out) -> str:
         lines.append(f"{row.model:<14} {row.auc:>7.4f} {row.log_loss:>10.4f} {row.brier:>8.4f} {row.ece:>8.4f}")
     gain = (f"log-loss gain of the actual rep's P(win) over the all-rep average {sig.log_loss_gain:+.4f} "
             f"(90% bootstrap {sig.gain_p05:+.4f} .. {sig.gain_p95:+.4f}; mean spread of P(win) "
-            f"across reps {sig.rep_spread:.3f})")
+            f"across reps {sig.rep_spread:.3f}"
+            + (f"; on a sample of {sig.deals:,} of the {sp.test.rows:,} test deals" if 0 < sig.deals < sp.test.rows else "")
+            + ")")
     if sig.detected:
         lines += ["", f"rep strengths: borne out by the test period: {gain}."]
     else:

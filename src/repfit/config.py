@@ -93,6 +93,8 @@ class FeatureConfig:
     joint_refit_months: int = setting(3, "joint", Range(1, 12))
     # numeric bands: "learned" (joint model's evidence, among 5%..95% quantiles) or "quantile"
     band_edges: Literal["learned", "quantile"] = setting("learned", "strengths")
+    # "learned" band edges: beyond this many training deals, searched on the deals of a random sample of reps
+    band_search_deals: int = setting(60_000, "strengths", COUNT)
 
 
 @dataclass(frozen=True)

@@ -133,7 +133,8 @@ def fit_joint(r: np.ndarray, a: np.ndarray, codes: dict[str, np.ndarray], won: n
     codes : dimension -> level code of each deal; -1 (missing) adds no term.
     sd : prior sd of every learnable block (a float), or per block name (see ``blocks``).
     learn_sd : re-estimate each block's sd from the data (evidence updates, starting from ``sd``).
-    warm : a fit on the same deals with a design of the same shape (e.g. other band edges) to start from.
+    warm : a fit on the same deals to start from: with a design of the same shape (e.g. other band edges) from its
+        solution as it is, else block by block (``_warm_blocks``).
 
     Deals are put in a canonical order first, so the same deals give the same coefficients whatever
     order they arrive in (training and scoring features must agree).
@@ -160,6 +161,8 @@ def _fit(r, a, codes, won, n_reps, n_accounts, n_levels, sd, learn_sd, max_updat
     u = np.zeros(X.shape[1] + 1)
     if warm is not None and warm.solution is not None and len(warm.solution) == len(u):
         u = warm.solution.copy()
+    elif warm is not None:
+        u = _warm_blocks(warm, s[group], n_reps, n_accounts, n_levels)
     for _ in range(max_updates if learn_sd else 1):
         u = _map_fit(X, won, s[group], u)
         if not learn_sd:
@@ -171,6 +174,20 @@ def _fit(r, a, codes, won, n_reps, n_accounts, n_levels, sd, learn_sd, max_updat
         if done:
             break
     return _unpack(X, Xt, won, u, s, group, bnames, n_reps, n_accounts, n_levels)
+
+
+def _warm_blocks(warm: JointFit, scale: np.ndarray, n_reps: int, n_accounts: int, n_levels: dict[str, int]) -> np.ndarray:
+    """A start for a design of another shape (e.g. fewer bands of one dimension): ``warm``'s coefficients in this fit's
+    scaled coordinates, block by block; a block whose shape differs starts at zero. The problem is convex, so the
+    start only changes how many iterations the fit takes (issue 14: a cold start cost 5-10x more)."""
+
+    def block(x, shape):
+        return np.ravel(x) if x is not None and np.shape(x) == shape else np.zeros(int(np.prod(shape)))
+
+    parts = [block(warm.rep, (n_reps,)), block(warm.account, (n_accounts,))]
+    for d, V in n_levels.items():
+        parts += [block(warm.levels.get(d), (V,)), block(warm.rep_levels.get(d), (n_reps, V))]
+    return np.append(np.concatenate(parts) / scale, warm.intercept)
 
 
 def _evidence_update(X, Xt, won, u, s, group, fixed) -> np.ndarray:

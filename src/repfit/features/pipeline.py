@@ -333,8 +333,10 @@ def learn_joint(ds: S.Dataset, cfg: FeatureConfig, deals: pd.DataFrame) -> Featu
     training passes only its training period, so the test period stays unseen):
 
     - the edges of each numeric band (e.g. employees), by the joint model's evidence among its 5%, 10% ... 95%
-      quantiles, unless ``cfg.band_edges`` is ``"quantile"``;
-    - the prior sd of each block of effects (empirical Bayes).
+      quantiles, unless ``cfg.band_edges`` is ``"quantile"``. The search fits the model once per candidate
+      (some 50-70 fits), so beyond ``cfg.band_search_deals`` deals it runs on the deals of a random sample of
+      reps (``_search_sample``);
+    - the prior sd of each block of effects (empirical Bayes), on all of ``deals``.
     """
     space = FeatureSpace.build(ds, cfg)
     if cfg.joint_prior_sd <= 0 or deals[S.WON].nunique() < 2:
@@ -344,27 +346,72 @@ def learn_joint(ds: S.Dataset, cfg: FeatureConfig, deals: pd.DataFrame) -> Featu
     won = deals[S.WON].to_numpy(float)
     codes = _event_codes(space, deals, r, a)
     edges = {}
-    if cfg.band_edges == "learned":
-        start = _fit_joint(space, codes, r, a, won, learn_sd=True)  # priors and a warm start for the trials
-        for d in (d for d in space.dims if d.kind == BAND):
-            values = ds.accounts[d.column].to_numpy(float)
-
-            # each trial re-learns the priors (3 evidence updates rank the trials as full convergence did on the
-            # demo orgs), the rep x band block starting no lower than the configured prior: with the quantile
-            # bands it may have shrunk to nothing
-            key = f"rep_level:{d.name}"
-            sd = {**start.sd, key: max(start.sd[key], cfg.joint_prior_sd)}
-
-            def evidence(e, d=d, values=values, sd=sd):
-                code = np.where(np.isnan(values), -1, np.searchsorted(np.asarray(e), values, side="right"))
-                trial = {**codes, d.name: code[a]}
-                return _fit_joint(space, trial, r, a, won, sd, learn_sd=True, max_updates=3, warm=start).evidence
-
-            edges[d.name] = learn_band_edges(values, len(d.levels) + 1, evidence)
+    if cfg.band_edges == "learned" and any(d.kind == BAND for d in space.dims):
+        edges = _search_band_edges(ds, space, _search_sample(r, a, won, codes, len(space.rep_ids), len(space.account_ids),
+                                                      cfg.band_search_deals))
         space = FeatureSpace.build(ds, cfg, band_edges=edges)
         codes = _event_codes(space, deals, r, a)
     fit = _fit_joint(space, codes, r, a, won, learn_sd=True)
     return FeatureSpace.build(ds, cfg, band_edges=edges, joint_sd=fit.sd)
+
+
+@dataclass(frozen=True)
+class _Deals:
+    """Deals as the joint model takes them: rep and account positions among ``n_reps`` and ``n_accounts``."""
+
+    r: np.ndarray
+    a: np.ndarray  # account positions (``accounts``: the space's account position of each)
+    won: np.ndarray
+    codes: dict[str, np.ndarray]
+    n_reps: int
+    accounts: np.ndarray
+
+
+def _search_sample(r: np.ndarray, a: np.ndarray, won: np.ndarray, codes: dict[str, np.ndarray], n_reps: int,
+                   n_accounts: int, max_deals: int, seed: int = 0) -> _Deals:
+    """All deals if at most ``max_deals``; else every deal of reps drawn at random until the next would pass
+    ``max_deals``, with reps and accounts renumbered to those drawn and their deals' accounts (so a fit has no
+    effect for anyone without a deal in the sample).
+
+    Whole reps, not single deals: the band edges are chosen where reps' strengths differ most, and a rep's
+    strength per band is estimated from its own deals, which a deal sample would thin out for every rep."""
+    if len(r) <= max_deals:
+        return _Deals(r, a, won, codes, n_reps, np.arange(n_accounts))
+    order = np.random.default_rng(seed).permutation(n_reps)
+    n_take = max(int(np.searchsorted(np.cumsum(np.bincount(r, minlength=n_reps)[order]), max_deals, side="right")), 1)
+    drawn = np.sort(order[:n_take])
+    keep = np.isin(r, drawn)
+    accounts, a_new = np.unique(a[keep], return_inverse=True)
+    return _Deals(np.searchsorted(drawn, r[keep]), a_new.ravel(), won[keep], {k: v[keep] for k, v in codes.items()},
+                  len(drawn), accounts)
+
+
+def _search_band_edges(ds: S.Dataset, space: FeatureSpace, deals: _Deals) -> dict[str, tuple]:
+    """Each numeric band's edges by the joint model's evidence on ``deals`` (``learn_band_edges``)."""
+    cfg = space.cfg
+    n_levels = {d.name: space.n_levels(d) for d in space.dims}
+
+    def fit(codes, sd, **kw) -> JointFit:
+        return fit_joint(deals.r, deals.a, codes, deals.won, deals.n_reps, len(deals.accounts), n_levels, sd, **kw)
+
+    start = fit(deals.codes, cfg.joint_prior_sd, learn_sd=True)  # priors and a warm start for the trials
+    edges = {}
+    for d in (d for d in space.dims if d.kind == BAND):
+        values = ds.accounts[d.column].to_numpy(float)  # candidates: quantiles over every account, sample or not
+        sample_values = values[deals.accounts][deals.a]
+
+        # each trial re-learns the priors (3 evidence updates rank the trials as full convergence did on the
+        # demo orgs), the rep x band block starting no lower than the configured prior: with the quantile
+        # bands it may have shrunk to nothing
+        key = f"rep_level:{d.name}"
+        sd = {**start.sd, key: max(start.sd[key], cfg.joint_prior_sd)}
+
+        def evidence(e, d=d, v=sample_values, sd=sd):
+            code = np.where(np.isnan(v), -1, np.searchsorted(np.asarray(e), v, side="right"))
+            return fit({**deals.codes, d.name: code}, sd, learn_sd=True, max_updates=3, warm=start).evidence
+
+        edges[d.name] = learn_band_edges(values, len(d.levels) + 1, evidence)
+    return edges
 
 
 # --- the scoring path: count tables over all closed history --------------------------------------

@@ -33,6 +33,7 @@ from repfit.winprob import PairScorer, WinProbModel
 SPLITS = ("train", "validation", "test")
 MIN_REP_SPREAD = 0.01  # mean std of P(win) across reps for one deal: below this, rep choice hardly matters
 MIN_ROWS = {"train": 50, "validation": 20, "test": 20}
+SIGNAL_PAIRS = 2_500_000  # (deal, rep) pairs the signal check scores at most: 2.4M peaked at 3.7 GB (issue 14)
 
 
 @dataclass(frozen=True)
@@ -211,10 +212,11 @@ def learned_settings(space: FeatureSpace) -> dict[str, float | str]:
 
 
 def make_bundle(model: WinProbModel, space: FeatureSpace, split: Split, ev: Evaluation, fcfg: FeatureConfig,
-                tcfg: TrainConfig) -> PairScorer:
+                tcfg: TrainConfig, signal: SignalCheck | None = None) -> PairScorer:
     """The scorer a deployed model is: model, space, the history snapshot over all closed deals, and its card
-    (with the signal check of its rep strengths on the test period)."""
-    signal = rep_signal_check(model, space, split.closed, split.closed.loc[split.masks["test"]], tcfg.seed)
+    (with the signal check of its rep strengths on the test period: ``signal``, else run here)."""
+    if signal is None:
+        signal = rep_signal_check(model, space, split.closed, split.closed.loc[split.masks["test"]], tcfg.seed)
     card = ModelCard(feature_config=as_dict(fcfg), train_config=as_dict(tcfg), split=split.info(),
                      calibration=model.calibration_, signal=signal,
                      test_metrics={k: v for k, v in ev.metrics.items() if ".test." in k},
@@ -226,15 +228,18 @@ def train(ds: S.Dataset, fcfg: FeatureConfig, tcfg: TrainConfig, progress: Progr
     """Split by time, learn the feature space, fit LightGBM, evaluate it against baselines on the test
     period, and bundle it: the pipeline of the steps above, nothing else."""
     split = split_by_time(ds, tcfg)
-    progress.stage("features")
+    progress.stage("features: joint model (band edges, priors)")
     space = learn_space(ds, fcfg, split)
+    progress.stage("features: point in time")
     X = point_in_time_features(space, split.closed, split.closed)
     progress.stage("lightgbm")
     fitted = fit_model(X, split, space, tcfg)
     progress.stage("baselines")
     ev = evaluate(fitted, X, split, space, tcfg)
+    progress.stage("signal check")
+    signal = rep_signal_check(fitted.model, space, split.closed, split.closed.loc[split.masks["test"]], tcfg.seed)
     progress.stage("snapshot")
-    scorer = make_bundle(fitted.model, space, split, ev, fcfg, tcfg)
+    scorer = make_bundle(fitted.model, space, split, ev, fcfg, tcfg, signal)
     test = split.masks["test"]
     return TrainResult(
         scorer=scorer, metrics={**ev.metrics, **scorer.card.signal.metrics()}, table=ev.table,
@@ -246,7 +251,7 @@ def train(ds: S.Dataset, fcfg: FeatureConfig, tcfg: TrainConfig, progress: Progr
 
 
 def rep_signal_check(model: WinProbModel, space: FeatureSpace, closed: pd.DataFrame, rows: pd.DataFrame, seed: int,
-                     n_boot: int = 300) -> SignalCheck:
+                     n_boot: int = 300, max_pairs: int = SIGNAL_PAIRS) -> SignalCheck:
     """Does the test period bear out the model's rep strengths?
 
     For each test deal, compare the model's P(win) for the rep who worked it with the same model's
@@ -255,8 +260,16 @@ def rep_signal_check(model: WinProbModel, space: FeatureSpace, closed: pd.DataFr
     only worth acting on if the 5th percentile of the gain is above zero *and* the model's P(win) differs
     across reps by at least ``MIN_REP_SPREAD`` on average (a real but negligible difference is no reason
     to move an account).
+
+    Every deal is scored for every rep, so the work is deals x reps: beyond ``max_pairs`` the check runs on a
+    random sample of the deals (``SignalCheck.deals`` says how many), and its bootstrap interval widens to match.
+    The rep-blind average stays over all reps: sampling reps instead would make it noisy, and noise in it adds to
+    its log loss, i.e. biases the check toward "detected".
     """
     R = len(space.rep_ids)
+    if len(rows) * R > max_pairs:  # 1,000 reps x 60,000 test deals would be 60M feature rows (issue 14)
+        keep = np.random.default_rng(seed).choice(len(rows), max(max_pairs // R, 1), replace=False)
+        rows = rows.iloc[np.sort(keep)]
     expanded = rows.loc[rows.index.repeat(R)].assign(**{S.REP_ID: np.tile(space.rep_ids, len(rows))})
     p_all = model.predict_win(point_in_time_features(space, closed, expanded)).reshape(len(rows), R)
     p_rep = p_all[np.arange(len(rows)), space.rep_index(rows[S.REP_ID])]
@@ -267,7 +280,7 @@ def rep_signal_check(model: WinProbModel, space: FeatureSpace, closed: pd.DataFr
     boot = gain[np.random.default_rng(seed).integers(0, len(y), (n_boot, len(y)))].mean(axis=1)
     lo, hi = np.quantile(boot, [0.05, 0.95])
     return SignalCheck(log_loss_gain=float(gain.mean()), gain_p05=float(lo), gain_p95=float(hi), rep_spread=spread,
-                       detected=bool(lo > 0 and spread >= MIN_REP_SPREAD))
+                       detected=bool(lo > 0 and spread >= MIN_REP_SPREAD), deals=len(rows))
 
 
 def score_rows(scorer: PairScorer, ds: S.Dataset, rows: pd.DataFrame) -> np.ndarray:
