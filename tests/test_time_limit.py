@@ -161,3 +161,21 @@ def test_parquet_scores_that_break_the_contract_are_named(small_org, tmp_path, c
     change(_scores(ds)).to_parquet(path, index=False)
     with pytest.raises(SchemaError, match=message):
         read_scores(path, ds)
+
+
+def test_band_prices_are_not_measured_above_the_size_limit_and_the_summary_says_so(small_org, monkeypatch):
+    from repfit.assign import plan
+    from repfit.config import AssignConfig
+    from repfit.schema import load_dataset
+
+    ds = load_dataset(small_org)
+    p_win = np.random.default_rng(0).uniform(0.1, 0.6, (len(ds.accounts), len(ds.reps)))
+    cfg = AssignConfig(balance=("accounts=20%",))
+    priced = plan.plan_assignment(ds, p_win, cfg).summary
+    assert np.isfinite(priced.bands[0].price) and not any("not measured" in n for n in priced.solver_notes)
+    monkeypatch.setattr(plan, "PRICE_MAX_PAIRS", 12 * 150 - 1)
+    s = plan.plan_assignment(ds, p_win, cfg).summary
+    assert np.isnan(s.bands[0].price) and s.expected_value_proposed == priced.expected_value_proposed
+    assert s.solver_notes[-1] == ("band prices not measured above 1,799 account-rep pairs (this plan has 1,800): each "
+                                  "is another solve of the whole plan, which would double its time and memory; plan "
+                                  "once without the band to measure one")

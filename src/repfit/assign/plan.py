@@ -227,7 +227,8 @@ def plan_assignment(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> Plan
     prob, match = build_problem(ds, p_win, cfg)
     t0 = time.perf_counter()
     ev = [s for s in parse_balance(cfg.balance) if s.metric == "expected_value"]
-    budget = _Budget(cfg.time_limit, priced=sum(b.tolerance is not None for b in prob.bands) + len(ev), start=t0)
+    priced = sum(b.tolerance is not None for b in prob.bands) + len(ev) if _priceable(prob) else 0
+    budget = _Budget(cfg.time_limit, priced=priced, start=t0)
     if ev:  # its target: each rep's share of the plan's total expected value without that band
         check_feasible(prob, match)
         first = solve(prob, cfg.solver, time_limit=budget.main(share=0.5)).assignment
@@ -252,13 +253,19 @@ def plan_assignment(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> Plan
     summary = replace(summary, constraints=replace(summary.constraints, families=families))
     prices, unpriced = _prices(solving, unit_sol, cfg.solver, budget)
     bands = tuple(band_summary(b, sol.assignment, prob.current, price) for b, price in zip(prob.bands, prices))
-    if unpriced:
+    if not _priceable(prob) and any(b.tolerance is not None for b in prob.bands):
+        summary = replace(summary, solver_notes=summary.solver_notes + (
+            f"band prices not measured above {PRICE_MAX_PAIRS:,} account-rep pairs (this plan has "
+            f"{prob.shape[0] * prob.shape[1]:,}): each is another solve of the whole plan, which would double its time "
+            "and memory; plan once without the band to measure one",))
+    elif unpriced:
         summary = replace(summary, solver_notes=summary.solver_notes + (
             f"price of the {listed(unpriced)} band(s) not measured: no time left within the time limit of "
             f"{cfg.time_limit:g} s",))
     return Plan(assignment, per_rep, replace(summary, bands=bands, gap=sol.gap), sol, prob)
 
 
+PRICE_MAX_PAIRS = 20_000_000  # above, band prices are not measured: at 1,000 x 100,000 they took 550 s and 9.6 GB
 MAIN_SHARE = 0.8  # of a time limit, for the plan's solve when bands are priced; the prices share the rest
 MIN_PRICE_SECONDS = 1.0  # a band price given less time than this is not measured
 
@@ -277,14 +284,14 @@ class _Budget:
         if self.limit is None:
             return None
         end = self.start + self.limit * (MAIN_SHARE if self.priced else 1.0)
-        return max(MIN_PRICE_SECONDS, share * (end - time.perf_counter()))
+        return round(max(MIN_PRICE_SECONDS, share * (end - time.perf_counter())), 1)
 
     def price(self, left: int) -> float | None:
         """Seconds for one band price with ``left`` prices to go (this one included); 0: no time left."""
         if self.limit is None:
             return PRICE_TIME_LIMIT
         share = (self.start + self.limit - time.perf_counter()) / max(left, 1)
-        return share if share >= MIN_PRICE_SECONDS else 0.0
+        return round(share, 1) if share >= MIN_PRICE_SECONDS else 0.0
 
 
 def family_codes(ds: S.Dataset) -> np.ndarray:
@@ -312,6 +319,11 @@ def _families(ds: S.Dataset, prob: Problem, cfg: AssignConfig):
 PRICE_TIME_LIMIT = 15.0  # seconds for each "without this band" MILP: a price is a measure, not the plan
 
 
+def _priceable(prob: Problem) -> bool:
+    """Whether the bands of ``prob`` are priced (at most ``PRICE_MAX_PAIRS`` account-rep pairs)."""
+    return prob.shape[0] * prob.shape[1] <= PRICE_MAX_PAIRS
+
+
 def _prices(prob: Problem, sol: Solution, solver: str, budget: _Budget) -> tuple[list[float], list[str]]:
     """The price of each band: the best value without it (the other constraints kept) minus the plan's value, in
     objective units (expected value or wins); NaN where that solve fails. Each solve without a band gets
@@ -319,7 +331,10 @@ def _prices(prob: Problem, sol: Solution, solver: str, budget: _Budget) -> tuple
     balance solver stopped at that limit, its value may fall short of the best, so the price is a lower bound
     within that solve's gap. Hard limits (workload capacity) are constraints, not choices: not priced.
 
-    Returns the prices (one per band) and the metrics of the bands left unpriced for lack of time."""
+    Returns the prices (one per band) and the metrics of the bands left unpriced for lack of time; all NaN above
+    ``PRICE_MAX_PAIRS`` account-rep pairs."""
+    if not _priceable(prob):
+        return [float("nan")] * len(prob.bands), []
     value = float(prob.values[np.arange(len(sol.assignment)), sol.assignment].sum())
     out, unpriced = [], []
     left = sum(b.tolerance is not None for b in prob.bands)
