@@ -40,8 +40,8 @@ def _milp_args(p: Problem):
 def test_highs_in_its_child_returns_its_incumbent_and_bound_at_the_limit():
     p = _hard(200, 8)  # HiGHS does not prove this one within 30 s (measured)
     t0 = time.perf_counter()
-    res = highs.milp(*_milp_args(p), time_limit=0.5)
-    assert time.perf_counter() - t0 < 0.5 + 30  # a guard against hanging, not a speed test
+    res = highs.milp(*_milp_args(p), time_limit=1.0)
+    assert time.perf_counter() - t0 < 1.0 + 30  # a guard against hanging, not a speed test
     assert res.status == 1 and res.x is not None and res.mip_dual_bound is not None
     on = res.x > 0.5
     assert (on.reshape(200, 8).sum(axis=1) == 1).all()  # one rep per account, from the child's solution

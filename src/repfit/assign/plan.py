@@ -253,16 +253,20 @@ def plan_assignment(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> Plan
     summary = replace(summary, constraints=replace(summary.constraints, families=families))
     prices, unpriced = _prices(solving, unit_sol, cfg.solver, budget)
     bands = tuple(band_summary(b, sol.assignment, prob.current, price) for b, price in zip(prob.bands, prices))
-    if not _priceable(prob) and any(b.tolerance is not None for b in prob.bands):
-        summary = replace(summary, solver_notes=summary.solver_notes + (
-            f"band prices not measured above {PRICE_MAX_PAIRS:,} account-rep pairs (this plan has "
-            f"{prob.shape[0] * prob.shape[1]:,}): each is another solve of the whole plan, which would double its time "
-            "and memory; plan once without the band to measure one",))
-    elif unpriced:
-        summary = replace(summary, solver_notes=summary.solver_notes + (
-            f"price of the {listed(unpriced)} band(s) not measured: no time left within the time limit of "
-            f"{cfg.time_limit:g} s",))
+    summary = replace(summary, solver_notes=summary.solver_notes + _price_notes(prob, cfg, unpriced))
     return Plan(assignment, per_rep, replace(summary, bands=bands, gap=sol.gap), sol, prob)
+
+
+def _price_notes(prob: Problem, cfg: AssignConfig, unpriced: list[str]) -> tuple[str, ...]:
+    """Why band prices are missing from the summary, if they are: the plan is too large, or no time was left."""
+    if not _priceable(prob) and any(b.tolerance is not None for b in prob.bands):
+        return (f"band prices not measured above {PRICE_MAX_PAIRS:,} account-rep pairs (this plan has "
+                f"{prob.shape[0] * prob.shape[1]:,}): each is another solve of the whole plan, which would double its "
+                "time and memory; plan once without the band to measure one",)
+    if unpriced:
+        return (f"price of the {listed(unpriced)} band(s) not measured: no time left within the time limit of "
+                f"{cfg.time_limit:g} s",)
+    return ()
 
 
 PRICE_MAX_PAIRS = 20_000_000  # above, band prices are not measured: at 1,000 x 100,000 they took 550 s and 9.6 GB
