@@ -34,12 +34,17 @@ demo: $(STAMP)
 	$(BIN)/repfit report --data $(DEMO)/org --scores $(DEMO)/scores.parquet --balance-tiers --continuity 0.05 \
 	  --balance potential=10% --balance accounts=10% --out $(DEMO)/report.html
 	@echo "open $(DEMO)/report.html in a browser; runs and models: $(BIN)/mlflow ui --backend-store-uri sqlite:///$$PWD/mlruns/mlflow.db"
+	@echo "the ops workbench (review, adjust and approve the suggestions in a browser; Ctrl-C stops it):"
+	@echo "  $(BIN)/repfit serve --data $(DEMO)/org --scores $(DEMO)/scores.parquet --balance-tiers --max-moves 200"
+	@echo "  then open http://127.0.0.1:8765/ (API docs at http://127.0.0.1:8765/docs)"
 
-# The report's test renders it in Debian's Chromium: install it when missing (needs root or passwordless sudo).
+# The report's and the workbench's tests render pages in Debian's Chromium: install it when missing (needs root or
+# passwordless sudo). The workbench's test drives it with Playwright for Python (the test extra) pointed at
+# /usr/bin/chromium: Playwright's own browser download (`playwright install`) is never used.
 browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
-	  echo "installing Debian's chromium for the report's browser test"; \
+	  echo "installing Debian's chromium for the browser tests"; \
 	  ( $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium ) >/dev/null \
 	  || echo "could not install chromium: the browser test will be skipped"; }
 

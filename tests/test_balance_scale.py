@@ -106,7 +106,7 @@ def test_a_band_whose_weights_depend_on_the_rep_is_held_and_bounded():
     ev = Band("expected_value", p.values, 0.8 * target, 1.2 * target, 0.2)
     p = Problem(values=p.values, capacity=p.capacity, current=p.current, locked=p.locked, allowed=p.allowed,
                 bands=p.bands + (ev,))
-    sol = solve_balanced(p, time_limit=6)
+    sol = solve_balanced(p, time_limit=12)  # 6 s failed once on a loaded machine: its stages share the limit
     check_feasible_assignment(p, sol.assignment)
     optimum, _ = milp_optimum(p)
     assert sol.int_objective <= optimum <= sol.bound

@@ -237,3 +237,18 @@ def test_every_command_has_an_example_in_its_help():
         res = run(cmd, "--help")
         assert res.exit_code == 0 and "Example:" in res.output and f"repfit {cmd} " in res.output, cmd
 
+
+
+def test_a_negative_marginal_under_bands_is_explained():
+    """Adding a rep under a band can lower the best total (it must take its share): the output says why."""
+    from repfit.capacity import Coverage, Headcount, format_headcount
+
+    cov = Coverage(accounts=100, reps=4, capacity=120, shortfall=0, reps_needed=0, like="R1", like_capacity=30)
+    added = pd.DataFrame({"reps_added": [1, 2], "total_value": [99.0, 97.0], "marginal_gain": [-1.0, -2.0],
+                          "gain_vs_today": [-1.0, -3.0]})
+    rep_value = pd.DataFrame(columns=["rep_id", "value_lost_if_gone", "share_of_total", "covered_without"])
+    text = format_headcount(Headcount(cov, 100.0, rep_value, added, ("accounts +-20%",)))
+    assert "negative marginal is the bands' doing (accounts +-20%)" in text and "--balance none" in text
+    assert "bands' doing" not in format_headcount(Headcount(cov, 100.0, rep_value, added))
+    rising = added.assign(marginal_gain=[1.0, 2.0])
+    assert "bands' doing" not in format_headcount(Headcount(cov, 100.0, rep_value, rising, ("accounts +-20%",)))

@@ -89,6 +89,7 @@ class Headcount:
     base_value: float  # best total expected value with today's reps (NaN under a shortfall)
     rep_value: pd.DataFrame
     added: pd.DataFrame
+    bands: tuple[str, ...] = ()  # the balance bands every solve held, as messages name them
 
 
 def headcount(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig | None = None, add: int = 3,
@@ -134,7 +135,8 @@ def headcount(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig | None = None,
     base = _optimum(prob, limit)
     rep_value = _rep_values(prob, base, rep_ids, bar, limit)
     added = _added_values(prob, base, lk, needed, add, bar, limit)
-    return Headcount(coverage, base, rep_value, added)
+    bands = tuple(b.describe() for b in prob.bands if b.tolerance is not None)
+    return Headcount(coverage, base, rep_value, added, bands)
 
 
 def _rep_values(prob: Problem, base: float, rep_ids: np.ndarray, bar: Bar, limit: float | None = None) -> pd.DataFrame:
@@ -185,4 +187,7 @@ def format_headcount(h: Headcount, top: int = 10) -> str:
     for r in h.added.itertuples():
         marg = "" if not np.isfinite(r.marginal_gain) else f"  marginal {r.marginal_gain:+,.0f}"
         lines.append(f"  +{r.reps_added}: total {r.total_value:,.0f}{marg}")
+    if h.bands and (h.added.marginal_gain < 0).any():
+        lines.append(f"  a negative marginal is the bands' doing ({', '.join(h.bands)}): each added rep must hold its "
+                     "share, taken from reps who win those accounts more often; --balance none shows capacity alone")
     return "\n".join(lines)

@@ -420,6 +420,58 @@ def capacity(data_dir, mapping, add, like, out, scores, model_uri, tracking_uri,
     click.echo("wrote " + ", ".join(str(p) for p in res.paths.values()) + f"; run {res.run_id}")
 
 
+@app.command()
+@_data_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Any other than this machine's loopback needs --token.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free one).")
+@click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="SQLite file for decisions, scenarios and the audit log. Default: workbench/<data>-<hash>.db beside "
+              "mlruns/ (never inside the data directory).")
+@click.option("--token", default=None, envvar="REPFIT_TOKEN", show_envvar=True,
+              help="Every request must carry it (Authorization: Bearer TOKEN; the page: open it once with ?token=TOKEN).")
+@_assign_options()
+@_pair_source_options
+@_tracking_option
+def serve(data_dir, mapping, host, port, store_path, token, scores, model_uri, tracking_uri, **options) -> None:
+    """The ops workbench: review, adjust and approve suggestions in a browser, with a JSON API (OpenAPI at /docs).
+
+    Prepares the champion model's suggestions for DATA under the assignment options (what-ifs change the move
+    budget, bands, locks and capacities from the page), then serves until Ctrl-C. Decisions, scenarios and the
+    audit log persist in --store; each CSV export is also logged as an MLflow run.
+
+    \b
+    Example:
+      repfit serve --data demo/org --scores demo/scores.parquet --balance-tiers --max-moves 200
+      REPFIT_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(24))') repfit serve --data demo/org --host 0.0.0.0
+    """
+    import signal
+
+    from repfit.jobs import PairSource
+    from repfit.serve.server import check_host, check_port, make_app, prepare, run
+
+    check_host(host, token)
+    check_port(host, port)
+    data, store = _sources(data_dir, mapping, tracking_uri)
+    prepared = prepare(data=data, store=store, pairs=PairSource(scores, model_uri), options=_assign_config(options),
+                       store_path=store_path, progress=TerminalProgress())
+    wb = prepared.workbench
+    t = wb.totals()
+    click.echo(f"{t['suggestions']:,} suggested moves in {t['groups']:,} groups, uplift {_gain(t['plan_uplift'])}; "
+               f"decisions in {prepared.store_path}")
+    app_ = make_app(prepared, token=token, data_dir=str(data_dir))
+    shown = f"[{host}]" if ":" in host else host
+    try:
+        run(app_, host, port, on_ready=lambda: click.echo(
+            f"serving the workbench at http://{shown}:{port}/ (API docs at /docs); Ctrl-C stops", err=True))
+    except KeyboardInterrupt:
+        pass
+    except SystemExit as exc:  # SIGTERM (see main): uvicorn has finished the requests in flight; a clean stop too
+        if exc.code != 128 + signal.SIGTERM:
+            raise
+    click.echo("stopped; every acknowledged decision is in " + str(prepared.store_path), err=True)
+
+
 @app.group("mapping")
 def mapping_group() -> None:
     """Mappings (repfit.toml) for CRM exports: print a preset, or guess one from an export.

@@ -353,8 +353,12 @@ def _prices(prob: Problem, sol: Solution, solver: str, budget: _Budget) -> tuple
             continue
         without = replace(prob, bands=prob.bands[:i] + prob.bands[i + 1:])
         try:
-            x = solve(without, solver, time_limit=limit).assignment
-            out.append(float(prob.values[np.arange(len(x)), x].sum()) - value)
+            alt = solve(without, solver, time_limit=limit)
+            x = alt.assignment
+            price = float(prob.values[np.arange(len(x)), x].sum()) - value
+            # dropping a band cannot lower the optimum: a negative difference is the two solves' gaps showing
+            slack = ((sol.gap or 0.0) + (alt.gap or 0.0)) * abs(value) + 1e-9 * max(1.0, abs(value))
+            out.append(0.0 if -slack <= price < 0 else price)
         except (InfeasibleAssignment, SolverError):
             out.append(float("nan"))
     return out, unpriced
@@ -492,6 +496,8 @@ def format_plan(s: PlanSummary) -> str:
     for b in s.bands:
         band = f"{b.metric} +-{b.tolerance:.0%}" if b.tolerance is not None else f"{b.metric} (limit)"
         price = "" if not math.isfinite(b.price) else f"{b.price:+,.2f} ({_pct(b.price, s)})"
+        if b.price == 0 and s.gap:
+            price = "0 (within the solvers' gap)"
         lines.append(f"  {band:<22} {b.ratio_min_before:>6.2f}-{b.ratio_max_before:<6.2f} ({b.reps_outside_before:>3})   "
                      f"{b.ratio_min_after:>6.2f}-{b.ratio_max_after:<6.2f} ({b.reps_outside_after:>3})   {price}")
     return "\n".join(lines)
