@@ -51,7 +51,8 @@ def test_score_then_assign_with_every_constraint(trained):
         "bands", "gap"]
     assert summary["constraints"] == {"require_match": ["region"], "balance_tiers": True, "continuity": 0.1,
                                       "max_moves": 20, "locked": summary["constraints"]["locked"],
-                                      "balance": ["accounts=20%"], "capacity_unit": "accounts", "families": 0}
+                                      "balance": ["accounts=20%"], "capacity_unit": "accounts", "families": 0,
+                                      "time_limit": None}
     assert set(summary["spread_after"]["load"]) == {"min", "max", "cv"} and isinstance(summary["solver_notes"], list)
     assert summary["moves"] == (a.moved == "True").sum() and summary["certified_optimal"]
     assert summary["expected_value_proposed"] >= summary["expected_value_current"]  # keeping everyone is feasible

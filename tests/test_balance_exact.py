@@ -442,7 +442,7 @@ def test_count_bands_go_to_the_flow_and_weighted_bands_to_the_milp(monkeypatch):
     calls = []
     monkeypatch.setattr(solvers, "_balance_registered", lambda: True)
     balanced = Solution(np.zeros(1000, np.int64), "balance", 0, certified=False, gap=0.004, bound=1.0)
-    monkeypatch.setitem(SOLVERS, "balance", lambda q, keep_bonus=0: calls.append(keep_bonus) or balanced)
+    monkeypatch.setitem(SOLVERS, "balance", lambda q, keep_bonus=0, time_limit=None: calls.append(keep_bonus) or balanced)
     assert choose_solver(big) == "balance" and solve(big) is balanced and calls == [0]
     with pytest.raises(SolverError, match="does not model the budget yet"):  # it would not hold the budget
         solve(replace(big, max_moves=3))

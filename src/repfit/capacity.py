@@ -20,11 +20,12 @@ from repfit.progress import NO_BAR, Bar
 from repfit.suggest import id_position
 
 
-def _optimum(prob: Problem) -> float:
-    """Best total expected value (float units) of ``prob``, or NaN if infeasible."""
+def _optimum(prob: Problem, time_limit: float | None = None) -> float:
+    """Best total expected value (float units) of ``prob``, or NaN if infeasible; ``time_limit``: seconds for the
+    solve (None: the solver's default), past which a banded solve gives its best assignment found."""
     try:
         check_feasible(prob)
-        x = solve(prob, "flow" if not prob.bands else "auto").assignment
+        x = solve(prob, "flow" if not prob.bands else "auto", time_limit=time_limit).assignment
     except InfeasibleAssignment:
         return float("nan")
     return float(prob.values[np.arange(len(x)), x].sum())
@@ -99,7 +100,8 @@ def headcount(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig | None = None,
     Parameters
     ----------
     ds, p_win : the data set and its (A, R) P(win) matrix.
-    cfg : the constraints (``require_match``; continuity and the move budget do not apply).
+    cfg : the constraints (``require_match``; continuity and the move budget do not apply); its ``time_limit``
+        bounds each solve.
     add : how many reps beyond those that cover a shortfall to evaluate.
     like : rep_id whose profile (P(win) column, capacity, attributes) added reps copy.
     bar : advanced by one after each solve.
@@ -129,19 +131,20 @@ def headcount(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig | None = None,
     except InfeasibleAssignment as exc:
         prefix = f"even with the {needed} rep(s) like {rep_ids[lk]} that cover the shortfall: " if needed else ""
         raise InfeasibleAssignment(prefix + str(exc), option=exc.option) from None
-    base = _optimum(prob)
-    rep_value = _rep_values(prob, base, rep_ids, bar)
-    added = _added_values(prob, base, lk, needed, add, bar)
+    limit = (cfg or AssignConfig()).time_limit
+    base = _optimum(prob, limit)
+    rep_value = _rep_values(prob, base, rep_ids, bar, limit)
+    added = _added_values(prob, base, lk, needed, add, bar, limit)
     bands = tuple(b.describe() for b in prob.bands if b.tolerance is not None)
     return Headcount(coverage, base, rep_value, added, bands)
 
 
-def _rep_values(prob: Problem, base: float, rep_ids: np.ndarray, bar: Bar) -> pd.DataFrame:
+def _rep_values(prob: Problem, base: float, rep_ids: np.ndarray, bar: Bar, limit: float | None = None) -> pd.DataFrame:
     """The expected value lost if each rep left, ranked (empty when today's reps cannot cover the accounts)."""
     rows = []
     if np.isfinite(base):
         for r in range(prob.shape[1]):
-            v = _optimum(_without(prob, r))
+            v = _optimum(_without(prob, r), limit)
             rows.append({S.REP_ID: rep_ids[r], "value_lost_if_gone": base - v if np.isfinite(v) else np.inf,
                          "share_of_total": (base - v) / base if np.isfinite(v) and base else np.nan,
                          "covered_without": bool(np.isfinite(v))})
@@ -150,11 +153,12 @@ def _rep_values(prob: Problem, base: float, rep_ids: np.ndarray, bar: Bar) -> pd
     return rep_value.sort_values("value_lost_if_gone", ascending=False, ignore_index=True)
 
 
-def _added_values(prob: Problem, base: float, like: int, needed: int, add: int, bar: Bar) -> pd.DataFrame:
+def _added_values(prob: Problem, base: float, like: int, needed: int, add: int, bar: Bar,
+                  limit: float | None = None) -> pd.DataFrame:
     """The best total with ``needed`` .. ``needed + add`` more reps like ``like`` (0 excluded)."""
     added, prev = [], base
     for n in range(needed, needed + add + 1):
-        v = base if n == 0 else _optimum(_with_copies(prob, like, n))
+        v = base if n == 0 else _optimum(_with_copies(prob, like, n), limit)
         if n > 0:
             added.append({"reps_added": n, "total_value": v, "marginal_gain": v - prev if np.isfinite(prev) else np.nan,
                           "gain_vs_today": v - base if np.isfinite(base) else np.nan})

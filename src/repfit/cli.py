@@ -145,7 +145,8 @@ def _pair_source_options(f):
 def _assign_options(*names: str):
     """The assignment options (``AssignConfig``) a command takes, declared once: choices and defaults come
     from the code. ``names``: which of them (default: all but objective and solver)."""
-    from repfit.assign.solvers import SOLVERS
+    from repfit.assign.plan import PRICE_TIME_LIMIT
+    from repfit.assign.solvers import BALANCE_TIME_LIMIT, MILP_TIME_LIMIT, SOLVERS
     from repfit.config import OBJECTIVES, AssignConfig
 
     d = AssignConfig()
@@ -174,9 +175,15 @@ def _assign_options(*names: str):
                                   help="At most K accounts change rep (exact)."),
         "solver": click.option("--solver", type=click.Choice(["auto", *SOLVERS]), default=d.solver, show_default=True,
                                help="Exact solver; auto picks by size and constraints."),
+        "time_limit": click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=d.time_limit,
+                                   metavar="SECONDS",
+                                   help=f"Seconds for the solves of weighted bands (potential, workload...), band "
+                                   f"prices included: past it the milp and balance solvers give their best assignment "
+                                   f"and its proven gap. Default: {MILP_TIME_LIMIT:g} for milp, {BALANCE_TIME_LIMIT:g} "
+                                   f"for balance, plus {PRICE_TIME_LIMIT:g} per band price."),
     }
     chosen = names or ("require_match", "balance", "balance_tiers", "capacity_unit", "split_families", "continuity",
-                       "max_moves")
+                       "max_moves", "time_limit")
 
     def decorate(f):
         for name in reversed(chosen):
@@ -308,7 +315,7 @@ def score(data_dir, mapping, model_uri, out, block_pairs, engine, dask, tracking
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="assignment.csv; OUT_reps.csv and OUT_summary.json are written beside it.")
 @_assign_options("objective", "require_match", "balance", "balance_tiers", "capacity_unit", "split_families",
-                 "continuity", "max_moves", "solver")
+                 "continuity", "max_moves", "solver", "time_limit")
 @_tracking_option
 def assign(data_dir, mapping, scores, model_uri, out, tracking_uri, **options) -> None:
     """Propose the assignment of accounts to reps that maximises expected value, exactly.
@@ -321,6 +328,8 @@ def assign(data_dir, mapping, scores, model_uri, out, tracking_uri, **options) -
     Example:
       repfit assign --data demo/org --scores demo/scores.parquet --out demo/assignment.csv
       repfit assign --data demo/org --out demo/assignment.csv --require-match region --balance-tiers --max-moves 200
+      repfit assign --data demo/org --scores demo/scores.parquet --out demo/assignment.csv \\
+        --balance potential=10% --balance accounts=10% --time-limit 240
     """
     from repfit.assign.plan import format_plan
     from repfit.jobs import PairSource, assign_job
@@ -404,7 +413,7 @@ def report(data_dir, mapping, out, top, title, scores, model_uri, tracking_uri, 
               help="Evaluate adding 1..N reps (beyond any needed to cover a shortfall).")
 @click.option("--like", default=None, metavar="REP_ID",
               help="Profile of the added reps: a copy of this rep (its win rates, capacity, region). Default: the median rep.")
-@_assign_options("require_match", "balance", "capacity_unit", "split_families")
+@_assign_options("require_match", "balance", "capacity_unit", "split_families", "time_limit")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("capacity.csv"), show_default=True,
               help="Rep values (CSV); OUT_added.csv, OUT_added.svg and OUT_summary.json are written beside it.")
 @_pair_source_options

@@ -402,6 +402,8 @@ class AssignConfig:
     continuity: float = 0.0
     max_moves: int | None = None
     solver: str = "auto"  # "auto" or a name of repfit.assign.solvers.SOLVERS
+    # seconds for the plan's solves, band prices included (repfit.assign.plan); None: each solver's own default
+    time_limit: float | None = None
 
     def as_params(self) -> dict[str, Any]:
         """The options as MLflow run parameters."""

@@ -667,8 +667,10 @@ def _repair_milp(m: _Model, st: _State, ps: _Pass, reps: np.ndarray, deadline: f
     """HiGHS on the accounts of the stuck ``reps`` and those that may go to them, the rest fixed: an assignment
     within every band keeping the most value (to 0.01%, in at most half the time left). Updates ``st``; returns
     whether it found one."""
-    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.optimize import Bounds, LinearConstraint
     from scipy.sparse import csr_matrix
+
+    from repfit.assign import highs
 
     A, R = m.p.shape
     ptr, near = _reverse(ps, R)
@@ -696,9 +698,11 @@ def _repair_milp(m: _Model, st: _State, ps: _Pass, reps: np.ndarray, deadline: f
         margin = 1e-7 * (1.0 + np.abs(m.rows.upper[b]))  # HiGHS's feasibility tolerance must not break a band
         cons.append(LinearConstraint(csr_matrix((w, (fr, cols)), shape=(R, n)), m.rows.lower[b] - total + margin,
                                      m.rows.upper[b] - total - margin))
-    res = milp(-_value(m, free[fa], fr) / m.vunit, constraints=cons, integrality=np.ones(n), bounds=Bounds(0, 1),
-               options={"time_limit": max(1.0, (deadline - time.perf_counter()) / 2), "mip_rel_gap": 1e-4,
-                        "disp": False})
+    try:  # in a child process, stopped if HiGHS overruns its limit (repfit.assign.highs)
+        res = highs.milp(-_value(m, free[fa], fr) / m.vunit, cons, np.ones(n), Bounds(0, 1),
+                         {"mip_rel_gap": 1e-4, "disp": False}, max(1.0, (deadline - time.perf_counter()) / 2))
+    except SolverError:
+        return False
     if res.x is None:
         return False
     on = res.x > 0.5
@@ -800,8 +804,8 @@ def solve_balanced(p: Problem, time_limit: float = 300.0, keep_bonus: int = 0, k
     ----------
     p : the problem. Its tier balance is not modelled (give tiers as bands); its move budget is ignored (the
         keep bonus is how ``solve_max_moves`` trades moves against value).
-    time_limit : seconds for the whole solve: up to 55% on the bound, the rest on repair and polish (each stage
-        stops at its share; a pass over all pairs under way finishes first).
+    time_limit : seconds for the whole solve: up to 55% on the bound, the rest on repair (which may use all of
+        it) and polish (each stage stops at its share; a pass over all pairs under way finishes first).
     keep_bonus : integer units added for each account kept (see ``solvers.keep_bonus_values``).
     k : candidate reps per account in the smoothed dual and in the repair moves.
 
@@ -833,7 +837,7 @@ def solve_balanced(p: Problem, time_limit: float = 300.0, keep_bonus: int = 0, k
     t1 = time.perf_counter()
     st = _state(m, dual.ps.best.copy())
     start = int((st.viol > EPS).sum())
-    steps, ps = _repair_widening(m, st, dual, k, c, t0 + 0.9 * time_limit)
+    steps, ps = _repair_widening(m, st, dual, k, c, t0 + time_limit)  # within the bands first: polish gets what is left
     t2 = time.perf_counter()
     made, gained = _polish(m, st, ps, t0 + time_limit)
     _verify(p, st.x)

@@ -17,6 +17,7 @@ from repfit.assign.problem import Band, Problem, check_feasible
 from repfit.assign.solvers import Solution, solve
 from repfit.config import OBJECTIVES, AssignConfig
 from repfit.errors import ConfigError, InfeasibleAssignment, SolverError
+from repfit.messages import listed
 
 
 
@@ -58,6 +59,7 @@ class PlanConstraints:
     balance: tuple[str, ...] = ()  # the bands in force ("accounts=20%"...)
     capacity_unit: str = "accounts"
     families: int = 0  # account families kept together (0: none, or split)
+    time_limit: float | None = None  # seconds given to the solves (None: each solver's default)
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,9 @@ def build_problem(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> tuple[
     """
     if cfg.objective not in OBJECTIVES:
         raise ConfigError(f"objective {cfg.objective!r} is not one of {', '.join(OBJECTIVES)}.", option="objective")
+    if cfg.time_limit is not None and not (math.isfinite(cfg.time_limit) and cfg.time_limit > 0):
+        raise ConfigError(f"the time limit must be a number of seconds above 0 (got {cfg.time_limit}). Fix: e.g. 240, "
+                          "or leave it out for each solver's default.", option="time_limit")
     if not (math.isfinite(cfg.continuity) and cfg.continuity >= 0):  # nan passes a plain "< 0" test
         raise ConfigError(f"the continuity bonus must be a finite number, 0 or more (got {cfg.continuity}). "
                           "Fix: e.g. 0.05 for a 5% bonus on keeping the current rep.", option="continuity")
@@ -204,7 +209,8 @@ def plan_assignment(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> Plan
     ----------
     ds : the data set (reps, accounts).
     p_win : (A, R) P(win) of each pair, in ``ds`` order.
-    cfg : the objective, constraints and solver.
+    cfg : the objective, constraints, solver and time limit (``cfg.time_limit`` seconds for the solves, band
+        prices included: the solve gets ``MAIN_SHARE`` of it when bands are priced; None: each solver's default).
 
     Returns
     -------
@@ -221,14 +227,16 @@ def plan_assignment(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> Plan
     prob, match = build_problem(ds, p_win, cfg)
     t0 = time.perf_counter()
     ev = [s for s in parse_balance(cfg.balance) if s.metric == "expected_value"]
+    priced = sum(b.tolerance is not None for b in prob.bands) + len(ev) if _priceable(prob) else 0
+    budget = _Budget(cfg.time_limit, priced=priced, start=t0)
     if ev:  # its target: each rep's share of the plan's total expected value without that band
         check_feasible(prob, match)
-        first = solve(prob, cfg.solver).assignment
+        first = solve(prob, cfg.solver, time_limit=budget.main(share=0.5)).assignment
         total = float((p_win * ds.accounts[S.POTENTIAL].to_numpy(float)[:, None])[np.arange(len(first)), first].sum())
         prob = replace(prob, bands=prob.bands + _balance_bands(ds, p_win, cfg, ev, total))
     check_feasible(prob, match)
     solving, expand = _families(ds, prob, cfg)
-    unit_sol = solve(solving, cfg.solver)
+    unit_sol = solve(solving, cfg.solver, time_limit=budget.main())
     x = expand(unit_sol.assignment)
     sol = replace(unit_sol, assignment=x, int_objective=prob.int_objective(x))
     if prob.max_moves is not None and prob.moves(x) > prob.max_moves:  # a solver must never hand this back
@@ -243,9 +251,51 @@ def plan_assignment(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> Plan
     summary = _summary(cfg, prob, sol, seconds, assignment, per_rep, tiers)
     families = 0 if solving is prob else int(len(set(family_codes(ds).tolist()) - {-1}))
     summary = replace(summary, constraints=replace(summary.constraints, families=families))
-    bands = tuple(band_summary(b, sol.assignment, prob.current, price)
-                  for b, price in zip(prob.bands, _prices(solving, unit_sol, cfg.solver)))
+    prices, unpriced = _prices(solving, unit_sol, cfg.solver, budget)
+    bands = tuple(band_summary(b, sol.assignment, prob.current, price) for b, price in zip(prob.bands, prices))
+    summary = replace(summary, solver_notes=summary.solver_notes + _price_notes(prob, cfg, unpriced))
     return Plan(assignment, per_rep, replace(summary, bands=bands, gap=sol.gap), sol, prob)
+
+
+def _price_notes(prob: Problem, cfg: AssignConfig, unpriced: list[str]) -> tuple[str, ...]:
+    """Why band prices are missing from the summary, if they are: the plan is too large, or no time was left."""
+    if not _priceable(prob) and any(b.tolerance is not None for b in prob.bands):
+        return (f"band prices not measured above {PRICE_MAX_PAIRS:,} account-rep pairs (this plan has "
+                f"{prob.shape[0] * prob.shape[1]:,}): each is another solve of the whole plan, which would double its "
+                "time and memory; plan once without the band to measure one",)
+    if unpriced:
+        return (f"price of the {listed(unpriced)} band(s) not measured: no time left within the time limit of "
+                f"{cfg.time_limit:g} s",)
+    return ()
+
+
+PRICE_MAX_PAIRS = 20_000_000  # above, band prices are not measured: at 1,000 x 100,000 they took 550 s and 9.6 GB
+MAIN_SHARE = 0.8  # of a time limit, for the plan's solve when bands are priced; the prices share the rest
+MIN_PRICE_SECONDS = 1.0  # a band price given less time than this is not measured
+
+
+@dataclass(frozen=True)
+class _Budget:
+    """How a plan's time limit (seconds from ``start``; None: each solver's default) is shared: the plan's solve
+    gets ``MAIN_SHARE`` of it when bands are priced (all of it otherwise), the band prices what is left."""
+
+    limit: float | None
+    priced: int
+    start: float
+
+    def main(self, share: float = 1.0) -> float | None:
+        """Seconds for the plan's solve (``share`` of what is left of its part, for a first of two solves)."""
+        if self.limit is None:
+            return None
+        end = self.start + self.limit * (MAIN_SHARE if self.priced else 1.0)
+        return round(max(MIN_PRICE_SECONDS, share * (end - time.perf_counter())), 1)
+
+    def price(self, left: int) -> float | None:
+        """Seconds for one band price with ``left`` prices to go (this one included); 0: no time left."""
+        if self.limit is None:
+            return PRICE_TIME_LIMIT
+        share = (self.start + self.limit - time.perf_counter()) / max(left, 1)
+        return round(share, 1) if share >= MIN_PRICE_SECONDS else 0.0
 
 
 def family_codes(ds: S.Dataset) -> np.ndarray:
@@ -273,20 +323,37 @@ def _families(ds: S.Dataset, prob: Problem, cfg: AssignConfig):
 PRICE_TIME_LIMIT = 15.0  # seconds for each "without this band" MILP: a price is a measure, not the plan
 
 
-def _prices(prob: Problem, sol: Solution, solver: str) -> list[float]:
+def _priceable(prob: Problem) -> bool:
+    """Whether the bands of ``prob`` are priced (at most ``PRICE_MAX_PAIRS`` account-rep pairs)."""
+    return prob.shape[0] * prob.shape[1] <= PRICE_MAX_PAIRS
+
+
+def _prices(prob: Problem, sol: Solution, solver: str, budget: _Budget) -> tuple[list[float], list[str]]:
     """The price of each band: the best value without it (the other constraints kept) minus the plan's value, in
-    objective units (expected value or wins); NaN where that solve fails. Where the solve without the band is a
-    MILP stopped at ``PRICE_TIME_LIMIT``, its value may fall short of the best, so the price is a lower bound
-    within that solve's gap. Hard limits (workload capacity) are constraints, not choices: not priced."""
+    objective units (expected value or wins); NaN where that solve fails. Each solve without a band gets
+    ``PRICE_TIME_LIMIT`` seconds, or under a time limit its share of what is left of it; where it is a MILP or the
+    balance solver stopped at that limit, its value may fall short of the best, so the price is a lower bound
+    within that solve's gap. Hard limits (workload capacity) are constraints, not choices: not priced.
+
+    Returns the prices (one per band) and the metrics of the bands left unpriced for lack of time; all NaN above
+    ``PRICE_MAX_PAIRS`` account-rep pairs."""
+    if not _priceable(prob):
+        return [float("nan")] * len(prob.bands), []
     value = float(prob.values[np.arange(len(sol.assignment)), sol.assignment].sum())
-    out = []
+    out, unpriced = [], []
+    left = sum(b.tolerance is not None for b in prob.bands)
     for i, band in enumerate(prob.bands):
         if band.tolerance is None:
             out.append(float("nan"))
             continue
+        limit, left = budget.price(left), left - 1
+        if limit == 0.0:
+            out.append(float("nan"))
+            unpriced.append(band.metric)
+            continue
         without = replace(prob, bands=prob.bands[:i] + prob.bands[i + 1:])
         try:
-            alt = solve(without, solver, time_limit=PRICE_TIME_LIMIT)
+            alt = solve(without, solver, time_limit=limit)
             x = alt.assignment
             price = float(prob.values[np.arange(len(x)), x].sum()) - value
             # dropping a band cannot lower the optimum: a negative difference is the two solves' gaps showing
@@ -294,7 +361,7 @@ def _prices(prob: Problem, sol: Solution, solver: str) -> list[float]:
             out.append(0.0 if -slack <= price < 0 else price)
         except (InfeasibleAssignment, SolverError):
             out.append(float("nan"))
-    return out
+    return out, unpriced
 
 
 def band_key(band: Band) -> str:
@@ -401,7 +468,7 @@ def _summary(cfg: AssignConfig, prob: Problem, sol: Solution, seconds: float, as
         constraints=PlanConstraints(require_match=tuple(cfg.require_match), balance_tiers=cfg.balance_tiers,
                                     continuity=cfg.continuity, max_moves=cfg.max_moves, locked=int(prob.locked.sum()),
                                     balance=tuple(str(b) for b in parse_balance(cfg.balance)),
-                                    capacity_unit=cfg.capacity_unit),
+                                    capacity_unit=cfg.capacity_unit, time_limit=cfg.time_limit),
         spread_after=_spreads(per_rep, tiers, "after"), spread_before=_spreads(per_rep, tiers, "before"),
     )
 

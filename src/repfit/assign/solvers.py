@@ -417,7 +417,8 @@ def solve_milp(p: Problem, keep_bonus: int = 0, time_limit: float | None = None)
     p : the problem; the objective is ``p.int_values`` (plus ``keep_bonus`` on each account kept, see
         ``keep_bonus_values``).
     keep_bonus : integer units per account kept.
-    time_limit : seconds; None: run to proven optimality.
+    time_limit : seconds; None: run to proven optimality (in this process). With a limit HiGHS runs in a child
+        process, stopped if it has not answered ``highs.grace_seconds(time_limit)`` after the limit.
 
     Returns
     -------
@@ -430,19 +431,21 @@ def solve_milp(p: Problem, keep_bonus: int = 0, time_limit: float | None = None)
     InfeasibleAssignment
         HiGHS proves that no assignment meets every constraint (the message lists the bands in force).
     SolverError
-        The time limit passed before HiGHS found any assignment (not a proof of infeasibility).
+        The time limit passed before HiGHS found any assignment, or HiGHS overran it and was stopped
+        (``time_limit`` + ``highs.grace_seconds``; not a proof of infeasibility).
     """
-    from scipy.optimize import Bounds, milp
+    from scipy.optimize import Bounds
+
+    from repfit.assign import highs
 
     acc, rep = np.nonzero(p.mask())
     V = keep_bonus_values(p, keep_bonus)
     options = {"disp": False, "mip_rel_gap": 0.0}  # HiGHS's default 1e-4 gap would not be "certified optimal"
-    if time_limit:
-        options["time_limit"] = float(time_limit)
     # HiGHS warns that costs of ~1e10 units are large; scaled down, the one-unit tie-break (and "certified optimal"
-    # for the integer values) would fall below its tolerances (a property test caught it), so they stay
-    res = milp(-V[acc, rep].astype(float), constraints=_milp_constraints(p, acc, rep), integrality=np.ones(len(acc)),
-               bounds=Bounds(0, 1), options=options)
+    # for the integer values) would fall below its tolerances (a property test caught it), so they stay.
+    # With a time limit HiGHS runs in a child process that is stopped if it overruns the limit (repfit.assign.highs)
+    res = highs.milp(-V[acc, rep].astype(float), _milp_constraints(p, acc, rep), np.ones(len(acc)), Bounds(0, 1),
+                     options, time_limit)
     return _milp_solution(p, res, acc, rep, V, time_limit)
 
 
@@ -665,11 +668,16 @@ def _balance_registered() -> bool:
     return "balance" in SOLVERS
 
 
-def _solve_balance(p: Problem, keep_bonus: int = 0) -> Solution:
-    """``balance``: bands at scale with a proven gap (``repfit.assign.balance``, which imports this module)."""
+BALANCE_TIME_LIMIT = 300.0  # seconds ``solve`` gives the balance solver by default
+FALLBACK_MIN_SECONDS = 10.0  # the balance solver's least time when it steps in for HiGHS (which used up the limit)
+
+
+def _solve_balance(p: Problem, keep_bonus: int = 0, time_limit: float | None = None) -> Solution:
+    """``balance``: bands at scale with a proven gap (``repfit.assign.balance``, which imports this module), within
+    ``time_limit`` seconds (None: ``BALANCE_TIME_LIMIT``)."""
     from repfit.assign.balance import solve_balanced
 
-    return solve_balanced(p, keep_bonus=keep_bonus)
+    return solve_balanced(p, keep_bonus=keep_bonus, time_limit=BALANCE_TIME_LIMIT if time_limit is None else time_limit)
 
 
 SOLVERS["balance"] = _solve_balance
@@ -728,23 +736,30 @@ def base_solver(p: Problem, solver: str = "auto") -> BaseSolver:
     return SOLVERS[resolve_solver(p, solver)]
 
 
-def solve(p: Problem, solver: str = "auto", time_limit: float | None = MILP_TIME_LIMIT) -> Solution:
+def solve(p: Problem, solver: str = "auto", time_limit: float | None = None) -> Solution:
     """Solve ``p`` with ``solver`` (``auto`` picks by size and constraints), within its move budget.
 
     ``milp`` models the move budget itself and stops at ``time_limit`` seconds with its best assignment and
-    gap; ``balance`` is given the whole problem (move budget included); the others go through the keep-bonus
-    search (``solve_max_moves``), whose MILP fallback gets ``time_limit``. When HiGHS finds no assignment at all
-    within ``time_limit``, the ``balance`` solver's (if registered) is returned. A certified solution has ``gap``
-    0 and ``bound`` its own objective (``Problem.int_values`` units).
+    gap (HiGHS runs in a child process, stopped if it overruns: ``repfit.assign.highs``); ``balance`` is given the
+    whole problem (move budget included) and ``time_limit``; the others go through the keep-bonus search
+    (``solve_max_moves``), whose MILP fallback gets ``time_limit``. ``time_limit`` None: each solver's default
+    (``MILP_TIME_LIMIT``, ``BALANCE_TIME_LIMIT``). When HiGHS finds no assignment at all within ``time_limit``, or
+    overruns it, the ``balance`` solver's (if registered) is returned, found in ``time_limit`` again (at least
+    ``FALLBACK_MIN_SECONDS``). A certified solution has ``gap`` 0 and
+    ``bound`` its own objective (``Problem.int_values`` units).
     """
+    from repfit.assign.highs import HighsOverran
+
     name = resolve_solver(p, solver)
+    milp_limit = MILP_TIME_LIMIT if time_limit is None else time_limit
     if name == "milp":
         try:
-            return solve_milp(p, time_limit=time_limit)
-        except _NoIncumbent as exc:  # no assignment at all yet: the large-scale solver's, with its own gap
+            return solve_milp(p, time_limit=milp_limit)
+        except (_NoIncumbent, HighsOverran) as exc:  # no assignment at all: the large-scale solver's, with its gap
             if not _balance_registered():
                 raise
-            return _noted(SOLVERS["balance"](p, 0), f"{exc} The balance solver's assignment instead.")
+            again = None if time_limit is None else max(time_limit, FALLBACK_MIN_SECONDS)
+            return _noted(SOLVERS["balance"](p, 0, time_limit=again), f"{exc} The balance solver's assignment instead.")
     base = SOLVERS[name]
     if p.max_moves is not None and name == "balance":
         raise SolverError(
@@ -752,8 +767,10 @@ def solve(p: Problem, solver: str = "auto", time_limit: float | None = MILP_TIME
             f"is solved exactly only up to {MILP_BANDS_MAX_PAIRS:,} account-rep pairs (MILP); this problem has "
             f"{p.shape[0] * p.shape[1]:,}, and the large-scale balance solver does not model the budget yet. Fix: drop "
             "the move budget, or balance by accounts only (count bands work with it).", option="max_moves")
-    if p.max_moves is not None and name != "balance":
-        sol = solve_max_moves(p, base, time_limit=time_limit)
+    if p.max_moves is not None:
+        sol = solve_max_moves(p, base, time_limit=milp_limit)
+    elif name == "balance":
+        sol = base(p, 0, time_limit=time_limit)
     else:
         sol = base(p, 0)
     if sol.certified and sol.gap is None:  # proven optimal: its own bound, gap 0 (every output names a gap)
