@@ -263,8 +263,11 @@ def train(data_dir, mapping, features, config, tracking_uri, promote, models_dir
               help="Output file (.parquet, or .csv to open in a spreadsheet).")
 @click.option("--block-pairs", default=BLOCK_PAIRS, type=click.IntRange(min=1000),
               help=f"Pairs scored per block: bounds memory. Default: {BLOCK_PAIRS:,}.")
+@click.option("--top-k", "top_k", default=None, type=click.IntRange(min=1),
+              help="Write each account's K best reps plus its current rep, and the largest P(win) left out "
+              "(p_win_left_out), instead of every pair; `repfit assign` proves its plan from that bound.")
 @_tracking_option
-def score(data_dir, mapping, model_uri, out, block_pairs, tracking_uri) -> None:
+def score(data_dir, mapping, model_uri, out, block_pairs, top_k, tracking_uri) -> None:
     """Score the win probability of every rep x account pair, streamed in blocks.
 
     Writes rep_id, account_id, p_win, expected_value (= p_win x potential), cold (the rep has no closed deal
@@ -275,12 +278,13 @@ def score(data_dir, mapping, model_uri, out, block_pairs, tracking_uri) -> None:
     Example:
       repfit score --data demo/org --out demo/scores.parquet
       repfit score --data demo/org --model models:/repfit-winprob/3 --out demo/scores.csv
+      repfit score --data demo/org --top-k 20 --out demo/candidates.parquet
     """
     from repfit.jobs import score_job
 
     data, store = _sources(data_dir, mapping, tracking_uri)
     res = score_job(data=data, store=store, out=out, model_uri=model_uri, block_pairs=block_pairs,
-                    progress=TerminalProgress())
+                    progress=TerminalProgress(), top_k=top_k)
     click.echo(f"scored {res.rows:,} pairs in {res.seconds:.1f} s ({res.rows / max(res.seconds, 1e-9):,.0f} pairs/s) "
                f"with {res.model_uri} (version {res.model_version}) -> {res.out}; run {res.run_id}")
 

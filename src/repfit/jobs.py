@@ -135,8 +135,9 @@ class ScoreOutcome:
 
 
 def score_job(*, data: DataSource, store: Store, out: Path, model_uri: str | None = None,
-              block_pairs: int = BLOCK_PAIRS, progress: Progress = NO_PROGRESS) -> ScoreOutcome:
-    """Score every rep x account pair of the data with a model, streamed to ``out``; log an MLflow run."""
+              block_pairs: int = BLOCK_PAIRS, progress: Progress = NO_PROGRESS, top_k: int | None = None) -> ScoreOutcome:
+    """Score every rep x account pair of the data with a model, streamed to ``out``; log an MLflow run. With
+    ``top_k``, only each account's best ``top_k`` reps and its current rep are written (``repfit.candidates``)."""
     from repfit.io import write_json
     from repfit.scoring import data_fingerprint, refresh_history, score_blocks, write_scores
 
@@ -146,10 +147,16 @@ def score_job(*, data: DataSource, store: Store, out: Path, model_uri: str | Non
     scorer = refresh_history(scorer, ds)
     t0 = time.perf_counter()
     with progress.bar(len(ds.reps) * len(ds.accounts)) as bar:
-        rows = write_scores(score_blocks(scorer, ds, block_pairs), Path(out), bar)
+        blocks = score_blocks(scorer, ds, block_pairs)
+        if top_k is not None:
+            from repfit.candidates import top_k as keep_top
+
+            owners = ds.accounts.set_index("account_id")["current_rep_id"]
+            blocks = (keep_top(b, top_k, owners) for b in blocks)
+        rows = write_scores(blocks, Path(out), bar)
     seconds = time.perf_counter() - t0
     write_json({"model_uri": uri, "model_version": version, "data_dir": str(data.path), "pairs": rows,
-                "fingerprint": data_fingerprint(ds)}, _model_meta(Path(out)))
+                "top_k": top_k, "fingerprint": data_fingerprint(ds)}, _model_meta(Path(out)))
     big = Path(out).stat().st_size > ARTIFACT_MAX_BYTES
     run_id = tracker.log_job(
         "score", params={"data_dir": str(data.path), "block_pairs": block_pairs, "out": str(out)},
@@ -170,6 +177,7 @@ class Scored:
     model_uri: str | None
     model_version: str | None
     scorer: "PairScorer | None" = None  # noqa: F821 - repfit.winprob
+    candidates: "Candidates | None" = None  # noqa: F821 - repfit.scores_io: p_win holds these pairs only (top-K file)
 
 
 def _score_all(scorer, ds: Dataset, progress: Progress) -> np.ndarray:
@@ -180,9 +188,12 @@ def _score_all(scorer, ds: Dataset, progress: Progress) -> np.ndarray:
         return score_matrix(scorer, ds, bar=bar)
 
 
-def scored(*, data: DataSource, pairs: PairSource, tracker, progress: Progress, need_scorer: bool) -> Scored:
+def scored(*, data: DataSource, pairs: PairSource, tracker, progress: Progress, need_scorer: bool,
+           candidates_ok: bool = False) -> Scored:
     """The data and P(win) of every pair: read from ``pairs.scores``, else scored now with the model. With
-    ``need_scorer`` the model is loaded either way (suggestions read its features and history)."""
+    ``need_scorer`` the model is loaded either way (suggestions read its features and history). With
+    ``candidates_ok`` a top-K scores file is read too (``Scored.candidates``; P(win) 0 outside them)."""
+    from repfit.scores_io import Candidates
     from repfit.scoring import check_fingerprint, read_scores, refresh_history
 
     ds = data.load()
@@ -194,14 +205,19 @@ def scored(*, data: DataSource, pairs: PairSource, tracker, progress: Progress, 
         from repfit.io import protect_inputs
 
         protect_inputs([pairs.scores])  # an input too: `--out` must not overwrite it
-        P = read_scores(Path(pairs.scores), ds)
         info = _read_meta(_model_meta(Path(pairs.scores)))
-        if "fingerprint" in info:
+        if "fingerprint" in info:  # before reading: scores of other data are refused without reading them
             check_fingerprint(Path(pairs.scores), info["fingerprint"], ds)
+        P = read_scores(Path(pairs.scores), ds, candidates_ok=candidates_ok)
         if not need_scorer:
             uri, version = info.get("model_uri"), info.get("model_version")
     else:
         P = _score_all(scorer, ds, progress)
+    if isinstance(P, Candidates):
+        from dataclasses import replace
+
+        P = replace(P, top_k=info.get("top_k"))
+        return Scored(ds, P.dense(), uri, version, scorer, P)
     return Scored(ds, P, uri, version, scorer)
 
 
@@ -250,8 +266,8 @@ def assign_job(*, data: DataSource, store: Store, pairs: PairSource, options: As
     from repfit.io import write_json, write_table
 
     tracker = store.open()
-    s = scored(data=data, pairs=pairs, tracker=tracker, progress=progress, need_scorer=False)
-    plan = plan_assignment(s.ds, s.p_win, options)
+    s = scored(data=data, pairs=pairs, tracker=tracker, progress=progress, need_scorer=False, candidates_ok=True)
+    plan = plan_assignment(s.ds, s.p_win, options, candidates=s.candidates)
     out = Path(out)
     paths = {
         "assignment": write_table(plan.assignment, out),

@@ -14,6 +14,7 @@ from repfit.config import BLOCK_PAIRS
 from repfit.errors import SchemaError
 from repfit.features import pair_features, snapshot
 from repfit.progress import NO_BAR, Bar
+from repfit.scores_io import read_scores  # noqa: F401 - reading scores lives in repfit.scores_io (issue 14)
 from repfit.winprob import PairScorer
 
 SCORE_COLUMNS = (S.REP_ID, S.ACCOUNT_ID, "p_win", "expected_value", "cold")  # cold: the rep has no closed deal
@@ -102,52 +103,6 @@ def score_matrix(scorer: PairScorer, ds: S.Dataset, block_pairs: int = BLOCK_PAI
         row += n
         bar.update(len(b))
     return out
-
-
-def read_scores(path: Path, ds: S.Dataset) -> np.ndarray:
-    """Read a scores file (``repfit score`` output) into an (accounts, reps) P(win) matrix, checking it covers
-    every pair of ``ds`` exactly once."""
-    path = Path(path)
-    if not path.is_file():
-        raise SchemaError(f"{path}: scores file not found. Fix: score the data set into that file first (repfit score).",
-                          option="scores")
-    try:
-        df = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path, dtype={S.REP_ID: str, S.ACCOUNT_ID: str},
-                                                                                 keep_default_na=False, na_values={"p_win": [""]})
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a malformed file for the user
-        raise SchemaError(f"{path}: not a readable scores file ({type(exc).__name__}). Fix: score the data set again (repfit score).",
-                          option="scores") from None
-    missing = [c for c in (S.REP_ID, S.ACCOUNT_ID, "p_win") if c not in df.columns]
-    if missing:
-        raise SchemaError(f"{path}: column {', '.join(map(repr, missing))} is missing (found: {', '.join(map(repr, df.columns))}). "
-                          "Fix: score the data set again (repfit score).", option="scores")
-    p = pd.to_numeric(df["p_win"], errors="coerce")
-    bad = ~p.between(0, 1)  # NaN (not a number) is outside too
-    if bad.any():
-        raise SchemaError(f"{path}: column 'p_win' must be numbers in [0, 1]; found {df.loc[bad, 'p_win'].head(5).tolist()}. "
-                          "Fix: score the data set again (repfit score).", option="scores")
-    df = df.assign(p_win=p)
-    dup = df.duplicated([S.REP_ID, S.ACCOUNT_ID])
-    if dup.any():
-        ex = df.loc[dup, [S.REP_ID, S.ACCOUNT_ID]].head(5).itertuples(index=False)
-        raise SchemaError(f"{path}: duplicate (rep_id, account_id) pairs {[tuple(x) for x in ex]}. Fix: keep one score per pair.")
-    reps = pd.Index(ds.reps[S.REP_ID])
-    accs = pd.Index(ds.accounts[S.ACCOUNT_ID])
-    if path.suffix.lower() != ".parquet":  # ids that looked like formulas were quoted for spreadsheets
-        from repfit.io import unescape_ids
-
-        df[S.REP_ID], df[S.ACCOUNT_ID] = unescape_ids(df[S.REP_ID], reps), unescape_ids(df[S.ACCOUNT_ID], accs)
-    df = df[df[S.REP_ID].isin(reps) & df[S.ACCOUNT_ID].isin(accs)]
-    if len(df) != len(reps) * len(accs):
-        have = set(zip(df[S.ACCOUNT_ID], df[S.REP_ID]))
-        gaps = [(a, r) for a in accs[:200] for r in reps if (a, r) not in have][:5]
-        raise SchemaError(
-            f"{path}: covers {len(df):,} of the {len(reps) * len(accs):,} (rep, account) pairs of the data; missing e.g. "
-            f"{gaps}. Fix: score this same data set again (repfit score)."
-        )
-    M = np.empty((len(accs), len(reps)))
-    M[accs.get_indexer(df[S.ACCOUNT_ID]), reps.get_indexer(df[S.REP_ID])] = df["p_win"].to_numpy()
-    return M
 
 
 SCORED_BY = {  # what P(win) depends on, per table: ids, the attributes the features read, and the history
