@@ -54,8 +54,10 @@ def make_org(org: Path, R: int, A: int, seed: int = 14) -> None:
     acc.to_csv(org / "accounts.csv", index=False)
 
 
-def write_scores_files(org: Path, top_k: int | None, seed: int = 14) -> dict:
-    """scores.parquet (every pair) and, with ``top_k``, candidates.parquet, with their sidecars."""
+def write_scores_files(org: Path, top_k: int | None, seed: int = 14, only_candidates: bool = False) -> dict:
+    """scores.parquet (every pair) and, with ``top_k``, candidates.parquet (ranked as ``repfit score --top-k``
+    ranks them: expected value minus rep prices from a 5% sample of accounts) and candidates_pwin.parquet (ranked
+    by P(win) alone), with their sidecars."""
     import numpy as np
     import pandas as pd
 
@@ -87,13 +89,22 @@ def write_scores_files(org: Path, top_k: int | None, seed: int = 14) -> dict:
     meta = {"model_uri": "synthetic: benchmarks/assign_e2e.py (structured P(win))", "model_version": None,
             "data_dir": str(org), "fingerprint": data_fingerprint(ds)}
     t0 = time.perf_counter()
-    rows = write_scores(blocks(), org / "scores.parquet")
-    write_json({**meta, "pairs": rows, "top_k": None}, org / "scores.parquet.json")
-    out = {"pairs": rows, "write_seconds": time.perf_counter() - t0}
+    out = {}
+    if not only_candidates:
+        rows = write_scores(blocks(), org / "scores.parquet")
+        write_json({**meta, "pairs": rows, "top_k": None}, org / "scores.parquet.json")
+        out = {"pairs": rows, "write_seconds": time.perf_counter() - t0}
     if top_k:
+        from repfit.candidates import sample_prices, sample_size
+
         owners = ds.accounts.set_index(S.ACCOUNT_ID)[S.CURRENT_REP_ID]
-        rows = write_scores((keep_top(b, top_k, owners) for b in blocks()), org / "candidates.parquet")
-        write_json({**meta, "pairs": rows, "top_k": top_k}, org / "candidates.parquet.json")
+        rows = write_scores((keep_top(b, top_k, owners) for b in blocks()), org / "candidates_pwin.parquet")
+        write_json({**meta, "pairs": rows, "top_k": top_k}, org / "candidates_pwin.parquet.json")
+        chosen = set(accs[np.sort(np.random.default_rng(0).choice(A, size=sample_size(A, R), replace=False))])
+        prices = sample_prices((b[b[S.ACCOUNT_ID].isin(chosen)] for b in blocks()), ds.reps.set_index(S.REP_ID)[S.CAPACITY], A)
+        rows = write_scores((keep_top(b, top_k, owners, prices) for b in blocks()), org / "candidates.parquet")
+        write_json({**meta, "pairs": rows, "top_k": top_k, "prices": {str(r): float(v) for r, v in prices.items()}},
+                   org / "candidates.parquet.json")
         out["candidate_pairs"] = rows
     return out
 

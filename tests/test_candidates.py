@@ -12,21 +12,29 @@ from hypothesis import strategies as st
 from repfit.assign import Band, Problem, solve
 from repfit.candidates import certify, top_k
 from repfit.errors import InfeasibleAssignment
-from repfit.scores_io import LEFT_OUT, Candidates
+from repfit.scores_io import LEFT_OUT, NET_LEFT_OUT, Candidates
 
 
-def candidates_of(P: np.ndarray, k: int, current: np.ndarray) -> Candidates:
-    """The candidates ``repfit score --top-k k`` keeps of the P(win) matrix ``P``, via ``top_k`` on one block."""
+def candidates_of(P: np.ndarray, k: int, current: np.ndarray, potential=None, prices=None) -> Candidates:
+    """The candidates ``repfit score --top-k k`` keeps of the P(win) matrix ``P``, via ``top_k`` on one block
+    (ranked by expected value minus ``prices`` when given)."""
     A, R = P.shape
     a, r = np.divmod(np.arange(P.size), R)
-    block = pd.DataFrame({"rep_id": [f"R{i}" for i in r], "account_id": [f"A{i}" for i in a], "p_win": P.ravel()})
+    pot = np.ones(A) if potential is None else potential
+    block = pd.DataFrame({"rep_id": [f"R{i}" for i in r], "account_id": [f"A{i}" for i in a], "p_win": P.ravel(),
+                          "expected_value": P.ravel() * pot[a]})
     owners = pd.Series([f"R{c}" if c >= 0 else None for c in current], index=[f"A{i}" for i in range(A)])
-    kept = top_k(block.sample(frac=1, random_state=0), k, owners)  # any row order
+    priced = None if prices is None else pd.Series(prices, index=[f"R{i}" for i in range(R)])
+    kept = top_k(block.sample(frac=1, random_state=0), k, owners, priced)  # any row order
     acc = kept.account_id.str[1:].astype(int).to_numpy()
     left = np.full(A, np.nan, np.float32)
     left[acc] = kept[LEFT_OUT].to_numpy(np.float32)
+    net = None
+    if prices is not None:
+        net = np.full(A, -np.inf)
+        net[acc] = kept[NET_LEFT_OUT].fillna(-np.inf).to_numpy(float)
     return Candidates(acc.astype(np.int32), kept.rep_id.str[1:].astype(int).to_numpy(np.int32),
-                      kept.p_win.to_numpy(np.float32), left, (A, R), k)
+                      kept.p_win.to_numpy(np.float32), left, (A, R), k, net, prices)
 
 
 def test_top_k_keeps_the_best_and_the_current_rep_and_bounds_the_rest():
@@ -35,13 +43,28 @@ def test_top_k_keeps_the_best_and_the_current_rep_and_bounds_the_rest():
     assert sorted(zip(c.acc.tolist(), c.rep.tolist())) == [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2)]
     assert c.left_out.tolist() == pytest.approx([0.3, 0.6])  # the largest left out, not the current rep's 0.1
     assert np.isnan(candidates_of(P, 4, np.array([1, -1])).left_out).all()  # nothing left out
+    priced = candidates_of(P, 1, np.array([-1, -1]), prices=np.array([0.8, 0.0, 0.0, 0.0]))
+    assert sorted(zip(priced.acc.tolist(), priced.rep.tolist())) == [(0, 2), (1, 1)]  # A0: 0.9 - 0.8 < 0.5 - 0
+    assert priced.left_out.tolist() == pytest.approx([0.9, 0.7])  # the bound is on P(win), however ranked
+
+
+def test_sample_prices_price_the_rep_everyone_wants_and_leave_the_others_free():
+    from repfit.candidates import sample_prices
+
+    A, R = 40, 4
+    P = np.tile([0.9, 0.3, 0.3, 0.3], (A, 1))  # everyone's first choice is R0, which holds a quarter of them
+    a, r = np.divmod(np.arange(P.size), R)
+    block = pd.DataFrame({"rep_id": [f"R{i}" for i in r], "account_id": [f"A{i}" for i in a], "p_win": P.ravel(),
+                          "expected_value": P.ravel()})
+    prices = sample_prices([block], pd.Series([10, 10, 10, 20], index=["R0", "R1", "R2", "R3"]), A)
+    assert prices["R0"] == pytest.approx(0.6) and (prices[["R1", "R2", "R3"]] == 0).all()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), A=st.integers(4, 40), R=st.integers(2, 7), k=st.integers(1, 4),
-       slack=st.floats(1.0, 1.6), fewest=st.booleans(), continuity=st.sampled_from([0.0, 0.1]))
+       slack=st.floats(1.0, 1.6), fewest=st.booleans(), continuity=st.sampled_from([0.0, 0.1]), priced=st.booleans())
 def test_a_plan_from_candidates_is_the_optimum_when_it_says_so_and_its_gap_holds(seed, A, R, k, slack, fewest,
-                                                                                  continuity):
+                                                                                  continuity, priced):
     rng = np.random.default_rng(seed)
     potential = rng.lognormal(0, 1, A)
     skill = rng.normal(0, 1, R)  # popular reps: every account's top-K lean the same way
@@ -51,7 +74,9 @@ def test_a_plan_from_candidates_is_the_optimum_when_it_says_so_and_its_gap_holds
     bands = (Band("accounts", np.ones(A), np.full(R, np.floor(0.5 * A / R)), np.full(R, np.inf), 0.5),) if fewest else ()
     common = dict(capacity=cap, current=current, locked=np.zeros(A, bool), continuity=continuity, bands=bands)
     everything = Problem(values=P * potential[:, None], **common)
-    c = candidates_of(P, k, current)
+    # any ranking and any scoring prices: both bounds (P(win) left out; value net of those prices) hold regardless
+    prices = rng.exponential(0.3, R) * potential.mean() if priced else None
+    c = candidates_of(P, k, current, potential, prices)
     on_cands = Problem(values=c.dense() * potential[:, None], allowed=c.mask(), **common)
     assert on_cands.scale == everything.scale  # each account's best pair is a candidate: the same integer values
     best = solve(everything, "flow").int_objective

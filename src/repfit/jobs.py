@@ -148,15 +148,14 @@ def score_job(*, data: DataSource, store: Store, out: Path, model_uri: str | Non
     t0 = time.perf_counter()
     with progress.bar(len(ds.reps) * len(ds.accounts)) as bar:
         blocks = score_blocks(scorer, ds, block_pairs)
+        prices = None
         if top_k is not None:
-            from repfit.candidates import top_k as keep_top
-
-            owners = ds.accounts.set_index("account_id")["current_rep_id"]
-            blocks = (keep_top(b, top_k, owners) for b in blocks)
+            blocks, prices = _top_k_blocks(scorer, ds, blocks, top_k, block_pairs)
         rows = write_scores(blocks, Path(out), bar)
     seconds = time.perf_counter() - t0
     write_json({"model_uri": uri, "model_version": version, "data_dir": str(data.path), "pairs": rows,
-                "top_k": top_k, "fingerprint": data_fingerprint(ds)}, _model_meta(Path(out)))
+                "top_k": top_k, "prices": None if prices is None else {str(r): float(v) for r, v in prices.items()},
+                "fingerprint": data_fingerprint(ds)}, _model_meta(Path(out)))
     big = Path(out).stat().st_size > ARTIFACT_MAX_BYTES
     run_id = tracker.log_job(
         "score", params={"data_dir": str(data.path), "block_pairs": block_pairs, "out": str(out)},
@@ -165,6 +164,22 @@ def score_job(*, data: DataSource, store: Store, out: Path, model_uri: str | Non
         artifacts=[_model_meta(Path(out))] + ([] if big else [Path(out)]),
     )
     return ScoreOutcome(Path(out), rows, seconds, uri, version, run_id)
+
+
+def _top_k_blocks(scorer, ds: Dataset, blocks, k: int, block_pairs: int):
+    """Each block's top-``k`` candidates (``repfit.candidates.top_k``), ranked by expected value minus rep prices
+    from a sample of accounts scored first; and those prices (rep_id -> expected-value units)."""
+    from dataclasses import replace
+
+    from repfit.candidates import sample_prices, sample_size, top_k
+    from repfit.scoring import score_blocks
+
+    A, R = len(ds.accounts), len(ds.reps)
+    rows = np.sort(np.random.default_rng(0).choice(A, size=sample_size(A, R), replace=False))
+    sample = replace(ds, accounts=ds.accounts.iloc[rows])
+    prices = sample_prices(score_blocks(scorer, sample, block_pairs), ds.reps.set_index("rep_id")["capacity"], A)
+    owners = ds.accounts.set_index("account_id")["current_rep_id"]
+    return (top_k(b, k, owners, prices) for b in blocks), prices
 
 
 # --- P(win) of every pair, and the suggestion context ------------------------------------------------
@@ -216,7 +231,9 @@ def scored(*, data: DataSource, pairs: PairSource, tracker, progress: Progress, 
     if isinstance(P, Candidates):
         from dataclasses import replace
 
-        P = replace(P, top_k=info.get("top_k"))
+        priced = info.get("prices")
+        pi = None if not isinstance(priced, dict) else ds.reps["rep_id"].astype(str).map(priced).to_numpy(float)
+        P = replace(P, top_k=info.get("top_k"), prices=None if pi is None or np.isnan(pi).any() else pi)
         return Scored(ds, P.dense(), uri, version, scorer, P)
     return Scored(ds, P, uri, version, scorer)
 

@@ -25,6 +25,8 @@ from repfit.messages import listed
 
 P_WIN = "p_win"
 LEFT_OUT = "p_win_left_out"  # candidates files: the largest P(win) of the account's pairs not in the file (NaN: none)
+# ... and, when ranked by expected value minus rep prices (the sidecar's "prices"), the largest of that among them
+NET_LEFT_OUT = "ev_net_left_out"
 BATCH_ROWS = 1 << 20  # rows per batch; below 2**24, so a row's position is exact in float32 (see _Dense.add)
 RESCORE = "Fix: score this same data set again (repfit score)."
 
@@ -40,6 +42,9 @@ class Candidates:
     left_out : (A,) float32, the largest P(win) of each account's pairs NOT listed; NaN when none is left out.
     shape : (A, R).
     top_k : the K the file was scored with (None when it does not say).
+    left_out_net : (A,) float64, the largest expected value minus ``prices`` of each account's pairs NOT listed
+        (-inf when none is left out), or None when the file does not say.
+    prices : (R,) the rep prices the file was ranked with (expected-value units), or None.
     """
 
     acc: np.ndarray
@@ -48,6 +53,8 @@ class Candidates:
     left_out: np.ndarray
     shape: tuple[int, int]
     top_k: int | None = None
+    left_out_net: np.ndarray | None = None
+    prices: np.ndarray | None = None
 
     def mask(self) -> np.ndarray:
         """(A, R) bool: the listed pairs."""
@@ -104,6 +111,7 @@ class _Batch:
     raw_p: pd.Series | np.ndarray  # as written, for messages
     left_out: np.ndarray | None  # (n,) float32 or None
     unknown: dict[str, list[str]]  # column -> unknown ids seen in this batch (distinct)
+    net: np.ndarray | None = None  # (n,) float64 or None
 
 
 def _unreadable(path: Path, exc: Exception) -> SchemaError:
@@ -135,6 +143,8 @@ def _columns(path: Path) -> list[str]:
 
 def _batches(path: Path, reps: pd.Index, accs: pd.Index, top: bool) -> Iterator[_Batch]:
     cols = [S.REP_ID, S.ACCOUNT_ID, P_WIN] + ([LEFT_OUT] if top else [])
+    if top and NET_LEFT_OUT in _columns(path):
+        cols.append(NET_LEFT_OUT)
     reader = _parquet_batches if _is_parquet(path) else _csv_batches
     it = reader(path, cols, reps, accs)
     while True:
@@ -160,7 +170,8 @@ def _parquet_batches(path: Path, cols: list[str], reps: pd.Index, accs: pd.Index
         acc = _indices(rb.column(S.ACCOUNT_ID), accs, cache, S.ACCOUNT_ID, unknown)
         p, raw = _numbers(rb.column(P_WIN))
         left = _numbers(rb.column(LEFT_OUT))[0] if LEFT_OUT in cols else None
-        yield _Batch(acc, rep, p, raw, left, unknown)
+        net = rb.column(NET_LEFT_OUT).to_numpy(zero_copy_only=False).astype(float) if NET_LEFT_OUT in cols else None
+        yield _Batch(acc, rep, p, raw, left, unknown, net)
 
 
 def _indices(col, known: pd.Index, cache: dict, name: str, unknown: dict) -> np.ndarray:
@@ -204,7 +215,7 @@ def _numbers(col) -> tuple[np.ndarray, np.ndarray | pd.Series]:
 def _csv_batches(path: Path, cols: list[str], reps: pd.Index, accs: pd.Index) -> Iterator[_Batch]:
     from repfit.io import unescape_ids
 
-    na = {P_WIN: [""], LEFT_OUT: [""]}
+    na = {P_WIN: [""], LEFT_OUT: [""], NET_LEFT_OUT: [""]}
     for df in pd.read_csv(path, usecols=cols, dtype={S.REP_ID: str, S.ACCOUNT_ID: str}, keep_default_na=False,
                           na_values=na, chunksize=BATCH_ROWS):
         unknown: dict[str, list[str]] = {}
@@ -216,7 +227,8 @@ def _csv_batches(path: Path, cols: list[str], reps: pd.Index, accs: pd.Index) ->
                 unknown[name] = list(dict.fromkeys(ids[idx[name] < 0]))[:5]
         p = pd.to_numeric(df[P_WIN], errors="coerce").to_numpy(np.float32)
         left = pd.to_numeric(df[LEFT_OUT], errors="coerce").to_numpy(np.float32) if LEFT_OUT in cols else None
-        yield _Batch(idx[S.ACCOUNT_ID], idx[S.REP_ID], p, df[P_WIN], left, unknown)
+        net = pd.to_numeric(df[NET_LEFT_OUT], errors="coerce").to_numpy(float) if NET_LEFT_OUT in cols else None
+        yield _Batch(idx[S.ACCOUNT_ID], idx[S.REP_ID], p, df[P_WIN], left, unknown, net)
 
 
 # --- checking and filling -----------------------------------------------------------------------------
@@ -323,6 +335,7 @@ class _Sparse(_Sink):
         super().__init__(path, reps, accs)
         self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.left = np.full(self.A, -np.inf, np.float32)
+        self.net: np.ndarray | None = None
 
     def keep(self, b: _Batch, known: np.ndarray) -> None:
         lo = b.left_out
@@ -333,6 +346,14 @@ class _Sparse(_Sink):
         a = b.acc[known].astype(np.int32)
         self.parts.append((a, b.rep[known].astype(np.int32), b.p[known]))
         np.maximum.at(self.left, a, np.where(np.isnan(lo[known]), -np.inf, lo[known]))
+        if b.net is not None:
+            if np.isinf(b.net).any() or (np.isnan(b.net) & ~np.isnan(lo)).any():
+                raise SchemaError(f"{self.path}: column '{NET_LEFT_OUT}' must be a number wherever '{LEFT_OUT}' is; "
+                                  f"found {b.net[np.isinf(b.net) | (np.isnan(b.net) & ~np.isnan(lo))][:5].tolist()}. "
+                                  f"{RESCORE}", option="scores")
+            if self.net is None:
+                self.net = np.full(self.A, -np.inf)
+            np.maximum.at(self.net, a, np.where(np.isnan(b.net[known]), -np.inf, b.net[known]))
 
     def finish(self) -> Candidates:
         if self.parts:
@@ -352,4 +373,6 @@ class _Sparse(_Sink):
         self.refuse(problems)
         left = np.where(np.isfinite(self.left), self.left, np.nan).astype(np.float32)
         left[count >= self.R] = np.nan  # every pair listed: nothing left out
-        return Candidates(acc, rep, p, left, (self.A, self.R))
+        if self.net is not None:
+            self.net[count >= self.R] = -np.inf
+        return Candidates(acc, rep, p, left, (self.A, self.R), left_out_net=self.net)
