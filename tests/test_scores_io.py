@@ -91,3 +91,13 @@ def test_a_candidates_file_is_refused_where_every_pair_is_needed_and_read_where_
     c = read_scores(path, data(), candidates_ok=True)
     assert isinstance(c, Candidates) and len(c.acc) == 2 * A and c.mask().sum(axis=1).tolist() == [2] * A
     assert np.all(c.left_out == np.float32(0.5))
+
+
+def test_ids_written_as_numbers_match_the_data_s_string_ids(tmp_path, small_batches):
+    """A scores file from another writer may hold integer ids (no dictionary): they are matched as text."""
+    P = np.random.default_rng(2).random((A, R))
+    df = frame(P).assign(rep_id=lambda d: d.rep_id.str[1:].astype(int), account_id=lambda d: d.account_id.str[1:].astype(int))
+    ds = SimpleNamespace(reps=pd.DataFrame({"rep_id": [str(i) for i in range(R)]}),
+                         accounts=pd.DataFrame({"account_id": [str(i) for i in range(A)]}))
+    df.to_parquet(tmp_path / "s.parquet", index=False)
+    np.testing.assert_array_equal(read_scores(tmp_path / "s.parquet", ds), P.astype(np.float32))

@@ -163,31 +163,26 @@ def _parquet_batches(path: Path, cols: list[str], reps: pd.Index, accs: pd.Index
     import pyarrow.parquet as pq
 
     f = pq.ParquetFile(path, read_dictionary=[S.REP_ID, S.ACCOUNT_ID])
-    cache: dict = {}
     for rb in f.iter_batches(batch_size=BATCH_ROWS, columns=cols):
         unknown: dict[str, list[str]] = {}
-        rep = _indices(rb.column(S.REP_ID), reps, cache, S.REP_ID, unknown)
-        acc = _indices(rb.column(S.ACCOUNT_ID), accs, cache, S.ACCOUNT_ID, unknown)
+        rep = _indices(rb.column(S.REP_ID), reps, S.REP_ID, unknown)
+        acc = _indices(rb.column(S.ACCOUNT_ID), accs, S.ACCOUNT_ID, unknown)
         p, raw = _numbers(rb.column(P_WIN))
         left = _numbers(rb.column(LEFT_OUT))[0] if LEFT_OUT in cols else None
         net = rb.column(NET_LEFT_OUT).to_numpy(zero_copy_only=False).astype(float) if NET_LEFT_OUT in cols else None
         yield _Batch(acc, rep, p, raw, left, unknown, net)
 
 
-def _indices(col, known: pd.Index, cache: dict, name: str, unknown: dict) -> np.ndarray:
+def _indices(col, known: pd.Index, name: str, unknown: dict) -> np.ndarray:
     """(n,) int64 index into ``known`` of each id in the Arrow column ``col`` (-1 unknown, -2 missing), looked up
-    once per distinct id of the batch's dictionary."""
+    once per distinct id of the batch's dictionary (a row group of ``repfit score`` holds a few hundred accounts)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if not pa.types.is_dictionary(col.type):
+    if not pa.types.is_dictionary(col.type):  # ids that are not strings (or a writer without dictionaries)
         col = pc.dictionary_encode(col)
-    key = (name, id(col.dictionary), len(col.dictionary))
-    if key not in cache or cache[key][0] is not col.dictionary:  # the same row group's dictionary: looked up once
-        ids = pd.Index(col.dictionary.to_pandas().astype(str))
-        cache.clear()
-        cache[key] = (col.dictionary, ids, known.get_indexer(ids).astype(np.int64))
-    _, ids, to_known = cache[key]
+    ids = pd.Index(col.dictionary.to_pandas().astype(str))
+    to_known = known.get_indexer(ids).astype(np.int64)
     codes = pc.fill_null(col.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
     idx = np.where(codes >= 0, to_known[np.maximum(codes, 0)], -2)
     if (codes < 0).any():
