@@ -139,6 +139,7 @@ def score_job(*, data: DataSource, store: Store, out: Path, model_uri: str | Non
     """Score every rep x account pair of the data with a model, streamed to ``out``; log an MLflow run. With
     ``top_k``, only each account's best ``top_k`` reps and its current rep are written (``repfit.candidates``)."""
     from repfit.io import write_json
+    from repfit.progress import NO_BAR
     from repfit.scoring import data_fingerprint, refresh_history, score_blocks, write_scores
 
     ds = data.load()
@@ -149,9 +150,9 @@ def score_job(*, data: DataSource, store: Store, out: Path, model_uri: str | Non
     with progress.bar(len(ds.reps) * len(ds.accounts)) as bar:
         blocks = score_blocks(scorer, ds, block_pairs)
         prices = None
-        if top_k is not None:
-            blocks, prices = _top_k_blocks(scorer, ds, blocks, top_k, block_pairs)
-        rows = write_scores(blocks, Path(out), bar)
+        if top_k is not None:  # the bar counts pairs scored, not the fewer rows written
+            blocks, prices = _top_k_blocks(scorer, ds, (bar.update(len(b)) or b for b in blocks), top_k, block_pairs)
+        rows = write_scores(blocks, Path(out), bar if top_k is None else NO_BAR)
     seconds = time.perf_counter() - t0
     write_json({"model_uri": uri, "model_version": version, "data_dir": str(data.path), "pairs": rows,
                 "top_k": top_k, "prices": None if prices is None else {str(r): float(v) for r, v in prices.items()},
