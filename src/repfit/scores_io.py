@@ -163,7 +163,11 @@ def _parquet_batches(path: Path, cols: list[str], reps: pd.Index, accs: pd.Index
     import pyarrow.parquet as pq
 
     f = pq.ParquetFile(path, read_dictionary=[S.REP_ID, S.ACCOUNT_ID])
-    for rb in f.iter_batches(batch_size=BATCH_ROWS, columns=cols):
+    # row group by row group: ParquetFile.iter_batches kept ~1 GiB more by the end of a 100M-row file (pyarrow 25,
+    # measured); read_row_group stays flat
+    batches = (rb for g in range(f.num_row_groups)
+               for rb in f.read_row_group(g, columns=cols).to_batches(max_chunksize=BATCH_ROWS))
+    for rb in batches:
         unknown: dict[str, list[str]] = {}
         rep = _indices(rb.column(S.REP_ID), reps, S.REP_ID, unknown)
         acc = _indices(rb.column(S.ACCOUNT_ID), accs, S.ACCOUNT_ID, unknown)
