@@ -246,6 +246,37 @@ def rounds(notes: list[str]) -> str:
     return "; ".join(n[:60] for n in notes[:1])
 
 
+def read_and_bad(work: Path, big: str, uri: str, new_src: Path) -> tuple[list[str], list[str]]:
+    """Reading alone (point 1) and bad files at scale: the results' two sections."""
+    # reading alone: peak of a child that reads the file minus one that only loads the data (issue 14, point 1)
+    org = work / f"org_{big}"
+    base = timed(child("read", str(org), str(org / "scores.parquet"), "no"), {"PYTHONPATH": str(new_src)})
+    read = timed(child("read", str(org), str(org / "scores.parquet"), "yes"), {"PYTHONPATH": str(new_src)})
+    R, A = map(int, big.split("x"))
+    dense = A * R * 4 / GIB
+    read_lines = ["## Reading the scores file (point 1)", "",
+                  f"{big.replace('x', ' x ')}: {A * R:,} rows. Loading the data alone peaks at {base['gib']:.2f} GiB; "
+                  f"loading it and reading the scores into the float32 matrix ({dense:.2f} GiB) peaks at "
+                  f"{read['gib']:.2f} GiB: the read adds {read['gib'] - base['gib']:.2f} GiB = "
+                  f"{(read['gib'] - base['gib']) / dense:.2f}x the dense float32 matrix (bar: 1.5x); "
+                  f"{read['wall'] - base['wall']:.1f} s wall, {read['cpu'] - base['cpu']:.1f} s CPU more than loading "
+                  "alone.", ""]
+    # bad input at scale: refused with a message naming a few, in one pass
+    bad_lines = ["## Bad input at scale", "",
+                 f"Copies of the {big.replace('x', ' x ')} scores file (row groups copied with pyarrow) that miss 1,000 "
+                 "pairs, repeat 1,000 pairs, or name unknown account ids, each with the good file's sidecar. "
+                 "`repfit assign --balance none` on each:", "",
+                 "| file | exit | wall s | CPU s | peak GiB | message (first 400 characters) |", "|---|---|---|---|---|---|"]
+    for kind, path in bad_files(org).items():
+        r = timed(*assign_cmd(new_src, org, path, work / f"bad_{kind}.csv", uri, "--balance", "none"))
+        msg = (r["err"] or r["out"]).strip().replace("|", "/").replace("\n", " ")[:400]
+        bad_lines.append(f"| {kind} | {r['code']} | {fmt(r['wall'])} | {fmt(r['cpu'])} | {fmt(r['gib'], '.2f')} | {msg} |")
+        print(bad_lines[-1], flush=True)
+    bad_lines += ["", "Traceback in any message: "
+                  + ("NO" if "Traceback" not in "".join(bad_lines) else "YES (a defect)"), ""]
+    return read_lines, bad_lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default=None, help="Keep instances here (default: a temporary directory).")
@@ -255,12 +286,21 @@ def main() -> None:
     ap.add_argument("--old-big", action="store_true", help="Also run the old path at the big size (~14 GiB).")
     ap.add_argument("--warm-size", default="400x40000", help="Size of the solver-only warm-start table.")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "assign_e2e.md"))
-    ap.add_argument("--part", choices=["all", "candidates"], default="all",
+    ap.add_argument("--part", choices=["all", "candidates", "read"], default="all",
                     help="candidates: only (re)write the top-K files of existing instances in --work and run assign on "
                     "them (results to assign_e2e_candidates.md).")
     args = ap.parse_args()
     if args.part == "candidates":
         return candidates_part(args)
+    if args.part == "read":
+        work = Path(args.work)
+        read_lines, bad_lines = read_and_bad(work, args.big, f"sqlite:///{work / 'mlflow.db'}", ROOT / "src")
+        out = Path(args.out).with_name("assign_e2e_read.md")
+        out.write_text("\n".join(["# Reading scores at scale, re-run (issue 14)", "",
+                                   f"Command: `OMP_WAIT_POLICY=passive .venv/bin/python benchmarks/assign_e2e.py --part read "
+                                   f"--work DIR` on the instance of `assign_e2e.py` (shared 2-core box).", "",
+                                   *read_lines, *bad_lines]) + "\n")
+        return print(out.read_text())
     work = Path(args.work or tempfile.mkdtemp(prefix="repfit_e2e_"))
     work.mkdir(parents=True, exist_ok=True)
     new_src = ROOT / "src"
@@ -330,32 +370,7 @@ def main() -> None:
             res[label, "lsa"] = r
             print("lsa", {k: r.get(k) for k in ("code", "wall", "cpu", "gib", "value")}, r["err"][-300:], flush=True)
 
-    # reading alone: peak of a child that reads the file minus one that only loads the data (issue 14, point 1)
-    org = work / f"org_{big}"
-    base = timed(child("read", str(org), str(org / "scores.parquet"), "no"), {"PYTHONPATH": str(new_src)})
-    read = timed(child("read", str(org), str(org / "scores.parquet"), "yes"), {"PYTHONPATH": str(new_src)})
-    R, A = map(int, big.split("x"))
-    dense = A * R * 4 / GIB
-    read_lines = ["## Reading the scores file (point 1)", "",
-                  f"{big.replace('x', ' x ')}: {A * R:,} rows. Loading the data alone peaks at {base['gib']:.2f} GiB; "
-                  f"loading it and reading the scores into the float32 matrix ({dense:.2f} GiB) peaks at "
-                  f"{read['gib']:.2f} GiB: the read adds {read['gib'] - base['gib']:.2f} GiB = "
-                  f"{(read['gib'] - base['gib']) / dense:.2f}x the dense float32 matrix (bar: 1.5x); "
-                  f"{read['wall'] - base['wall']:.1f} s wall, {read['cpu'] - base['cpu']:.1f} s CPU more than loading "
-                  "alone.", ""]
-    # bad input at scale: refused with a message naming a few, in one pass
-    bad_lines = ["## Bad input at scale", "",
-                 f"Copies of the {big.replace('x', ' x ')} scores file (row groups copied with pyarrow) that miss 1,000 "
-                 "pairs, repeat 1,000 pairs, or name unknown account ids, each with the good file's sidecar. "
-                 "`repfit assign --balance none` on each:", "",
-                 "| file | exit | wall s | CPU s | peak GiB | message (first 400 characters) |", "|---|---|---|---|---|---|"]
-    for kind, path in bad_files(org).items():
-        r = timed(*assign_cmd(new_src, org, path, work / f"bad_{kind}.csv", uri, "--balance", "none"))
-        msg = (r["err"] or r["out"]).strip().replace("|", "/").replace("\n", " ")[:400]
-        bad_lines.append(f"| {kind} | {r['code']} | {fmt(r['wall'])} | {fmt(r['cpu'])} | {fmt(r['gib'], '.2f')} | {msg} |")
-        print(bad_lines[-1], flush=True)
-    bad_lines += ["", "Traceback in any message: "
-                  + ("NO" if "Traceback" not in "".join(bad_lines) else "YES (a defect)"), ""]
+    read_lines, bad_lines = read_and_bad(work, big, uri, new_src)
     # the solver alone: which first prices keep the certificate small (issue 14, point 2: "measure which")
     warm_lines = ["## The pruned solver alone: first prices and certificate rounds (point 2)", "",
                   f"benchmarks/balance_scale.py's instance without bands (capacity only; lognormal sigma 1, structured "
