@@ -113,7 +113,6 @@ def bad_files(org: Path) -> dict[str, Path]:
     """Copies of scores.parquet, row group by row group (no pandas), that miss 1,000 pairs, repeat 1,000 pairs, or
     name 3 unknown account ids; each with the good file's sidecar (the same data)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     src = pq.ParquetFile(org / "scores.parquet")
@@ -138,7 +137,6 @@ def bad_files(org: Path) -> dict[str, Path]:
                 w.write_table(t)
         shutil.copy(org / "scores.parquet.json", path.with_name(path.name + ".json"))
         out[kind] = path
-    del pc
     return out
 
 

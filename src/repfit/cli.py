@@ -264,8 +264,9 @@ def train(data_dir, mapping, features, config, tracking_uri, promote, models_dir
 @click.option("--block-pairs", default=BLOCK_PAIRS, type=click.IntRange(min=1000),
               help=f"Pairs scored per block: bounds memory. Default: {BLOCK_PAIRS:,}.")
 @click.option("--top-k", "top_k", default=None, type=click.IntRange(min=1),
-              help="Write each account's K best reps plus its current rep, and the largest P(win) left out "
-              "(p_win_left_out), instead of every pair; `repfit assign` proves its plan from that bound.")
+              help="Write each account's K best reps (by expected value minus rep prices from a 5% sample of "
+              "accounts) plus its current rep, and bounds on what it left out, instead of every pair; `repfit "
+              "assign` proves its plan from those bounds or states the gap.")
 @_tracking_option
 def score(data_dir, mapping, model_uri, out, block_pairs, top_k, tracking_uri) -> None:
     """Score the win probability of every rep x account pair, streamed in blocks.

@@ -69,11 +69,6 @@ class Candidates:
         return M
 
 
-def is_candidates_file(path: Path) -> bool:
-    """Whether ``path`` (an existing scores file) holds candidates (a ``p_win_left_out`` column)."""
-    return LEFT_OUT in _columns(Path(path))
-
-
 def read_scores(path: Path, ds: S.Dataset, *, candidates_ok: bool = False) -> np.ndarray | Candidates:
     """Read a scores file into an (accounts, reps) float32 P(win) matrix in ``ds`` order, checking that it names
     only ids of ``ds``, holds every pair exactly once, and P(win) in [0, 1]; or, for a candidates file and
