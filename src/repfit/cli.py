@@ -283,8 +283,12 @@ def _engines():
 @click.option("--dask", default=None, metavar="ADDRESS",
               help="Score on a Dask cluster: a scheduler address (tcp://host:8786) or local:N for N worker processes "
                    "on this machine. OUT becomes a directory of Parquet parts that every worker must be able to write.")
+@click.option("--top-k", "top_k", default=None, type=click.IntRange(min=1),
+              help="Write each account's K best reps (by expected value minus rep prices from a 5% sample of "
+              "accounts) plus its current rep, and bounds on what it left out, instead of every pair; `repfit "
+              "assign` proves its plan from those bounds or states the gap.")
 @_tracking_option
-def score(data_dir, mapping, model_uri, out, block_pairs, engine, dask, tracking_uri) -> None:
+def score(data_dir, mapping, model_uri, out, block_pairs, engine, dask, top_k, tracking_uri) -> None:
     """Score the win probability of every rep x account pair, streamed in blocks.
 
     Writes rep_id, account_id, p_win, expected_value (= p_win x potential), cold (the rep has no closed deal
@@ -296,12 +300,13 @@ def score(data_dir, mapping, model_uri, out, block_pairs, engine, dask, tracking
       repfit score --data demo/org --out demo/scores.parquet
       repfit score --data demo/org --model models:/repfit-winprob/3 --out demo/scores.csv
       repfit score --data demo/org --dask local:2 --out demo/scores_parts.parquet
+      repfit score --data demo/org --top-k 20 --out demo/candidates.parquet
     """
     from repfit.jobs import score_job
 
     data, store = _sources(data_dir, mapping, tracking_uri)
     res = score_job(data=data, store=store, out=out, model_uri=model_uri, block_pairs=block_pairs, engine=engine,
-                    dask=dask, progress=TerminalProgress())
+                    dask=dask, progress=TerminalProgress(), top_k=top_k)
     if res.note:
         click.echo(res.note, err=True)
     where = f"{res.out} ({res.parts} parts from {res.workers} Dask workers)" if res.parts is not None else f"{res.out}"

@@ -142,7 +142,7 @@ class ScoreOutcome:
 def score_job(*, data: DataSource, store: Store, out: Path, model_uri: str | None = None,
               block_pairs: int = BLOCK_PAIRS, engine: str = "auto", dask: str | None = None,
               transform: Callable[[pd.DataFrame], pd.DataFrame] | None = None, cache_dir: Path | None = None,
-              progress: Progress = NO_PROGRESS) -> ScoreOutcome:
+              progress: Progress = NO_PROGRESS, top_k: int | None = None) -> ScoreOutcome:
     """Score every rep x account pair of the data with a model, streamed to ``out``; log an MLflow run.
 
     ``engine``: how the trees are evaluated (``repfit.compiled``: auto, compiled, lightgbm). ``dask``: score on a
@@ -150,6 +150,7 @@ def score_job(*, data: DataSource, store: Store, out: Path, model_uri: str | Non
     (``repfit.distributed``). ``transform``: a function applied to every scored block before it is written (on the
     workers with Dask), e.g. a per-account top-k filter."""
     from repfit.io import refuse_input, write_json
+    from repfit.progress import NO_BAR
     from repfit.scoring import ScoreGrid, data_fingerprint, refresh_history, score_blocks, write_scores
 
     out = Path(out)
@@ -163,7 +164,11 @@ def score_job(*, data: DataSource, store: Store, out: Path, model_uri: str | Non
     scorer = refresh_history(scorer, ds)
     grid = ScoreGrid.of(scorer, ds)
     t0 = time.perf_counter()
-    parts = workers = None
+    parts = workers = prices = None
+    if top_k is not None:  # a per-block filter, on the workers too with Dask
+        if transform is not None:
+            raise ValueError("top_k and transform are exclusive")
+        transform, prices = _top_k_transform(scorer, ds, top_k, block_pairs)
     with progress.bar(grid.pairs) as bar:
         if dask is None:
             trees = scorer.model.trees(engine, pairs=grid.pairs, cache_dir=cache_dir)
@@ -173,9 +178,13 @@ def score_job(*, data: DataSource, store: Store, out: Path, model_uri: str | Non
                 nonlocal pairs
                 for b in score_blocks(scorer, grid, block_pairs, trees=trees):
                     pairs += len(b)
-                    yield b if transform is None else transform(b)
+                    if transform is None:
+                        yield b
+                    else:  # the bar counts pairs scored, not the fewer rows written
+                        bar.update(len(b))
+                        yield transform(b)
 
-            rows = write_scores(blocks(), out, bar)
+            rows = write_scores(blocks(), out, bar if transform is None else NO_BAR)
             used, note = trees.name, trees.note
         else:
             from repfit.distributed import dask_client, score_on_cluster
@@ -186,7 +195,8 @@ def score_job(*, data: DataSource, store: Store, out: Path, model_uri: str | Non
             pairs, rows, used, note, parts, workers = res.pairs, res.rows, res.engine, res.note, res.parts, res.workers
     seconds = time.perf_counter() - t0
     write_json({"model_uri": uri, "model_version": version, "data_dir": str(data.path), "pairs": pairs, "rows": rows,
-                "parts": parts, "trees": used, "seconds": round(seconds, 3),
+                "parts": parts, "trees": used, "seconds": round(seconds, 3), "top_k": top_k,
+                "prices": None if prices is None else {str(r): float(v) for r, v in prices.items()},
                 **({"dask": res.timings()} if dask is not None else {}),
                 "fingerprint": data_fingerprint(ds)}, _model_meta(out))
     size = sum(f.stat().st_size for f in out.glob("*.parquet")) if out.is_dir() else out.stat().st_size
@@ -200,6 +210,23 @@ def score_job(*, data: DataSource, store: Store, out: Path, model_uri: str | Non
     return ScoreOutcome(out, rows, seconds, uri, version, run_id, pairs, used, note, parts, workers)
 
 
+def _top_k_transform(scorer, ds: Dataset, k: int, block_pairs: int):
+    """The per-block top-``k`` filter (``repfit.candidates.top_k``; picklable, for Dask workers), ranked by expected
+    value minus rep prices from a sample of accounts scored first; and those prices (rep_id -> expected-value units)."""
+    from dataclasses import replace
+    from functools import partial
+
+    from repfit.candidates import sample_prices, sample_size, top_k
+    from repfit.scoring import score_blocks
+
+    A, R = len(ds.accounts), len(ds.reps)
+    rows = np.sort(np.random.default_rng(0).choice(A, size=sample_size(A, R), replace=False))
+    sample = replace(ds, accounts=ds.accounts.iloc[rows])
+    prices = sample_prices(score_blocks(scorer, sample, block_pairs), ds.reps.set_index("rep_id")["capacity"], A)
+    owners = ds.accounts.set_index("account_id")["current_rep_id"]
+    return partial(top_k, k=k, current=owners, prices=prices), prices
+
+
 # --- P(win) of every pair, and the suggestion context ------------------------------------------------
 @dataclass(frozen=True)
 class Scored:
@@ -210,6 +237,7 @@ class Scored:
     model_uri: str | None
     model_version: str | None
     scorer: "PairScorer | None" = None  # noqa: F821 - repfit.winprob
+    candidates: "Candidates | None" = None  # noqa: F821 - repfit.scores_io: p_win holds these pairs only (top-K file)
 
 
 def _score_all(scorer, ds: Dataset, progress: Progress) -> np.ndarray:
@@ -221,9 +249,12 @@ def _score_all(scorer, ds: Dataset, progress: Progress) -> np.ndarray:
         return score_matrix(scorer, ds, bar=bar, trees=scorer.model.trees("auto", pairs=pairs))
 
 
-def scored(*, data: DataSource, pairs: PairSource, tracker, progress: Progress, need_scorer: bool) -> Scored:
+def scored(*, data: DataSource, pairs: PairSource, tracker, progress: Progress, need_scorer: bool,
+           candidates_ok: bool = False) -> Scored:
     """The data and P(win) of every pair: read from ``pairs.scores``, else scored now with the model. With
-    ``need_scorer`` the model is loaded either way (suggestions read its features and history)."""
+    ``need_scorer`` the model is loaded either way (suggestions read its features and history). With
+    ``candidates_ok`` a top-K scores file is read too (``Scored.candidates``; P(win) 0 outside them)."""
+    from repfit.scores_io import Candidates
     from repfit.scoring import check_fingerprint, read_scores, refresh_history
 
     ds = data.load()
@@ -235,14 +266,21 @@ def scored(*, data: DataSource, pairs: PairSource, tracker, progress: Progress, 
         from repfit.io import protect_inputs
 
         protect_inputs([pairs.scores])  # an input too: `--out` must not overwrite it
-        P = read_scores(Path(pairs.scores), ds)
         info = _read_meta(_model_meta(Path(pairs.scores)))
-        if "fingerprint" in info:
+        if "fingerprint" in info:  # before reading: scores of other data are refused without reading them
             check_fingerprint(Path(pairs.scores), info["fingerprint"], ds)
+        P = read_scores(Path(pairs.scores), ds, candidates_ok=candidates_ok)
         if not need_scorer:
             uri, version = info.get("model_uri"), info.get("model_version")
     else:
         P = _score_all(scorer, ds, progress)
+    if isinstance(P, Candidates):
+        from dataclasses import replace
+
+        priced = info.get("prices")
+        pi = None if not isinstance(priced, dict) else ds.reps["rep_id"].astype(str).map(priced).to_numpy(float)
+        P = replace(P, top_k=info.get("top_k"), prices=None if pi is None or np.isnan(pi).any() else pi)
+        return Scored(ds, P.dense(), uri, version, scorer, P)
     return Scored(ds, P, uri, version, scorer)
 
 
@@ -291,8 +329,8 @@ def assign_job(*, data: DataSource, store: Store, pairs: PairSource, options: As
     from repfit.io import write_json, write_table
 
     tracker = store.open()
-    s = scored(data=data, pairs=pairs, tracker=tracker, progress=progress, need_scorer=False)
-    plan = plan_assignment(s.ds, s.p_win, options)
+    s = scored(data=data, pairs=pairs, tracker=tracker, progress=progress, need_scorer=False, candidates_ok=True)
+    plan = plan_assignment(s.ds, s.p_win, options, candidates=s.candidates)
     out = Path(out)
     paths = {
         "assignment": write_table(plan.assignment, out),

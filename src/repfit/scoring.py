@@ -15,6 +15,7 @@ from repfit.config import BLOCK_PAIRS
 from repfit.errors import SchemaError
 from repfit.features import pair_features, snapshot
 from repfit.progress import NO_BAR, Bar
+from repfit.scores_io import read_scores  # noqa: F401 - reading scores lives in repfit.scores_io (issue 14)
 from repfit.winprob import PairScorer
 
 SCORE_COLUMNS = (S.REP_ID, S.ACCOUNT_ID, "p_win", "expected_value", "cold")  # cold: the rep has no closed deal
@@ -196,131 +197,6 @@ def score_matrix(scorer: PairScorer, ds: S.Dataset, block_pairs: int = BLOCK_PAI
         row += n
         bar.update(len(b))
     return out
-
-
-def read_scores(path: Path, ds: S.Dataset) -> np.ndarray:
-    """Read a scores file (``repfit score`` output) into an (accounts, reps) P(win) matrix, checking it covers
-    every pair of ``ds`` exactly once."""
-    path = Path(path)
-    if not path.is_file() and not path.is_dir():
-        raise SchemaError(f"{path}: scores file not found. Fix: score the data set into that file first (repfit score).",
-                          option="scores")
-    if path.is_file() and path.suffix.lower() == ".parquet":
-        return _read_parquet_scores(path, ds)
-    parquet = path.is_dir()  # a directory: the parts `repfit score --dask` writes
-    try:
-        df = pd.read_parquet(path) if parquet else pd.read_csv(path, dtype={S.REP_ID: str, S.ACCOUNT_ID: str},
-                                                                                 keep_default_na=False, na_values={"p_win": [""]})
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a malformed file for the user
-        raise SchemaError(f"{path}: not a readable scores file ({type(exc).__name__}). Fix: score the data set again (repfit score).",
-                          option="scores") from None
-    missing = [c for c in (S.REP_ID, S.ACCOUNT_ID, "p_win") if c not in df.columns]
-    if missing:
-        raise SchemaError(f"{path}: column {', '.join(map(repr, missing))} is missing (found: {', '.join(map(repr, df.columns))}). "
-                          "Fix: score the data set again (repfit score).", option="scores")
-    p = pd.to_numeric(df["p_win"], errors="coerce")
-    bad = ~p.between(0, 1)  # NaN (not a number) is outside too
-    if bad.any():
-        raise SchemaError(f"{path}: column 'p_win' must be numbers in [0, 1]; found {df.loc[bad, 'p_win'].head(5).tolist()}. "
-                          "Fix: score the data set again (repfit score).", option="scores")
-    df = df.assign(p_win=p)
-    dup = df.duplicated([S.REP_ID, S.ACCOUNT_ID])
-    if dup.any():
-        ex = df.loc[dup, [S.REP_ID, S.ACCOUNT_ID]].head(5).itertuples(index=False)
-        raise SchemaError(f"{path}: duplicate (rep_id, account_id) pairs {[tuple(x) for x in ex]}. Fix: keep one score per pair.")
-    reps = pd.Index(ds.reps[S.REP_ID])
-    accs = pd.Index(ds.accounts[S.ACCOUNT_ID])
-    if not parquet:  # ids that looked like formulas were quoted for spreadsheets
-        from repfit.io import unescape_ids
-
-        df[S.REP_ID], df[S.ACCOUNT_ID] = unescape_ids(df[S.REP_ID], reps), unescape_ids(df[S.ACCOUNT_ID], accs)
-    df = df[df[S.REP_ID].isin(reps) & df[S.ACCOUNT_ID].isin(accs)]
-    if len(df) != len(reps) * len(accs):
-        have = set(zip(df[S.ACCOUNT_ID], df[S.REP_ID]))
-        gaps = [(a, r) for a in accs[:200] for r in reps if (a, r) not in have][:5]
-        raise SchemaError(
-            f"{path}: covers {len(df):,} of the {len(reps) * len(accs):,} (rep, account) pairs of the data; missing e.g. "
-            f"{gaps}. Fix: score this same data set again (repfit score)."
-        )
-    M = np.empty((len(accs), len(reps)))
-    M[accs.get_indexer(df[S.ACCOUNT_ID]), reps.get_indexer(df[S.REP_ID])] = df["p_win"].to_numpy()
-    return M
-
-
-SCORE_BATCH_ROWS = 1 << 21  # rows of a Parquet scores file read at a time
-
-
-def _read_parquet_scores(path: Path, ds: S.Dataset) -> np.ndarray:
-    """``read_scores`` for Parquet, in batches of ``SCORE_BATCH_ROWS`` rows with the ids read as dictionary codes:
-    memory is the (A, R) matrix plus one batch (a 100M-row file as pandas strings took 10-14 GB; FIELD-NOTES)."""
-    import pyarrow.parquet as pq
-
-    fix = "Fix: score the data set again (repfit score)."
-    try:
-        pf = pq.ParquetFile(path, read_dictionary=[S.REP_ID, S.ACCOUNT_ID])
-        names = pf.schema_arrow.names
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a malformed file for the user
-        raise SchemaError(f"{path}: not a readable scores file ({type(exc).__name__}). {fix}", option="scores") from None
-    missing = [c for c in (S.REP_ID, S.ACCOUNT_ID, "p_win") if c not in names]
-    if missing:
-        raise SchemaError(f"{path}: column {', '.join(map(repr, missing))} is missing (found: {', '.join(map(repr, names))}). "
-                          f"{fix}", option="scores")
-    reps, accs = pd.Index(ds.reps[S.REP_ID]), pd.Index(ds.accounts[S.ACCOUNT_ID])
-    A, R = len(accs), len(reps)
-    M = np.full((A, R), np.nan)
-    covered = 0
-    try:
-        batches = pf.iter_batches(batch_size=SCORE_BATCH_ROWS, columns=[S.REP_ID, S.ACCOUNT_ID, "p_win"])
-        for batch in batches:
-            r, a = _codes(batch.column(0), reps), _codes(batch.column(1), accs)
-            p = _probabilities(batch.column(2), path)
-            keep = (r >= 0) & (a >= 0)
-            flat = a[keep] * R + r[keep]
-            order = np.sort(flat)
-            dup = np.concatenate([order[1:][order[1:] == order[:-1]], flat[~np.isnan(M.ravel()[flat])]])
-            if len(dup):
-                ex = [(str(reps[d % R]), str(accs[d // R])) for d in np.unique(dup)[:5]]
-                raise SchemaError(f"{path}: duplicate (rep_id, account_id) pairs {ex}. Fix: keep one score per pair.")
-            M.ravel()[flat] = p[keep]
-            covered += len(flat)
-    except SchemaError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a corrupt page deep in the file is a malformed file too
-        raise SchemaError(f"{path}: not a readable scores file ({type(exc).__name__}). {fix}", option="scores") from None
-    if covered != A * R:
-        gaps = [(str(accs[a]), str(reps[r])) for a, r in np.argwhere(np.isnan(M))[:5]]
-        raise SchemaError(f"{path}: covers {covered:,} of the {A * R:,} (rep, account) pairs of the data; missing e.g. "
-                          f"{gaps}. Fix: score this same data set again (repfit score).")
-    return M
-
-
-def _codes(column, index: pd.Index) -> np.ndarray:
-    """(n,) position in ``index`` of each id of an Arrow column (dictionary-encoded or not), -1 for an id not in it
-    or missing."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if not pa.types.is_dictionary(column.type):
-        column = pc.dictionary_encode(column.cast(pa.string()))
-    at = index.get_indexer(column.dictionary.cast(pa.string()).to_pandas())
-    codes = column.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-    return np.where(codes >= 0, at[np.maximum(codes, 0)] if len(at) else -1, -1)
-
-
-def _probabilities(column, path: Path) -> np.ndarray:
-    """(n,) float P(win) of an Arrow column, each in [0, 1] (``SchemaError`` naming up to five others)."""
-    import pyarrow as pa
-
-    try:
-        p = column.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        p = pd.to_numeric(pd.Series(column.to_pylist(), dtype=object), errors="coerce").to_numpy(float)
-    bad = ~((p >= 0) & (p <= 1))  # NaN (not a number) is outside too
-    if bad.any():
-        shown = pd.Series(column.to_pylist(), dtype=object)[bad].head(5).tolist()
-        raise SchemaError(f"{path}: column 'p_win' must be numbers in [0, 1]; found {shown}. "
-                          "Fix: score the data set again (repfit score).", option="scores")
-    return p
 
 
 SCORED_BY = {  # what P(win) depends on, per table: ids, the attributes the features read, and the history

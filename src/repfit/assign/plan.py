@@ -117,7 +117,7 @@ def current_rep_index(ds: S.Dataset) -> np.ndarray:
     return pd.Index(ds.reps[S.REP_ID]).get_indexer(ds.accounts[S.CURRENT_REP_ID].fillna("\0"))
 
 
-def build_problem(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> tuple[Problem, dict]:
+def build_problem(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig, candidates=None) -> tuple[Problem, dict]:
     """The assignment problem of ``ds`` under ``cfg``, before any feasibility check.
 
     Parameters
@@ -125,6 +125,7 @@ def build_problem(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> tuple[
     ds : the data set (reps, accounts).
     p_win : (A, R) P(win) of each pair, in ``ds`` order.
     cfg : the objective and constraints (``cfg.solver`` is not used here).
+    candidates : ``repfit.scores_io.Candidates`` when ``p_win`` holds only those pairs: the others are not allowed.
 
     Returns
     -------
@@ -160,6 +161,8 @@ def build_problem(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> tuple[
         ok = av[:, None] == rv[None, :]
         allowed = ok if allowed is None else allowed & ok
         match[attr] = (rv, av)
+    if candidates is not None:  # pairs left out of a top-K scores file are not allowed (their bound is checked after)
+        allowed = candidates.mask() if allowed is None else allowed & candidates.mask()
     tiers = tier_names = None
     if cfg.balance_tiers:
         tier_names, tiers = np.unique(accs[S.TIER].astype(str).to_numpy(), return_inverse=True)
@@ -202,7 +205,7 @@ def _spreads(per_rep: pd.DataFrame, tiers: list[str], when: str) -> dict[str, Sp
     return {name: _spread(per_rep[col].to_numpy()) for name, col in cols.items()}
 
 
-def plan_assignment(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> Plan:
+def plan_assignment(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig, candidates=None) -> Plan:
     """Solve the assignment for ``ds`` given P(win) per (account, rep) and summarise it.
 
     Parameters
@@ -211,6 +214,8 @@ def plan_assignment(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> Plan
     p_win : (A, R) P(win) of each pair, in ``ds`` order.
     cfg : the objective, constraints, solver and time limit (``cfg.time_limit`` seconds for the solves, band
         prices included: the solve gets ``MAIN_SHARE`` of it when bands are priced; None: each solver's default).
+    candidates : ``repfit.scores_io.Candidates`` when ``p_win`` holds only those pairs (a top-K scores file): the
+        plan is solved on them and proven optimal over all pairs from their left-out bound, or its gap reported.
 
     Returns
     -------
@@ -224,7 +229,7 @@ def plan_assignment(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> Plan
     InfeasibleAssignment
         Before solving, when the constraints cannot all hold (the shortfall and the fix).
     """
-    prob, match = build_problem(ds, p_win, cfg)
+    prob, match = build_problem(ds, p_win, cfg, candidates)
     t0 = time.perf_counter()
     ev = [s for s in parse_balance(cfg.balance) if s.metric == "expected_value"]
     priced = sum(b.tolerance is not None for b in prob.bands) + len(ev) if _priceable(prob) else 0
@@ -236,9 +241,14 @@ def plan_assignment(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig) -> Plan
         prob = replace(prob, bands=prob.bands + _balance_bands(ds, p_win, cfg, ev, total))
     check_feasible(prob, match)
     solving, expand = _families(ds, prob, cfg)
-    unit_sol = solve(solving, cfg.solver, time_limit=budget.main())
+    unit_sol = _solve_on(solving, cfg.solver, candidates, time_limit=budget.main())
     x = expand(unit_sol.assignment)
     sol = replace(unit_sol, assignment=x, int_objective=prob.int_objective(x))
+    if candidates is not None:
+        from repfit.candidates import bound_plan
+
+        potential = ds.accounts[S.POTENTIAL].to_numpy(float) if cfg.objective == "expected_value" else None
+        sol = bound_plan(prob, sol, candidates, potential, collapsed=solving is not prob)
     if prob.max_moves is not None and prob.moves(x) > prob.max_moves:  # a solver must never hand this back
         raise SolverError(f"the {sol.solver} solver returned {prob.moves(x):,} moves, over the budget of "
                           f"{prob.max_moves:,}. Fix: report this; solve with --solver milp meanwhile.", option="solver")
@@ -296,6 +306,18 @@ class _Budget:
             return PRICE_TIME_LIMIT
         share = (self.start + self.limit - time.perf_counter()) / max(left, 1)
         return round(share, 1) if share >= MIN_PRICE_SECONDS else 0.0
+
+
+def _solve_on(prob: Problem, solver: str, candidates, time_limit: float | None = None) -> Solution:
+    """``solve``; on candidates, an account that cannot be placed among them says so (not the constraints)."""
+    try:
+        return solve(prob, solver, time_limit=time_limit)
+    except InfeasibleAssignment as exc:
+        if candidates is None:
+            raise
+        raise InfeasibleAssignment(f"{exc} The scores hold only each account's top {candidates.top_k or 'K'} reps "
+                                   "(and its current one): the popular reps fill up. Fix: score with a larger --top-k, "
+                                   "or without it.", option=exc.option) from None
 
 
 def family_codes(ds: S.Dataset) -> np.ndarray:

@@ -166,7 +166,8 @@ class Problem:
         on a 40 x 2,000 org with tier balance, 1.5e12 on 200 x 8, 6e6 on 1,000 x 100,000 (a single fixed scale of
         1e7 rounded a small org's small accounts to nothing beside one of potential 1e13). Each pair's value is then off by at most half a unit, so a
         solution optimal for ``int_values`` is within ``value_tolerance`` of the real-valued optimum."""
-        vmax = float(np.abs(self.objective_values()).max()) if self.values.size else 0.0
+        ov = self.objective_values()
+        vmax = max(float(ov.max()), -float(ov.min())) if ov.size else 0.0  # |values|' largest, without an |ov| copy
         A, R = self.shape
         tiers = 0 if self.tiers is None or not len(self.tiers) else int(self.tiers.max()) + 1
         nodes = A + R + 2 + R * tiers
@@ -183,7 +184,10 @@ class Problem:
         """(A, R) int64, read-only: objective values scaled and rounded, plus one unit on each account's current
         pair, so that among assignments of equal value the one that moves fewest accounts wins (issue 11, item 6:
         a flat objective must not move accounts for nothing). Forbidden pairs are not marked here (see ``mask``)."""
-        V = np.rint(self.objective_values() * self.scale).astype(np.int64)
+        ov, scale = self.objective_values(), self.scale
+        V = np.empty(ov.shape, np.int64)
+        for lo in range(0, len(ov), 8192):  # in blocks: no float temporaries of the whole matrix (issue 14, point 2)
+            V[lo:lo + 8192] = np.rint(ov[lo:lo + 8192] * scale)
         a = np.flatnonzero(self.current >= 0)
         V[a, self.current[a]] += 1
         return _read_only(V)

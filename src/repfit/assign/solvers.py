@@ -313,60 +313,107 @@ def _top_k(V: np.ndarray, mask: np.ndarray, prices: np.ndarray, k: int, block: i
     return cand
 
 
-def _sample_prices(p: Problem, V: np.ndarray, k: int, sample_share: float, seed: int) -> np.ndarray:
-    """(R,) rep prices estimated by solving a sample of accounts (capacities scaled alike) on each sampled
-    account's top ``3 k`` reps; zeros when there are too few accounts per rep for a sample to tell."""
+WARM_STARTS = ("sample", "sample-top", "none")  # how solve_pruned sets its first rep prices (issue 14, point 2)
+
+
+def _sample_prices(p: Problem, V: np.ndarray, k: int, sample_share: float, seed: int, warm: str = "sample",
+                   per_account: int | None = 2) -> np.ndarray:
+    """(R,) rep prices estimated from a sample of accounts with capacities scaled alike (rounded at random, so the
+    sample is as tight as the whole); zeros when there are too few accounts per rep for a sample to tell.
+
+    ``warm``: "sample" solves the sample exactly (pruned, with its own certificate) and takes its LP duals;
+    "sample-top" solves it on each sampled account's top ``3 k`` reps only and takes that graph's duals (what
+    repfit did before issue 14: at 1,000 x 100,000 on heavy-tailed values its prices left the first certificate
+    round to add 46M pairs); "none": zeros.
+    """
     A, R = p.shape
     prices = np.zeros(R)
-    if A <= 20 * R:
+    if A <= 20 * R or warm == "none":
         return prices
     rng = np.random.default_rng(seed)
     n = max(R * 5, int(A * sample_share))
     s = np.sort(rng.choice(A, size=n, replace=False))
     fewest, most = p.count_bounds()
+    if warm == "sample-top":
+        cap = np.maximum(1, np.ceil(most * n / A)).astype(np.int64)
+    else:
+        share = most * n / A
+        cap = np.maximum(1, np.floor(share) + (rng.random(R) < share - np.floor(share))).astype(np.int64)
     floor = Band("accounts", np.ones(n), np.floor(fewest * n / A), np.full(R, np.inf))  # lower bounds, scaled alike
-    sub = Problem(values=p.values[s], capacity=np.maximum(1, np.ceil(most * n / A)).astype(np.int64),
-                  current=p.current[s], locked=np.zeros(n, bool), allowed=None if p.allowed is None else p.allowed[s],
-                  bands=(floor,) if fewest.any() else ())
+    sub = Problem(values=p.values[s], capacity=np.minimum(cap, most), current=p.current[s], locked=np.zeros(n, bool),
+                  allowed=None if p.allowed is None else p.allowed[s], bands=(floor,) if fewest.any() else ())
     Vs = V[s]
+    if warm == "sample":
+        mask = sub.mask()
+        got = _certified_flow(sub, Vs, _top_k(Vs, mask, _sample_prices(sub, Vs, k, sample_share, seed + 1, warm,
+                                                                       per_account), k),
+                              mask, sub.count_bounds()[0], 30, per_account)
+        if got is not None:
+            return got[1]
     sa, sr = np.nonzero(_top_k(Vs, sub.mask(), prices, 3 * k))
     x = _flow_on_arcs(sub, sa, sr, Vs[sa, sr], floors=False)
     return rep_prices(sub, Vs, x, sa, sr)
 
 
 def _add_violators(V: np.ndarray, mask: np.ndarray, cand: np.ndarray, prices: np.ndarray,
-                   assignment: np.ndarray, block: int = 4096) -> int:
-    """Add to ``cand`` (in place) every allowed pair outside it with positive reduced cost; return how many."""
+                   assignment: np.ndarray, block: int = 4096, per_account: int | None = None) -> int:
+    """Add to ``cand`` (in place) the allowed pairs outside it with positive reduced cost: all of them, or each
+    account's ``per_account`` largest (partial pricing); return how many were added (0: none has any)."""
     A = len(assignment)
     u = V[np.arange(A), assignment] - prices[assignment]
     added = 0
     for lo in range(0, A, block):
         hi = min(A, lo + block)
-        viol = mask[lo:hi] & ~cand[lo:hi] & ((V[lo:hi] - prices[None, :]) > u[lo:hi, None] + 1e-9)
+        red = np.where(mask[lo:hi] & ~cand[lo:hi], (V[lo:hi] - prices[None, :]) - u[lo:hi, None], 0.0)
+        viol = red > 1e-9
+        if per_account is not None and per_account < V.shape[1]:
+            rows = np.flatnonzero(viol.sum(axis=1) > per_account)
+            if len(rows):  # keep each such account's per_account largest
+                sub = red[rows]
+                cut = -np.partition(-sub, per_account - 1, axis=1)[:, per_account - 1]
+                viol[rows] &= sub >= cut[:, None]
         if viol.any():
             cand[lo:hi] |= viol
             added += int(viol.sum())
     return added
 
 
-def solve_pruned(p: Problem, keep_bonus: int = 0, k: int = 15, sample_share: float = 0.1, max_rounds: int = 30,
-                 seed: int = 0) -> Solution:
+def solve_pruned(p: Problem, keep_bonus: int = 0, k: int = 15, sample_share: float = 0.1, max_rounds: int = 60,
+                 seed: int = 0, per_account: int | None = 2, warm: str = "sample") -> Solution:
     """Exact optimum of ``p`` (no tier balance; count bands included) by min-cost flow on each account's top ``k``
     reps by value minus rep price, widened until the dual certificate proves the solution optimal over every
     allowed pair.
 
-    ``keep_bonus`` integer units are added for each account kept (see ``keep_bonus_values``). The notes say how
-    many rounds the certificate took; if it does not converge within ``max_rounds``, every pair is solved.
-    Accounts the pruned graph cannot place get every allowed rep; reps it cannot give their fewest accounts (a
-    count band's lower bound) get every account allowed to them.
+    ``keep_bonus`` integer units are added for each account kept (see ``keep_bonus_values``). The first prices
+    come from a sample of accounts (``warm``, see ``_sample_prices``); each certificate round adds each account's
+    ``per_account`` pairs of largest positive reduced cost (None: all of them), so that rounds stay small when the
+    prices are off. The notes say how many rounds the certificate took; if it does not converge within
+    ``max_rounds``, every pair is solved. Accounts the pruned graph cannot place get every allowed rep; reps it
+    cannot give their fewest accounts (a count band's lower bound) get every account allowed to them.
     """
     if p.tiers is not None:
         raise SolverError("the pruned solver does not model tier balance; use the flow solver.", option="solver")
+    if warm not in WARM_STARTS:
+        raise SolverError(f"unknown warm start {warm!r}; choose from {', '.join(WARM_STARTS)}.", option="solver")
     V = keep_bonus_values(p, keep_bonus)
     scored, p = p, _count_capped(p, "pruned", lower_ok=True)
     mask = p.mask()
-    fewest = p.count_bounds()[0]
-    cand = _top_k(V, mask, _sample_prices(p, V, k, sample_share, seed), k)
+    cand = _top_k(V, mask, _sample_prices(p, V, k, sample_share, seed, warm, per_account), k)
+    got = _certified_flow(p, V, cand, mask, p.count_bounds()[0], max_rounds, per_account)
+    if got is not None:
+        assignment, _, notes = got
+        return Solution(assignment, "pruned-flow", scored.int_objective(assignment), True, tuple(notes))
+    # could not certify within the rounds: solve on every allowed pair
+    assignment = _flow(p, V)
+    return Solution(assignment, "flow", scored.int_objective(assignment), True,
+                    ("certificate did not converge; solved on all pairs",))
+
+
+def _certified_flow(p: Problem, V: np.ndarray, cand: np.ndarray, mask: np.ndarray, fewest: np.ndarray,
+                    max_rounds: int, per_account: int | None) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """Min-cost flow on the pairs ``cand`` (changed in place), widened round by round until no allowed pair has
+    positive reduced cost: (assignment, its rep prices, notes), optimal over every allowed pair of ``mask``; None
+    when that does not happen within ``max_rounds`` (or the graph is short with nothing left to add)."""
     has = np.flatnonzero(p.current >= 0)
     cand[has, p.current[has]] = mask[has, p.current[has]]  # continuity needs the current rep in the graph
     notes = []
@@ -375,21 +422,18 @@ def solve_pruned(p: Problem, keep_bonus: int = 0, k: int = 15, sample_share: flo
         assignment = _flow_on_arcs(p, acc, rep, V[acc, rep], floors=False)
         widened = _widen(cand, mask, assignment, fewest)
         if widened is False:
-            break  # short on a graph already holding every pair that could help: settle it on all pairs
+            return None  # short on a graph already holding every pair that could help: settle it on all pairs
         if widened:
             notes.append(f"round {rnd}: widened the graph to place every account and meet every lower bound")
             continue
         prices = rep_prices(p, V, assignment, acc, rep)
-        added = _add_violators(V, mask, cand, prices, assignment)
+        added = _add_violators(V, mask, cand, prices, assignment, per_account=per_account)
         if added == 0:
             notes.append(f"certified optimal over all {int(mask.sum()):,} allowed pairs after {rnd} round(s) "
                          f"on {int(cand.sum()):,} candidate pairs")
-            return Solution(assignment, "pruned-flow", scored.int_objective(assignment), True, tuple(notes))
+            return assignment, prices, notes
         notes.append(f"round {rnd}: added {added:,} pairs with positive reduced cost")
-    # could not certify within the rounds: solve on every allowed pair
-    assignment = _flow(p, V)
-    return Solution(assignment, "flow", scored.int_objective(assignment), True,
-                    (*notes, "certificate did not converge; solved on all pairs"))
+    return None
 
 
 def _widen(cand: np.ndarray, mask: np.ndarray, assignment: np.ndarray, fewest: np.ndarray) -> bool | None:
