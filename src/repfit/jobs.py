@@ -150,8 +150,7 @@ def score_job(*, data: DataSource, store: Store, out: Path, model_uri: str | Non
     (``repfit.distributed``). ``transform``: a function applied to every scored block before it is written (on the
     workers with Dask), e.g. a per-account top-k filter."""
     from repfit.io import refuse_input, write_json
-    from repfit.progress import NO_BAR
-    from repfit.scoring import ScoreGrid, data_fingerprint, refresh_history, score_blocks, write_scores
+    from repfit.scoring import ScoreGrid, data_fingerprint, refresh_history
 
     out = Path(out)
     if dask is not None and out.suffix.lower() == ".csv":
@@ -171,21 +170,7 @@ def score_job(*, data: DataSource, store: Store, out: Path, model_uri: str | Non
         transform, prices = _top_k_transform(scorer, ds, top_k, block_pairs)
     with progress.bar(grid.pairs) as bar:
         if dask is None:
-            trees = scorer.model.trees(engine, pairs=grid.pairs, cache_dir=cache_dir)
-            pairs = 0
-
-            def blocks():
-                nonlocal pairs
-                for b in score_blocks(scorer, grid, block_pairs, trees=trees):
-                    pairs += len(b)
-                    if transform is None:
-                        yield b
-                    else:  # the bar counts pairs scored, not the fewer rows written
-                        bar.update(len(b))
-                        yield transform(b)
-
-            rows = write_scores(blocks(), out, bar if transform is None else NO_BAR)
-            used, note = trees.name, trees.note
+            pairs, rows, used, note = _score_local(scorer, grid, out, block_pairs, engine, cache_dir, transform, bar)
         else:
             from repfit.distributed import dask_client, score_on_cluster
 
@@ -208,6 +193,28 @@ def score_job(*, data: DataSource, store: Store, out: Path, model_uri: str | Non
         artifacts=[_model_meta(out)] + ([] if out.is_dir() or size > ARTIFACT_MAX_BYTES else [out]),
     )
     return ScoreOutcome(out, rows, seconds, uri, version, run_id, pairs, used, note, parts, workers)
+
+
+def _score_local(scorer, grid, out: Path, block_pairs: int, engine: str, cache_dir, transform, bar):
+    """Score in this process, each block through ``transform`` if given; (pairs, rows, trees used, note)."""
+    from repfit.progress import NO_BAR
+    from repfit.scoring import score_blocks, write_scores
+
+    trees = scorer.model.trees(engine, pairs=grid.pairs, cache_dir=cache_dir)
+    pairs = 0
+
+    def blocks():
+        nonlocal pairs
+        for b in score_blocks(scorer, grid, block_pairs, trees=trees):
+            pairs += len(b)
+            if transform is None:
+                yield b
+            else:  # the bar counts pairs scored, not the fewer rows written
+                bar.update(len(b))
+                yield transform(b)
+
+    rows = write_scores(blocks(), out, bar if transform is None else NO_BAR)
+    return pairs, rows, trees.name, trees.note
 
 
 def _top_k_transform(scorer, ds: Dataset, k: int, block_pairs: int):
