@@ -9,7 +9,6 @@ exports folder with names it makes.
 from __future__ import annotations
 
 import hmac
-import io
 import sqlite3
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -320,7 +319,7 @@ def _export(wb: Workbench, exports_dir: Path, log_export) -> APIRouter:
     def export(request: Request, user: str | None = Query(None, max_length=60)) -> Response:
         """The approved changes as CSV for a CRM import (text that a spreadsheet would run as a formula is escaped);
         each export is also written under the exports folder and logged as an MLflow run."""
-        from repfit.io import escape_formulas, write_table
+        from repfit.io import write_table
 
         who = _user(user, request)
         table = wb.approved()
@@ -329,12 +328,11 @@ def _export(wb: Workbench, exports_dir: Path, log_export) -> APIRouter:
         run_id = log_export(path, {"rows": len(table), "gain": float(table["gain"].sum()) if len(table) else 0.0,
                                    "user": who}) if log_export else None
         wb.store.audit("export", {"rows": len(table), "file": path.name, "run_id": run_id}, who)
-        buf = io.StringIO()
-        escape_formulas(table).to_csv(buf, index=False)
         headers = {"Content-Disposition": f'attachment; filename="{path.name}"'}
         if run_id:
             headers["X-Repfit-Run-Id"] = run_id
-        return Response(buf.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
+        # the bytes written and logged, not a second serialisation of the table
+        return Response(path.read_bytes(), media_type="text/csv; charset=utf-8", headers=headers)
 
     return api
 
