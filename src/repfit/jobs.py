@@ -240,11 +240,11 @@ class Scored:
     """A data set with P(win) of every (account, rep) pair, the scorer (when one was loaded) and its origin."""
 
     ds: Dataset
-    p_win: np.ndarray  # (A, R) in ds order
+    p_win: np.ndarray | None  # (A, R) in ds order; None for candidates (a top-K file: see ``candidates``)
     model_uri: str | None
     model_version: str | None
     scorer: "PairScorer | None" = None  # noqa: F821 - repfit.winprob
-    candidates: "Candidates | None" = None  # noqa: F821 - repfit.scores_io: p_win holds these pairs only (top-K file)
+    candidates: "Candidates | None" = None  # noqa: F821 - repfit.scores_io: the pairs of a top-K file
 
 
 def _score_all(scorer, ds: Dataset, progress: Progress) -> np.ndarray:
@@ -260,7 +260,7 @@ def scored(*, data: DataSource, pairs: PairSource, tracker, progress: Progress, 
            candidates_ok: bool = False) -> Scored:
     """The data and P(win) of every pair: read from ``pairs.scores``, else scored now with the model. With
     ``need_scorer`` the model is loaded either way (suggestions read its features and history). With
-    ``candidates_ok`` a top-K scores file is read too (``Scored.candidates``; P(win) 0 outside them)."""
+    ``candidates_ok`` a top-K scores file is read too (``Scored.candidates``, and no ``p_win``)."""
     from repfit.scores_io import Candidates
     from repfit.scoring import check_fingerprint, read_scores, refresh_history
 
@@ -287,7 +287,7 @@ def scored(*, data: DataSource, pairs: PairSource, tracker, progress: Progress, 
         priced = info.get("prices")
         pi = None if not isinstance(priced, dict) else ds.reps["rep_id"].astype(str).map(priced).to_numpy(float)
         P = replace(P, top_k=info.get("top_k"), prices=None if pi is None or np.isnan(pi).any() else pi)
-        return Scored(ds, P.dense(), uri, version, scorer, P)
+        return Scored(ds, None, uri, version, scorer, P)  # no (accounts, reps) array: the plan works on the pairs
     return Scored(ds, P, uri, version, scorer)
 
 

@@ -45,6 +45,8 @@ class Candidates:
     left_out_net : (A,) float64, the largest expected value minus ``prices`` of each account's pairs NOT listed
         (-inf when none is left out), or None when the file does not say.
     prices : (R,) the rep prices the file was ranked with (expected-value units), or None.
+    deeper : K' -> (A,) float64, what ``left_out_net`` would be had the file kept each account's best K' reps
+        (the file's ``ev_net_left_out_<K'>`` columns: for the K that would close a gap), or None.
     """
 
     acc: np.ndarray
@@ -55,6 +57,7 @@ class Candidates:
     top_k: int | None = None
     left_out_net: np.ndarray | None = None
     prices: np.ndarray | None = None
+    deeper: dict[int, np.ndarray] | None = None
 
     def mask(self) -> np.ndarray:
         """(A, R) bool: the listed pairs."""

@@ -229,6 +229,11 @@ def plan_assignment(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig, candida
     InfeasibleAssignment
         Before solving, when the constraints cannot all hold (the shortfall and the fix).
     """
+    if candidates is not None:
+        blockers = candidate_blockers(ds, cfg)
+        if not blockers:
+            return _plan_on_candidates(ds, candidates, cfg)
+        p_win = _dense_candidates(ds, candidates, blockers)
     prob, match = build_problem(ds, p_win, cfg, candidates)
     t0 = time.perf_counter()
     ev = [s for s in parse_balance(cfg.balance) if s.metric == "expected_value"]
@@ -245,16 +250,16 @@ def plan_assignment(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig, candida
     x = expand(unit_sol.assignment)
     sol = replace(unit_sol, assignment=x, int_objective=prob.int_objective(x))
     if candidates is not None:
-        from repfit.candidates import bound_plan
-
-        potential = ds.accounts[S.POTENTIAL].to_numpy(float) if cfg.objective == "expected_value" else None
-        sol = bound_plan(prob, sol, candidates, potential, collapsed=solving is not prob)
+        sol = replace(sol, certified=False, notes=(*sol.notes, f"not proven over all pairs: solved on the candidates "
+                      f"only; the left-out bound is proven without {listed(blockers)}"))
     if prob.max_moves is not None and prob.moves(x) > prob.max_moves:  # a solver must never hand this back
         raise SolverError(f"the {sol.solver} solver returned {prob.moves(x):,} moves, over the budget of "
                           f"{prob.max_moves:,}. Fix: report this; solve with --solver milp meanwhile.", option="solver")
     seconds = time.perf_counter() - t0
     tiers = sorted(ds.accounts[S.TIER].astype(str).unique())
-    assignment = _assignment_table(ds, p_win, sol.assignment, prob.current)
+    rows, cur = np.arange(len(sol.assignment)), prob.current
+    assignment = _assignment_table(ds, sol.assignment, cur, p_win[rows, sol.assignment],
+                                   np.where(cur >= 0, p_win[rows, np.maximum(cur, 0)], np.nan))
     per_rep = _per_rep_table(ds, sol.assignment, prob.current, assignment, tiers)
     for band in prob.bands:
         per_rep = per_rep.assign(**band_columns(band, sol.assignment, prob.current))
@@ -265,6 +270,97 @@ def plan_assignment(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig, candida
     bands = tuple(band_summary(b, sol.assignment, prob.current, price) for b, price in zip(prob.bands, prices))
     summary = replace(summary, solver_notes=summary.solver_notes + _price_notes(prob, cfg, unpriced))
     return Plan(assignment, per_rep, replace(summary, bands=bands, gap=sol.gap), sol, prob)
+
+
+def candidate_blockers(ds: S.Dataset, cfg: AssignConfig) -> list[str]:
+    """What a plan on candidate pairs alone (``repfit.assign.sparse``) cannot hold: the constraints whose solvers
+    work on every pair. Empty: the plan is a flow on the candidates, with the relaxed bound over all pairs."""
+    specs = parse_balance(cfg.balance)
+    weighted = any(s.metric == "expected_value" for s in specs) or not all(
+        b.is_count for b in _balance_bands(ds, None, cfg, [s for s in specs if s.metric != "expected_value"]))
+    return [what for what, on in (
+        ("tier balance", cfg.balance_tiers), ("weighted balance bands", weighted),
+        ("a move budget", cfg.max_moves is not None), ("workload capacity", cfg.capacity_unit == "workload"),
+        ("account families kept together", not cfg.split_families and bool((family_codes(ds) >= 0).any())),
+        (f"the {cfg.solver} solver", cfg.solver not in ("auto", "flow", "pruned")),
+    ) if on]
+
+
+DENSE_CANDIDATES_MAX_PAIRS = 250_000_000  # (accounts, reps) arrays for candidates under other constraints: ~6 GiB
+
+
+def _dense_candidates(ds: S.Dataset, candidates, blockers: list[str]) -> np.ndarray:
+    """(A, R) P(win) of the candidates (0 elsewhere), for constraints that need every pair; refused when too big."""
+    A, R = candidates.shape
+    if A * R > DENSE_CANDIDATES_MAX_PAIRS:
+        raise ConfigError(f"{listed(blockers)} need(s) every account-rep pair in memory, and this plan has {A * R:,} "
+                          f"(above {DENSE_CANDIDATES_MAX_PAIRS:,}); on candidates alone repfit holds capacity, accounts "
+                          "bands, locks, the required match and continuity. Fix: drop those options, or plan each "
+                          "region separately.", option="balance")
+    return candidates.dense()
+
+
+def _plan_on_candidates(ds: S.Dataset, cand, cfg: AssignConfig) -> Plan:
+    """``plan_assignment`` from a top-K scores file, on its pairs alone (``repfit.assign.sparse``): no (accounts,
+    reps) array, so 10,000 reps x 1,000,000 accounts fit in memory."""
+    from repfit.assign import sparse as sp
+
+    t0 = time.perf_counter()
+    A, R = cand.shape
+    capacity, _ = _capacity(ds, cfg)
+    bands = _balance_bands(ds, None, cfg, parse_balance(cfg.balance))
+    accs = ds.accounts
+    prob = sp.shape_only(dict(capacity=capacity, current=current_rep_index(ds), locked=accs[S.LOCKED].to_numpy(bool),
+                              continuity=cfg.continuity, rep_names=ds.reps[S.REP_ID].to_numpy(str),
+                              account_names=accs[S.ACCOUNT_ID].to_numpy(str), bands=bands), A, R)
+    sp.check_counts(prob)
+    potential = accs[S.POTENTIAL].to_numpy(float) if cfg.objective == "expected_value" else None
+    arcs = sp.candidate_arcs(cand, potential, prob, sp.require_match_filter(ds, cfg.require_match))
+    sp.unmatched_accounts(arcs, prob)
+    left = sp.left_out_bounds(cand, arcs, prob, potential)
+    sol = sp.solve_candidates(prob, arcs, left, cand.top_k)
+    x, cur, rows = sol.assignment, prob.current, np.arange(A)
+    assignment = _assignment_table(ds, x, cur, sp.p_win_at(arcs, rows, x, R), sp.p_win_at(arcs, rows, cur, R))
+    tiers = sorted(accs[S.TIER].astype(str).unique())
+    per_rep = _per_rep_table(ds, x, cur, assignment, tiers)
+    for band in bands:
+        per_rep = per_rep.assign(**band_columns(band, x, cur))
+    scale = sp.value_scale(arcs, left, A, R)
+    certificate = _rounding_certificate(sp.best_per_account(arcs, A), 2 * A / scale, scale) if sol.certified \
+        else (False, ())
+    flat = bool(len(arcs.value) == 0 or np.ptp(arcs.value) == 0)
+    prices, notes = _prices_on_candidates(prob, arcs, sol, potential)
+    summary = _summary(cfg, prob, sol, time.perf_counter() - t0, assignment, per_rep, tiers, certificate, flat)
+    summary = replace(summary, solver_notes=summary.solver_notes + notes, gap=sol.gap,
+                      bands=tuple(band_summary(b, x, cur, pr) for b, pr in zip(bands, prices)))
+    return Plan(assignment, per_rep, summary, sol, prob)
+
+
+CANDIDATE_PRICE_MAX_ARCS = 5_000_000  # above, the accounts band is not priced (another flow as large as the plan's)
+
+
+def _prices_on_candidates(prob: Problem, arcs, sol: Solution, potential) -> tuple[list[float], tuple[str, ...]]:
+    """Each band's price on the candidates: the flow's value without it minus the plan's (objective units)."""
+    from repfit.assign import sparse as sp
+
+    if not any(b.tolerance is not None for b in prob.bands):
+        return [float("nan")] * len(prob.bands), ()
+    if len(arcs.acc) > CANDIDATE_PRICE_MAX_ARCS:
+        return [float("nan")] * len(prob.bands), (f"band prices not measured above {CANDIDATE_PRICE_MAX_ARCS:,} "
+                                                  f"candidate pairs (this plan has {len(arcs.acc):,}): each is another "
+                                                  "flow as large as the plan's",)
+    A, R = prob.shape
+    raw = arcs.p_win * (potential[arcs.acc] if potential is not None else 1.0)
+    value = float(raw[arcs.find(np.arange(A), sol.assignment, R)].sum())
+    out = []
+    for i, band in enumerate(prob.bands):
+        if band.tolerance is None:
+            out.append(float("nan"))
+            continue
+        without = replace(prob, bands=prob.bands[:i] + prob.bands[i + 1:])
+        x = sp.flow_on_candidates(without, arcs)
+        out.append(max(float(raw[arcs.find(np.arange(A), x, R)].sum()) - value, 0.0))
+    return out, ("band prices measured on the candidate pairs",)
 
 
 def _price_notes(prob: Problem, cfg: AssignConfig, unpriced: list[str]) -> tuple[str, ...]:
@@ -414,11 +510,11 @@ def band_summary(band: Band, x: np.ndarray, cur: np.ndarray, price: float) -> Ba
                        float(np.nanmin(ratio["before"])), float(np.nanmax(ratio["before"])), price)
 
 
-def _assignment_table(ds: S.Dataset, p_win: np.ndarray, x: np.ndarray, cur: np.ndarray) -> pd.DataFrame:
-    """One row per account: its proposed and previous rep, P(win) and expected value, whether it moved, its tier."""
-    accs, rows = ds.accounts, np.arange(len(x))
-    p_new = p_win[rows, x]
-    p_cur = np.where(cur >= 0, p_win[rows, np.maximum(cur, 0)], np.nan)
+def _assignment_table(ds: S.Dataset, x: np.ndarray, cur: np.ndarray, p_new: np.ndarray,
+                      p_cur: np.ndarray) -> pd.DataFrame:
+    """One row per account: its proposed and previous rep, P(win) and expected value, whether it moved, its tier.
+    ``p_new``, ``p_cur``: P(win) of each account's pair in the plan and today (NaN: no current rep)."""
+    accs = ds.accounts
     potential = accs[S.POTENTIAL].to_numpy(float)
     return pd.DataFrame({
         S.ACCOUNT_ID: accs[S.ACCOUNT_ID].to_numpy(str), S.REP_ID: ds.reps[S.REP_ID].to_numpy(str)[x],
@@ -457,31 +553,37 @@ def _certificate(prob: Problem, sol: Solution) -> tuple[bool, tuple[str, ...]]:
     the plan is NOT certified and says why (issue 11, item 1)."""
     if not sol.certified:
         return False, ()
-    best = prob.objective_values().max(axis=1)
+    return _rounding_certificate(prob.objective_values().max(axis=1), prob.value_tolerance, prob.scale)
+
+
+def _rounding_certificate(best: np.ndarray, tol: float, scale: float) -> tuple[bool, tuple[str, ...]]:
+    """``_certificate`` from each account's best value (``best``), the rounding tolerance and the scale."""
     rest = float(best.sum() - best.max()) if len(best) > 1 else float(best.sum())
-    tol = prob.value_tolerance
     rel = tol / rest if rest > 0 else 0.0
     if rel > MAX_REST_TOLERANCE:
         return False, (f"NOT certified: the values span too wide a range for exact integer solving (largest account "
                        f"{best.max():.3g}, all others together {rest:.3g}); the plan is optimal for values rounded to "
-                       f"1/{prob.scale:.4g} units, so it may fall up to {tol:.3g} ({rel:.1%} of the other accounts' "
+                       f"1/{scale:.4g} units, so it may fall up to {tol:.3g} ({rel:.1%} of the other accounts' "
                        "value) short of the real optimum. Fix: plan the largest accounts separately (lock them).",)
-    return True, (f"certified for values rounded to 1/{prob.scale:.4g} units: within {tol:.3g} of the real-valued "
+    return True, (f"certified for values rounded to 1/{scale:.4g} units: within {tol:.3g} of the real-valued "
                   f"optimum ({rel:.1e} of the value of all accounts but the largest)",)
 
 
 def _summary(cfg: AssignConfig, prob: Problem, sol: Solution, seconds: float, assignment: pd.DataFrame,
-             per_rep: pd.DataFrame, tiers: list[str]) -> PlanSummary:
+             per_rep: pd.DataFrame, tiers: list[str], certificate: tuple[bool, tuple[str, ...]] | None = None,
+             flat: bool | None = None) -> PlanSummary:
+    """The plan's summary; ``certificate`` and ``flat`` (default: from ``prob``'s values) for a problem that
+    holds no values (a plan on candidates)."""
     has = prob.current >= 0
     p_new, p_cur = assignment["p_win"].to_numpy(), assignment["previous_p_win"].to_numpy()
     total_now = float(np.nan_to_num(assignment["previous_expected_value"].to_numpy()).sum())
     total_new = float(assignment["expected_value"].to_numpy().sum())
-    certified, cert_notes = _certificate(prob, sol)
+    certified, cert_notes = _certificate(prob, sol) if certificate is None else certificate
     return PlanSummary(
         objective=cfg.objective, solver=sol.solver, certified_optimal=certified,
         solver_notes=tuple(sol.notes) + cert_notes
         + (("warning: every pair has the same value (e.g. all potential 0), so no reassignment can gain; today's "
-            "owners are kept wherever the constraints allow",) if prob.flat else ()),
+            "owners are kept wherever the constraints allow",) if (prob.flat if flat is None else flat) else ()),
         solve_seconds=seconds, accounts=len(p_new), reps=len(per_rep), accounts_with_current_rep=int(has.sum()),
         expected_value_current=total_now, expected_value_proposed=total_new, uplift=total_new - total_now,
         uplift_pct=(total_new / total_now - 1) * 100 if total_now else float("nan"),

@@ -1,0 +1,284 @@
+"""A plan on candidate pairs alone, with no (accounts, reps) array (issue 14, point 4).
+
+A top-K scores file (``repfit score --top-k K``) holds each account's best K reps and its current rep; at
+10,000 reps x 1,000,000 accounts that is 16 million rows where every pair would be 10 billion. Here the plan is a
+min-cost flow on those pairs (capacity, accounts bands, locks, the required match, continuity), and what the
+left-out pairs could add is bounded by a second flow, the *relaxed* problem: each account may also take a
+virtual pair worth its left-out bound, through a hub.
+
+Why the relaxed optimum bounds the optimum over all pairs: the file bounds each account's left-out pairs
+two ways, by P(win) (``p_win_left_out``: worth at most ``U_a`` at any rep) and, when ranked net of the
+scoring-time rep prices ``pi`` (``ev_net_left_out``), by ``N_a``: pair (a, r) is worth at most ``N_a + pi_r``.
+Account a -> hub (``N_a``) -> rep r (``pi_r``) is such a pair at its bound, for every rep; so is a -> the second
+hub (``U_a``) -> r (0). Any assignment over all pairs is a flow of the relaxed network worth at least as much,
+so the relaxed optimum is an upper bound. The plan is certified optimal over all pairs when it reaches it; the
+difference is otherwise a valid gap. With exact prices ``pi`` (the optimum's duals) the bound is met: the
+closer the scoring prices, the tighter it is, and the deeper K, the lower the ``N_a``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from repfit import schema as S
+from repfit.assign.problem import FLOAT_EXACT, INT_LIMIT, Problem, _check_locked_capacity, _check_total_capacity
+from repfit.assign.solvers import Solution, _check_complete, _floor_arcs, _flow_on_arcs, _min_cost_flows, _Network
+from repfit.errors import InfeasibleAssignment
+from repfit.messages import listed
+from repfit.scores_io import Candidates
+
+SOLVER = "flow on candidates"
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """Per account, bounds on the value of its pairs NOT among the candidates (value units; -inf: none left out).
+    Pair (a, r) left out is worth at most ``any_rep[a]``, and at most ``net[a] + prices[r]`` where ``net[a]`` is
+    finite."""
+
+    any_rep: np.ndarray  # (A,)
+    net: np.ndarray | None = None  # (A,)
+    prices: np.ndarray | None = None  # (R,)
+    deeper: dict[int, np.ndarray] | None = None  # K' -> (A,) ``net`` had the file kept K' reps (estimates of K)
+
+
+@dataclass(frozen=True)
+class Arcs:
+    """The candidate pairs a plan may use, sorted by (account, rep)."""
+
+    acc: np.ndarray  # (n,) int64
+    rep: np.ndarray  # (n,) int64
+    p_win: np.ndarray  # (n,) float64
+    value: np.ndarray  # (n,) float64 objective value, continuity bonus included
+
+    def find(self, a: np.ndarray, r: np.ndarray, R: int) -> np.ndarray:
+        """Position of each pair (a, r) among the arcs, -1 where it is not one."""
+        keys = self.acc * R + self.rep
+        if not len(keys):
+            return np.full(len(a), -1)
+        want = a.astype(np.int64) * R + r
+        pos = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
+        return np.where((r >= 0) & (keys[pos] == want), pos, -1)
+
+
+def candidate_arcs(cand: Candidates, potential: np.ndarray | None, prob: Problem,
+                   allowed_pair=None) -> Arcs:
+    """The pairs of ``cand`` that ``prob`` allows: a locked account only its current pair; ``allowed_pair(acc,
+    rep) -> bool array`` (the required match) filters the rest. Values: P(win) x ``potential`` (None: P(win)),
+    with ``prob.continuity`` on current pairs."""
+    acc, rep = cand.acc.astype(np.int64), cand.rep.astype(np.int64)
+    order = np.lexsort((rep, acc))
+    acc, rep, p = acc[order], rep[order], cand.p_win[order].astype(float)
+    cur = prob.current[acc]
+    keep = ~prob.locked[acc] | (rep == cur)
+    if allowed_pair is not None:
+        keep &= allowed_pair(acc, rep)
+    acc, rep, p, cur = acc[keep], rep[keep], p[keep], cur[keep]
+    value = p * (potential[acc] if potential is not None else 1.0)
+    value = np.where(rep == cur, value * (1.0 + prob.continuity), value)
+    return Arcs(acc, rep, p, value)
+
+
+def left_out_bounds(cand: Candidates, arcs: Arcs, prob: Problem, potential: np.ndarray | None) -> LeftOut:
+    """What the file says of each account's left-out pairs, in the arcs' value units. A current pair left out
+    of the file would carry the continuity bonus: for its account only the P(win) bound holds, with the bonus."""
+    A, R = prob.shape
+    pot = potential if potential is not None else np.ones(A)
+    u = cand.left_out.astype(float) * pot  # NaN: nothing left out
+    listed_cur = (prob.current < 0) | (arcs.find(np.arange(A), prob.current, R) >= 0) | prob.locked
+    any_rep = np.where(np.isnan(u), -np.inf, u * np.where(listed_cur, 1.0, 1.0 + prob.continuity))
+    any_rep[prob.locked] = -np.inf  # a locked account keeps its pair: nothing else can be worth anything to it
+    if cand.left_out_net is None or cand.prices is None or potential is None:
+        return LeftOut(any_rep)
+    # float32 P(win) on reading vs the float64 the file's ranking used: a relative 1e-6 of the P(win) bound
+    slack = 1e-6 * np.where(np.isfinite(any_rep), np.abs(any_rep), 0.0)
+
+    def net_of(n: np.ndarray) -> np.ndarray:
+        return np.where(listed_cur & np.isfinite(any_rep) & np.isfinite(n), n + slack, -np.inf)
+
+    deeper = {k: net_of(n) for k, n in (cand.deeper or {}).items()}
+    return LeftOut(any_rep, net_of(cand.left_out_net), np.asarray(cand.prices, float), deeper)
+
+
+def value_scale(arcs: Arcs, left: LeftOut, A: int, R: int) -> float:
+    """Integer units per value unit (as ``Problem.scale``), room kept for the relaxed network's hub paths."""
+    vmax = float(np.abs(arcs.value).max()) if len(arcs.value) else 0.0
+    finite = left.any_rep[np.isfinite(left.any_rep)]
+    vmax = max(vmax, float(finite.max()) if len(finite) else 0.0)
+    if left.net is not None:
+        n = left.net[np.isfinite(left.net)]
+        if len(n):
+            vmax = max(vmax, float(np.abs(n).max()) + float(np.abs(left.prices).max()))
+    nodes = A + R + 4
+    return min(INT_LIMIT / (nodes + 1), FLOAT_EXACT) / (9.0 * (A + 1)) / vmax if vmax > 0 else 1.0
+
+
+def int_gains(arcs: Arcs, prob: Problem, scale: float) -> np.ndarray:
+    """Arc values in integer units, plus one unit on current pairs (the fewest-moves tie-break)."""
+    return np.rint(arcs.value * scale).astype(np.int64) + (arcs.rep == prob.current[arcs.acc])
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The relaxed optimum against the plan (integer units)."""
+
+    value: int  # the relaxed optimum: no assignment over all pairs is worth more
+    open_accounts: int  # accounts the relaxed optimum places through a hub (on a left-out bound)
+
+
+def relaxed_bound(prob: Problem, arcs: Arcs, gain: np.ndarray, net: np.ndarray | None, left: LeftOut,
+                  scale: float) -> Bound:
+    """The optimum of the relaxed network (see the module docstring); ``net``: the N_a to use (``left.net`` or a
+    deeper one)."""
+    A, R = prob.shape
+    src, sink, hub_net, hub_any = 0, A + R + 1, A + R + 2, A + R + 3
+    acc_node, rep_node = 1 + np.arange(A), 1 + A + np.arange(R)
+    any_int = np.ceil(np.where(np.isfinite(left.any_rep), left.any_rep, 0) * scale).astype(np.int64) + 2
+    use_net = np.zeros(A, bool) if net is None else np.isfinite(net)
+    on_any = np.flatnonzero(np.isfinite(left.any_rep) & ~use_net)
+    on_net = np.flatnonzero(use_net)
+    net_int = np.ceil(net[on_net] * scale).astype(np.int64) + 2 if len(on_net) else np.zeros(0, np.int64)
+    price_int = np.ceil(left.prices * scale).astype(np.int64) if left.prices is not None else np.zeros(R, np.int64)
+    values = [gain, net_int, any_int[on_any], price_int]
+    big = (max(int(np.abs(v).max()) for v in values if len(v)) * 2 + 1) * (A + 1)
+    fewest, most = prob.count_bounds()
+    ones = np.ones(A, np.int64)
+    blocks = [
+        (acc_node[arcs.acc], rep_node[arcs.rep], np.ones(len(gain), np.int64), -gain),
+        (acc_node[on_net], np.full(len(on_net), hub_net), np.ones(len(on_net), np.int64), -net_int),
+        (acc_node[on_any], np.full(len(on_any), hub_any), np.ones(len(on_any), np.int64), -any_int[on_any]),
+        (np.full(R, hub_net), rep_node, np.full(R, A, np.int64), -price_int),
+        (np.full(R, hub_any), rep_node, np.full(R, A, np.int64), np.zeros(R, np.int64)),
+        (np.full(A, src), acc_node, ones, np.zeros(A, np.int64)),
+        (acc_node, np.full(A, sink), ones, np.full(A, 3 * big, np.int64)),
+        *_floor_arcs(rep_node, np.full(R, sink), fewest, most, big if fewest.any() else 0),
+    ]
+    tails, heads, caps, costs = (np.concatenate(c) for c in zip(*blocks))
+    valued = len(gain) + len(on_net) + len(on_any) + 2 * R  # the arcs whose cost is minus a value
+    net_ = _Network(tails.astype(np.int32), heads.astype(np.int32), caps.astype(np.int64), costs.astype(np.int64),
+                    hub_any + 1, A, sink, slice(0, 0), slice(0, 0), slice(0, 0))
+    flows = _min_cost_flows(net_)
+    hubbed = int(flows[len(gain):len(gain) + len(on_net) + len(on_any)].sum())
+    return Bound(int(-(flows[:valued] * costs[:valued]).sum()), hubbed)
+
+
+def solve_candidates(prob: Problem, arcs: Arcs, left: LeftOut, top_k: int | None = None) -> Solution:
+    """The best assignment on ``arcs`` under ``prob``'s capacity, count bands and locks, certified optimal over
+    all pairs or with its gap from the relaxed bound. ``prob`` is used for its shape, capacity, bands, current
+    reps and locks only (its values are never read).
+
+    Raises
+    ------
+    InfeasibleAssignment
+        When the candidates cannot hold the constraints (naming the fix: a larger K).
+    """
+    A, R = prob.shape
+    scale = value_scale(arcs, left, A, R)
+    gain = int_gains(arcs, prob, scale)
+    x = _flow(prob, arcs, gain, top_k)
+    value = int(gain[arcs.find(np.arange(A), x, R)].sum())
+    if not np.isfinite(left.any_rep).any():
+        return Solution(x, SOLVER, value, True, (f"every pair of every account is a candidate ({len(arcs.acc):,})",),
+                        0.0, float(value))
+    b = relaxed_bound(prob, arcs, gain, left.net, left, scale)
+    gap = max(b.value - value, 0)
+    rel = gap / abs(b.value) if b.value else 0.0
+    if not gap:
+        note = (f"certified optimal over all {A * R:,} pairs from the candidates' left-out bounds "
+                f"({len(arcs.acc):,} candidate pairs)")
+    else:
+        note = (f"not certified over all pairs: {b.open_accounts:,} accounts' left-out pairs could be worth more "
+                f"than what they hold; at most {gap / scale:,.4g} ({rel:.3%}) below the optimum. "
+                f"{_deeper_k(prob, arcs, gain, left, scale, value, top_k)}")
+    return Solution(x, SOLVER, value, not gap, (note,), rel, float(b.value))
+
+
+def _flow(prob: Problem, arcs: Arcs, gain: np.ndarray, top_k: int | None = None) -> np.ndarray:
+    """The max-gain assignment on ``arcs``; infeasible on the candidates says so, and that K is the fix."""
+    try:
+        x = _flow_on_arcs(prob, arcs.acc, arcs.rep, gain)
+        _check_complete(prob, x)
+    except InfeasibleAssignment as exc:
+        raise InfeasibleAssignment(f"{exc} The scores hold only each account's top {top_k or 'K'} reps (and its "
+                                   "current one): the popular reps fill up. Fix: score with a larger --top-k, or "
+                                   "without it.", option=exc.option) from None
+    return x
+
+
+def flow_on_candidates(prob: Problem, arcs: Arcs) -> np.ndarray:
+    """The best assignment on ``arcs`` under ``prob`` (no bound), e.g. without one of its bands for its price."""
+    A, R = prob.shape
+    return _flow(prob, arcs, int_gains(arcs, prob, value_scale(arcs, LeftOut(np.full(A, -np.inf)), A, R)))
+
+
+def _deeper_k(prob: Problem, arcs: Arcs, gain: np.ndarray, left: LeftOut, scale: float, value: int,
+              top_k: int | None) -> str:
+    """The fix, with the smallest deeper K the file's ranks say would close the gap (an estimate: it assumes the
+    pairs between would not change the plan)."""
+    for k in sorted(left.deeper or {}):
+        if relaxed_bound(prob, arcs, gain, left.deeper[k], left, scale).value <= value:
+            return (f"Fix: score with --top-k {k} (estimated from the ranks the file keeps: every account's "
+                    f"left-out bound would then fall within what it holds in this plan)")
+    deepest = max(left.deeper) if left.deeper else None
+    if deepest:
+        return f"Fix: score with --top-k above {deepest} (the deepest rank the file keeps still leaves a gap), or without it"
+    return f"Fix: score with a larger --top-k{f' than {top_k}' if top_k else ''} (the bound tightens as K grows), or without it"
+
+
+def shape_only(prob_fields: dict, A: int, R: int) -> Problem:
+    """A ``Problem`` whose values are a zero-memory stand-in (a broadcast 0): for its shape, capacity, bands,
+    current reps and locks. Reading its values (``int_values``, ``mask``, ``scale``) is a bug."""
+    return Problem(values=np.broadcast_to(np.float32(0), (A, R)), **prob_fields)
+
+
+def check_counts(prob: Problem) -> None:
+    """The feasibility checks that need no (accounts, reps) array: total capacity, locks, and the count bands'
+    totals against the number of accounts."""
+    _check_total_capacity(prob)
+    _check_locked_capacity(prob)
+    fewest, most = prob.count_bounds()
+    A = prob.shape[0]
+    if fewest.sum() > A or most.sum() < A:
+        raise InfeasibleAssignment(f"the accounts band cannot hold: reps need {fewest.sum():,} to {most.sum():,} "
+                                   f"accounts in total, and there are {A:,}. Fix: widen the band.", option="balance")
+
+
+def best_per_account(arcs: Arcs, A: int) -> np.ndarray:
+    """(A,) the largest arc value of each account (-inf without arcs)."""
+    best = np.full(A, -np.inf)
+    np.maximum.at(best, arcs.acc, arcs.value)
+    return best
+
+
+def p_win_at(arcs: Arcs, a: np.ndarray, r: np.ndarray, R: int) -> np.ndarray:
+    """P(win) of pairs (a, r) among the arcs, NaN where a pair is not one."""
+    pos = arcs.find(a, r, R)
+    return np.where(pos >= 0, arcs.p_win[np.maximum(pos, 0)], np.nan)
+
+
+def require_match_filter(ds: S.Dataset, attrs) -> "callable | None":
+    """``allowed_pair(acc, rep)`` for ``require_match``: the account's and the rep's attribute values are equal."""
+    if not attrs:
+        return None
+    pairs = [(ds.accounts[a].astype(str).to_numpy(), ds.reps[a].astype(str).to_numpy()) for a in attrs]
+
+    def allowed(acc: np.ndarray, rep: np.ndarray) -> np.ndarray:
+        ok = np.ones(len(acc), bool)
+        for av, rv in pairs:
+            ok &= av[acc] == rv[rep]
+        return ok
+
+    return allowed
+
+
+def unmatched_accounts(arcs: Arcs, prob: Problem) -> None:
+    """Every account needs at least one candidate pair it may use (locks and the required match applied)."""
+    A = prob.shape[0]
+    none = np.flatnonzero(np.bincount(arcs.acc, minlength=A) == 0)
+    if len(none):
+        names = prob.account_names[none[:5]] if prob.account_names is not None else none[:5]
+        raise InfeasibleAssignment(f"{len(none):,} account(s) have no candidate pair they may take (locks and the "
+                                   f"required match applied), e.g. {listed(names.tolist())}. Fix: score them with a "
+                                   "larger --top-k, or relax the required match.", option="require_match")
