@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from repfit.assign import Band, Problem, solve
 from repfit.assign import sparse as sp
-from repfit.candidates import top_k
+from repfit.candidates import DEEPER_TIMES, top_k
 from repfit.errors import InfeasibleAssignment
 from repfit.scores_io import LEFT_OUT, NET_LEFT_OUT, Candidates
 
@@ -30,12 +30,15 @@ def candidates_of(P: np.ndarray, k: int, current: np.ndarray, potential=None, pr
     acc = kept.account_id.str[1:].astype(int).to_numpy()
     left = np.full(A, np.nan, np.float32)
     left[acc] = kept[LEFT_OUT].to_numpy(np.float32)
-    net = None
+    net = deeper = None
     if prices is not None:
-        net = np.full(A, -np.inf)
+        net, deeper = np.full(A, -np.inf), {}
         net[acc] = kept[NET_LEFT_OUT].fillna(-np.inf).to_numpy(float)
+        for m in DEEPER_TIMES:
+            deeper[m * k] = np.full(A, -np.inf)
+            deeper[m * k][acc] = kept[f"{NET_LEFT_OUT}_{m * k}"].fillna(-np.inf).to_numpy(float)
     return Candidates(acc.astype(np.int32), kept.rep_id.str[1:].astype(int).to_numpy(np.int32),
-                      kept.p_win.to_numpy(np.float32), left, (A, R), k, net, prices)
+                      kept.p_win.to_numpy(np.float32), left, (A, R), k, net, prices, deeper)
 
 
 def test_top_k_keeps_the_best_and_the_current_rep_and_bounds_the_rest():
@@ -47,6 +50,37 @@ def test_top_k_keeps_the_best_and_the_current_rep_and_bounds_the_rest():
     priced = candidates_of(P, 1, np.array([-1, -1]), prices=np.array([0.8, 0.0, 0.0, 0.0]))
     assert sorted(zip(priced.acc.tolist(), priced.rep.tolist())) == [(0, 2), (1, 1)]  # A0: 0.9 - 0.8 < 0.5 - 0
     assert priced.left_out.tolist() == pytest.approx([0.9, 0.7])  # the bound is on P(win), however ranked
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 12), R=st.integers(1, 9), k=st.integers(1, 5))
+def test_the_grid_path_keeps_what_the_row_sort_keeps(seed, n, R, k):
+    """``score_blocks`` blocks (every rep of each account, in order) take a partition per account instead of one
+    sort of the block: the same rows in the same order and the same bounds, ties (P(win) on a coarse grid)
+    included."""
+    from repfit.candidates import _top_k_grid, _top_k_rows
+
+    rng = np.random.default_rng(seed)
+    p = np.round(rng.random(n * R), 1)
+    key = p - np.tile(np.round(rng.random(R), 1), n)
+    codes, reps = np.repeat(np.arange(n), R), np.tile(np.arange(R), n)
+    owner = rng.integers(-1, R, n)
+    g, r = (f(codes, reps, p, key, owner, k, DEEPER_TIMES) for f in (_top_k_grid, _top_k_rows))
+    assert np.array_equal(g[0], r[0]) and np.array_equal(g[1], r[1])
+    for a, b in zip(g[2], r[2]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_deeper_bounds_are_what_a_deeper_k_would_leave_out():
+    """``ev_net_left_out_<2K>`` on a top-K file is ``ev_net_left_out`` of the top-2K file of the same scores."""
+    rng = np.random.default_rng(3)
+    A, R, k = 30, 12, 2
+    P, pot, prices = rng.random((A, R)), rng.lognormal(0, 1, A), rng.exponential(0.2, R)
+    current = rng.integers(-1, R, A)
+    c, deep = candidates_of(P, k, current, pot, prices), candidates_of(P, 2 * k, current, pot, prices)
+    assert np.array_equal(c.deeper[2 * k], deep.left_out_net) and np.array_equal(c.deeper[4 * k], deep.deeper[4 * k])
+    assert not np.array_equal(c.left_out_net, deep.left_out_net)  # deeper is lower: the check is not vacuous
+    assert (deep.left_out_net <= c.left_out_net).all()
 
 
 def test_sample_prices_price_the_rep_everyone_wants_and_leave_the_others_free():

@@ -17,6 +17,9 @@ from repfit.scores_io import LEFT_OUT, NET_LEFT_OUT, Candidates
 P_WIN = "p_win"
 
 
+DEEPER_TIMES = (2, 4)  # with prices, also what the bound would be at K' = 2K and 4K (for the K that closes a gap)
+
+
 def top_k(block: pd.DataFrame, k: int, current: pd.Series | None = None, prices: pd.Series | None = None) -> pd.DataFrame:
     """The rows of ``block`` worth keeping: each account's ``k`` best reps, plus its current rep.
 
@@ -38,30 +41,89 @@ def top_k(block: pd.DataFrame, k: int, current: pd.Series | None = None, prices:
     DataFrame : the kept rows, by account then rank, with column ``p_win_left_out``: the largest P(win) among the
     account's rows NOT kept (NaN when every rep was kept), however they were ranked; with ``prices`` also
     ``ev_net_left_out``: the largest expected value minus price among them (a tighter bound when the plan's
-    prices come out near these).
+    prices come out near these), and ``ev_net_left_out_<K'>`` for K' in ``DEEPER_TIMES`` x k: what it would be
+    had each account kept its K' best (NaN: nothing left out), from which ``repfit assign`` tells the K that would
+    close a gap.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1 (got {k})")
-    codes, _ = pd.factorize(block[S.ACCOUNT_ID], sort=False)
+    codes, accs = pd.factorize(block[S.ACCOUNT_ID], sort=False)
+    rep_codes, reps = pd.factorize(block[S.REP_ID], sort=False)
     p = block[P_WIN].to_numpy(float)
-    key = p if prices is None else block["expected_value"].to_numpy(float) - block[S.REP_ID].map(prices).fillna(0.0).to_numpy(float)
+    key = p if prices is None else block["expected_value"].to_numpy(float) - block[S.REP_ID].map(prices).astype(float).fillna(0.0).to_numpy()
+    owner = np.full(len(accs), -1) if current is None else \
+        pd.Index(reps).get_indexer(pd.Series(current).reindex(accs).to_numpy(object))  # (accounts,) rep code, -1 none
+    n, R = len(accs), len(reps)
+    grid = len(p) == n * R and np.array_equal(codes, np.repeat(np.arange(n), R)) \
+        and np.array_equal(rep_codes, np.tile(np.arange(R), n))
+    rows, kept_acc, bounds = (_top_k_grid if grid else _top_k_rows)(codes, rep_codes, p, key, owner, k,
+                                                                 () if prices is None else DEEPER_TIMES)
+    out = block.iloc[rows].assign(**{LEFT_OUT: bounds[0][kept_acc]})
+    if prices is None:
+        return out
+    return out.assign(**{NET_LEFT_OUT: bounds[1][kept_acc]},
+                      **{f"{NET_LEFT_OUT}_{m * k}": b[kept_acc] for m, b in zip(DEEPER_TIMES, bounds[2:])})
+
+
+def _largest(values: np.ndarray, where: np.ndarray, n: int, codes: np.ndarray | None = None) -> np.ndarray:
+    """(n,) the largest of ``values`` where ``where`` per account (NaN: none); a grid (n, R) or rows by ``codes``."""
+    if codes is None:
+        out = np.where(where, values, -np.inf).max(axis=1) if values.shape[1] else np.full(n, -np.inf)
+    else:
+        out = np.full(n, -np.inf)
+        np.maximum.at(out, codes[where], values[where])
+    return np.where(np.isfinite(out), out, np.nan)
+
+
+def _top_k_grid(codes, rep_codes, p, key, owner, k, deeper_times):
+    """``top_k`` on a block holding every rep of each account in the same order (as ``score_blocks`` yields them):
+    (accounts, reps) arrays and a partition per account, no sort of the whole block."""
+    n = int(codes.max()) + 1 if len(codes) else 0
+    R = len(p) // max(n, 1)
+    K, P = key.reshape(n, R), p.reshape(n, R)
+    has = np.flatnonzero(owner >= 0)
+
+    def kept(m: int) -> np.ndarray:
+        top = _best_of_each_row(K, m)
+        top[has, owner[has]] = True
+        return top
+
+    keep = kept(k)
+    ai, ci = np.nonzero(keep)
+    order = np.lexsort((ci, -K[ai, ci], ai))  # by account, best first, ties in rep order (= row order)
+    ai, ci = ai[order], ci[order]
+    bounds = [_largest(P, ~keep, n)]
+    if deeper_times:
+        bounds += [_largest(K, ~keep, n)] + [_largest(K, ~kept(m * k), n) for m in deeper_times]
+    return ai * R + ci, ai, bounds
+
+
+def _best_of_each_row(K: np.ndarray, m: int) -> np.ndarray:
+    """(n, R) bool: each row's ``m`` largest, ties to the earlier column."""
+    n, R = K.shape
+    if m >= R:
+        return np.ones((n, R), bool)
+    kth = np.partition(K, R - m, axis=1)[:, R - m][:, None]
+    above, tied = K > kth, K == kth
+    need = m - above.sum(axis=1, keepdims=True)
+    return above | (tied & (np.cumsum(tied, axis=1) <= need))
+
+
+def _top_k_rows(codes, rep_codes, p, key, owner, k, deeper_times):
+    """``top_k`` on a block of rows in any order: one sort by account, then value."""
+    n = int(codes.max()) + 1 if len(codes) else 0
     order = np.lexsort((np.arange(len(p)), -key, codes))  # by account, best first, ties in row order
     c = codes[order]
     start = np.r_[0, np.flatnonzero(c[1:] != c[:-1]) + 1]
     rank = np.arange(len(c)) - np.repeat(start, np.diff(np.r_[start, len(c)]))
-    keep = rank < k
-    if current is not None:
-        owner = block[S.ACCOUNT_ID].map(current).to_numpy(object)[order]
-        keep |= block[S.REP_ID].to_numpy(object)[order] == owner
-    n_acc = int(codes.max()) + 1 if len(codes) else 0
-    left = np.full(n_acc, -np.inf)
-    np.maximum.at(left, c[~keep], p[order][~keep])
-    out = block.iloc[order[keep]].assign(**{LEFT_OUT: np.where(np.isfinite(left), left, np.nan)[c[keep]]})
-    if prices is None:
-        return out
-    net = np.full(n_acc, -np.inf)
-    np.maximum.at(net, c[~keep], key[order][~keep])
-    return out.assign(**{NET_LEFT_OUT: np.where(np.isfinite(net), net, np.nan)[c[keep]]})
+    is_owner = rep_codes[order] == owner[c]
+    keep = (rank < k) | is_owner
+    bounds = [_largest(p[order], ~keep, n, c)]
+    if deeper_times:
+        ranked = key[order]
+        bounds += [_largest(ranked, ~keep, n, c)] + [_largest(ranked, ~((rank < m * k) | is_owner), n, c)
+                                                      for m in deeper_times]
+    return order[keep], c[keep], bounds
 
 
 def sample_size(A: int, R: int) -> int:

@@ -12,6 +12,7 @@ A file of candidates (``repfit score --top-k K``: each account's best K reps, it
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ P_WIN = "p_win"
 LEFT_OUT = "p_win_left_out"  # candidates files: the largest P(win) of the account's pairs not in the file (NaN: none)
 # ... and, when ranked by expected value minus rep prices (the sidecar's "prices"), the largest of that among them
 NET_LEFT_OUT = "ev_net_left_out"
+# ... and what it would be had the file kept each account's best K' reps: ev_net_left_out_<K'> (NaN: none left out)
+DEEPER = re.compile(NET_LEFT_OUT + r"_(\d+)")
 BATCH_ROWS = 1 << 20  # rows per batch; below 2**24, so a row's position is exact in float32 (see _Dense.add)
 RESCORE = "Fix: score this same data set again (repfit score)."
 
@@ -110,6 +113,7 @@ class _Batch:
     left_out: np.ndarray | None  # (n,) float32 or None
     unknown: dict[str, list[str]]  # column -> unknown ids seen in this batch (distinct)
     net: np.ndarray | None = None  # (n,) float64 or None
+    deeper: dict[int, np.ndarray] | None = None  # K' -> (n,) float64 (``DEEPER`` columns)
 
 
 def _unreadable(path: Path, exc: Exception) -> SchemaError:
@@ -153,7 +157,7 @@ def _columns(path: Path) -> list[str]:
 def _batches(path: Path, reps: pd.Index, accs: pd.Index, top: bool) -> Iterator[_Batch]:
     cols = [S.REP_ID, S.ACCOUNT_ID, P_WIN] + ([LEFT_OUT] if top else [])
     if top and NET_LEFT_OUT in _columns(path):
-        cols.append(NET_LEFT_OUT)
+        cols += [NET_LEFT_OUT] + [c for c in _columns(path) if DEEPER.fullmatch(c)]
     reader = _parquet_batches if _is_parquet(path) else _csv_batches
     it = reader(path, cols, reps, accs)
     while True:
@@ -183,7 +187,9 @@ def _parquet_batches(path: Path, cols: list[str], reps: pd.Index, accs: pd.Index
         p, raw = _numbers(rb.column(P_WIN))
         left = _numbers(rb.column(LEFT_OUT))[0] if LEFT_OUT in cols else None
         net = rb.column(NET_LEFT_OUT).to_numpy(zero_copy_only=False).astype(float) if NET_LEFT_OUT in cols else None
-        yield _Batch(acc, rep, p, raw, left, unknown, net)
+        deeper = {int(DEEPER.fullmatch(c)[1]): rb.column(c).to_numpy(zero_copy_only=False).astype(float)
+                  for c in cols if DEEPER.fullmatch(c)}
+        yield _Batch(acc, rep, p, raw, left, unknown, net, deeper or None)
 
 
 def _indices(col, known: pd.Index, name: str, unknown: dict) -> np.ndarray:
@@ -223,7 +229,7 @@ def _numbers(col) -> tuple[np.ndarray, np.ndarray | pd.Series]:
 def _csv_batches(path: Path, cols: list[str], reps: pd.Index, accs: pd.Index) -> Iterator[_Batch]:
     from repfit.io import unescape_ids
 
-    na = {P_WIN: [""], LEFT_OUT: [""], NET_LEFT_OUT: [""]}
+    na = {c: [""] for c in cols if c not in (S.REP_ID, S.ACCOUNT_ID)}
     for df in pd.read_csv(path, usecols=cols, dtype={S.REP_ID: str, S.ACCOUNT_ID: str}, keep_default_na=False,
                           na_values=na, chunksize=BATCH_ROWS):
         unknown: dict[str, list[str]] = {}
@@ -236,7 +242,9 @@ def _csv_batches(path: Path, cols: list[str], reps: pd.Index, accs: pd.Index) ->
         p = pd.to_numeric(df[P_WIN], errors="coerce").to_numpy(np.float32)
         left = pd.to_numeric(df[LEFT_OUT], errors="coerce").to_numpy(np.float32) if LEFT_OUT in cols else None
         net = pd.to_numeric(df[NET_LEFT_OUT], errors="coerce").to_numpy(float) if NET_LEFT_OUT in cols else None
-        yield _Batch(idx[S.ACCOUNT_ID], idx[S.REP_ID], p, df[P_WIN], left, unknown, net)
+        deeper = {int(DEEPER.fullmatch(c)[1]): pd.to_numeric(df[c], errors="coerce").to_numpy(float)
+                  for c in cols if DEEPER.fullmatch(c)}
+        yield _Batch(idx[S.ACCOUNT_ID], idx[S.REP_ID], p, df[P_WIN], left, unknown, net, deeper or None)
 
 
 # --- checking and filling -----------------------------------------------------------------------------
@@ -344,6 +352,7 @@ class _Sparse(_Sink):
         self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.left = np.full(self.A, -np.inf, np.float32)
         self.net: np.ndarray | None = None
+        self.deeper: dict[int, np.ndarray] = {}
 
     def keep(self, b: _Batch, known: np.ndarray) -> None:
         lo = b.left_out
@@ -362,6 +371,12 @@ class _Sparse(_Sink):
             if self.net is None:
                 self.net = np.full(self.A, -np.inf)
             np.maximum.at(self.net, a, np.where(np.isnan(b.net[known]), -np.inf, b.net[known]))
+        for k, v in (b.deeper or {}).items():
+            if np.isinf(v).any():
+                raise SchemaError(f"{self.path}: column '{NET_LEFT_OUT}_{k}' must be numbers or empty; found "
+                                  f"{v[np.isinf(v)][:5].tolist()}. {RESCORE}", option="scores")
+            np.maximum.at(self.deeper.setdefault(k, np.full(self.A, -np.inf)), a,
+                          np.where(np.isnan(v[known]), -np.inf, v[known]))
 
     def finish(self) -> Candidates:
         if self.parts:
@@ -383,4 +398,4 @@ class _Sparse(_Sink):
         left[count >= self.R] = np.nan  # every pair listed: nothing left out
         if self.net is not None:
             self.net[count >= self.R] = -np.inf
-        return Candidates(acc, rep, p, left, (self.A, self.R), left_out_net=self.net)
+        return Candidates(acc, rep, p, left, (self.A, self.R), left_out_net=self.net, deeper=self.deeper or None)
