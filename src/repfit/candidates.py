@@ -11,7 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from pathlib import Path
+
 from repfit import schema as S
+from repfit.errors import SchemaError
+from repfit.messages import listed
 from repfit.scores_io import LEFT_OUT, NET_LEFT_OUT, Candidates
 
 P_WIN = "p_win"
@@ -126,6 +130,43 @@ def _top_k_rows(codes, rep_codes, p, key, owner, k, deeper_times):
     return order[keep], c[keep], bounds
 
 
+def read_prices(path: Path, reps: pd.Index) -> pd.Series:
+    """rep_id -> price from a CSV with columns rep_id, price (``repfit assign``'s ``<out>_prices.csv``), for
+    ``repfit score --top-k K --prices``; every rep of ``reps`` must have a finite price.
+
+    Raises
+    ------
+    SchemaError
+        Naming the file, the column or the reps at fault, and the fix.
+    """
+    fix = "Fix: pass the <out>_prices.csv that `repfit assign` wrote from a top-K plan of this data set."
+    try:
+        df = pd.read_csv(path, dtype={S.REP_ID: str}, keep_default_na=False, na_values={"price": [""]})
+    except FileNotFoundError:
+        raise SchemaError(f"{path}: prices file not found. {fix}", option="prices") from None
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise SchemaError(f"{path}: not a readable CSV ({type(exc).__name__}). {fix}", option="prices") from None
+    missing = [c for c in (S.REP_ID, "price") if c not in df.columns]
+    if missing:
+        raise SchemaError(f"{path}: column(s) {listed(missing)} missing (found: {listed(df.columns.tolist())}). {fix}",
+                          option="prices")
+    price = pd.to_numeric(df["price"], errors="coerce")
+    bad = df.loc[~np.isfinite(price.to_numpy(float)), "price"]
+    if len(bad):
+        raise SchemaError(f"{path}: column 'price' must be finite numbers; found {listed(bad.astype(str).tolist()[:5])} "
+                          f"({len(bad):,} rows). {fix}", option="prices")
+    prices = pd.Series(price.to_numpy(float), index=df[S.REP_ID].astype(str))
+    absent = reps.difference(prices.index)
+    if len(absent):
+        raise SchemaError(f"{path}: {len(absent):,} reps of the data have no price, e.g. {listed(absent[:5].tolist())}. "
+                          f"{fix}", option="prices")
+    return prices[~prices.index.duplicated()].reindex(reps)
+
+
+SAMPLE_K = 40  # each sampled account's best reps by value the sample plan may use: no (sample, reps) array ...
+SAMPLE_RANDOM = 20  # ... and about this many others at random, which chain every rep to the reps with room
+
+
 def sample_size(A: int, R: int) -> int:
     """Accounts scored in full to price the reps for ``top_k``: 5 per rep or 5% of the accounts, whichever is more."""
     return min(A, max(5 * R, A // 20))
@@ -135,23 +176,35 @@ def sample_prices(blocks, capacity: pd.Series, n_accounts: int, seed: int = 0) -
     """rep_id -> price (expected-value units): the LP duals of capacity of the best assignment of a sample of
     accounts, scored in full (``blocks``: frames of every rep for each sampled account), each rep's capacity
     scaled to the sample's share of all ``n_accounts`` (rounded at random, so the sample is as tight as the whole).
-    A rep everyone ranks first is priced at what it adds beyond its capacity's worth; reps with room are free."""
-    from repfit.assign.problem import Problem
-    from repfit.assign.solvers import _certified_flow, _top_k
+    A rep everyone ranks first is priced at what it adds beyond its capacity's worth; reps with room are free.
 
-    df = pd.concat(list(blocks), ignore_index=True)
+    The sample plan is a flow on each sampled account's ``SAMPLE_K`` best pairs by value and ``SAMPLE_RANDOM``
+    others (kept block by block), so 50,000 sampled accounts x 10,000 reps never make a (sample, reps) array; its
+    duals are those of that flow. A full rep that no chain of those pairs links to a rep with room gets the
+    highest price told."""
+    from repfit.assign import sparse as sp
+    from repfit.assign.solvers import _flow_on_arcs
+
     reps = pd.Index(capacity.index.astype(str))
-    a, _ = pd.factorize(df[S.ACCOUNT_ID], sort=False)
-    r = reps.get_indexer(df[S.REP_ID].astype(str))
-    n, R = int(a.max()) + 1, len(reps)
-    values = np.zeros((n, R))
-    values[a, r] = df["expected_value"].to_numpy(float)
+    by_value = pd.Series(0.0, index=reps)
     rng = np.random.default_rng(seed)
+    kept = pd.concat([b[b.index.isin(top_k(b, SAMPLE_K, prices=by_value).index)
+                        | (rng.random(len(b)) < SAMPLE_RANDOM / len(reps))] for b in blocks], ignore_index=True)
+    a, _ = pd.factorize(kept[S.ACCOUNT_ID], sort=False)
+    r = reps.get_indexer(kept[S.REP_ID].astype(str))
+    n, R = int(a.max()) + 1, len(reps)
     share = capacity.to_numpy(float) * n / max(n_accounts, 1)
     cap = np.maximum(1, np.floor(share) + (rng.random(R) < share - np.floor(share))).astype(np.int64)
     if cap.sum() < n:  # less room than the whole has: no price can be told, rank by value
         return pd.Series(0.0, index=reps)
-    p = Problem(values=values, capacity=cap, current=np.full(n, -1), locked=np.zeros(n, bool))
-    V, mask = p.int_values, p.mask()
-    got = _certified_flow(p, V, _top_k(V, mask, np.zeros(R), 15), mask, np.zeros(R, np.int64), 30, 2)
-    return pd.Series(0.0 if got is None else got[1] / p.scale, index=reps)
+    order = np.lexsort((r, a))
+    arcs = sp.Arcs(a[order].astype(np.int64), r[order].astype(np.int64), kept[P_WIN].to_numpy(float)[order],
+                   kept["expected_value"].to_numpy(float)[order])
+    prob = sp.shape_only(dict(capacity=cap, current=np.full(n, -1), locked=np.zeros(n, bool)), n, R)
+    scale = sp.value_scale(arcs, sp.LeftOut(np.full(n, -np.inf)), n, R)
+    gain = sp.int_gains(arcs, prob, scale)
+    x = _flow_on_arcs(prob, arcs.acc, arcs.rep, gain, floors=False)  # an account its pairs cannot hold: left out
+    y = sp.edge_prices(prob, arcs, gain, x)
+    unreached = y > R * float(gain.max() - gain.min())  # no chain of sampled pairs to a rep with room: not told
+    y[unreached] = y[~unreached].max() if (~unreached).any() else 0.0
+    return pd.Series(y / scale, index=reps)

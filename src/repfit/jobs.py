@@ -142,13 +142,15 @@ class ScoreOutcome:
 def score_job(*, data: DataSource, store: Store, out: Path, model_uri: str | None = None,
               block_pairs: int = BLOCK_PAIRS, engine: str = "auto", dask: str | None = None,
               transform: Callable[[pd.DataFrame], pd.DataFrame] | None = None, cache_dir: Path | None = None,
-              progress: Progress = NO_PROGRESS, top_k: int | None = None) -> ScoreOutcome:
+              progress: Progress = NO_PROGRESS, top_k: int | None = None,
+              prices_file: Path | None = None) -> ScoreOutcome:
     """Score every rep x account pair of the data with a model, streamed to ``out``; log an MLflow run.
 
     ``engine``: how the trees are evaluated (``repfit.compiled``: auto, compiled, lightgbm). ``dask``: score on a
     Dask cluster (``local:N`` or a scheduler address) into a directory of Parquet parts at ``out``
     (``repfit.distributed``). ``transform``: a function applied to every scored block before it is written (on the
-    workers with Dask), e.g. a per-account top-k filter."""
+    workers with Dask), e.g. a per-account top-k filter. ``prices_file``: with ``top_k``, rank by these rep prices
+    (``repfit assign``'s ``<out>_prices.csv``) instead of a sample's."""
     from repfit.io import refuse_input, write_json
     from repfit.scoring import ScoreGrid, data_fingerprint, refresh_history
 
@@ -164,10 +166,13 @@ def score_job(*, data: DataSource, store: Store, out: Path, model_uri: str | Non
     grid = ScoreGrid.of(scorer, ds)
     t0 = time.perf_counter()
     parts = workers = prices = None
+    if prices_file is not None and top_k is None:
+        raise RepfitError("--prices ranks the candidates of --top-k. Fix: give --top-k too, or drop --prices.",
+                          option="prices")
     if top_k is not None:  # a per-block filter, on the workers too with Dask
         if transform is not None:
             raise ValueError("top_k and transform are exclusive")
-        transform, prices = _top_k_transform(scorer, ds, top_k, block_pairs)
+        transform, prices = _top_k_transform(scorer, ds, top_k, block_pairs, prices_file)
     with progress.bar(grid.pairs) as bar:
         if dask is None:
             pairs, rows, used, note = _score_local(scorer, grid, out, block_pairs, engine, cache_dir, transform, bar)
@@ -217,19 +222,23 @@ def _score_local(scorer, grid, out: Path, block_pairs: int, engine: str, cache_d
     return pairs, rows, trees.name, trees.note
 
 
-def _top_k_transform(scorer, ds: Dataset, k: int, block_pairs: int):
+def _top_k_transform(scorer, ds: Dataset, k: int, block_pairs: int, prices_file: Path | None = None):
     """The per-block top-``k`` filter (``repfit.candidates.top_k``; picklable, for Dask workers), ranked by expected
-    value minus rep prices from a sample of accounts scored first; and those prices (rep_id -> expected-value units)."""
+    value minus rep prices: from ``prices_file`` (a plan's ``<out>_prices.csv``), else from a sample of accounts
+    scored first; and those prices (rep_id -> expected-value units)."""
     from dataclasses import replace
     from functools import partial
 
-    from repfit.candidates import sample_prices, sample_size, top_k
+    from repfit.candidates import read_prices, sample_prices, sample_size, top_k
     from repfit.scoring import score_blocks
 
     A, R = len(ds.accounts), len(ds.reps)
-    rows = np.sort(np.random.default_rng(0).choice(A, size=sample_size(A, R), replace=False))
-    sample = replace(ds, accounts=ds.accounts.iloc[rows])
-    prices = sample_prices(score_blocks(scorer, sample, block_pairs), ds.reps.set_index("rep_id")["capacity"], A)
+    if prices_file is not None:
+        prices = read_prices(Path(prices_file), pd.Index(ds.reps["rep_id"].astype(str)))
+    else:
+        rows = np.sort(np.random.default_rng(0).choice(A, size=sample_size(A, R), replace=False))
+        sample = replace(ds, accounts=ds.accounts.iloc[rows])
+        prices = sample_prices(score_blocks(scorer, sample, block_pairs), ds.reps.set_index("rep_id")["capacity"], A)
     owners = ds.accounts.set_index("account_id")["current_rep_id"]
     return partial(top_k, k=k, current=owners, prices=prices), prices
 
@@ -344,6 +353,8 @@ def assign_job(*, data: DataSource, store: Store, pairs: PairSource, options: As
         "reps": write_table(plan.reps, out.with_name(out.stem + "_reps.csv")),
         "summary": write_json(plan.summary.to_dict(), out.with_name(out.stem + "_summary.json")),
     }
+    if plan.prices is not None:  # for `repfit score --top-k K --prices`: candidates ranked as this optimum ranks them
+        paths["prices"] = write_table(plan.prices.reset_index(), out.with_name(out.stem + "_prices.csv"))
     sm = plan.summary
     run_id = tracker.log_job(
         "assign", params={**options.as_params(), "solver": sm.solver, "data_dir": str(data.path)},

@@ -110,6 +110,8 @@ class Plan:
     summary: PlanSummary
     solution: Solution = field(repr=False)
     problem: Problem = field(repr=False)  # as built from the data and options (for further solves on it)
+    # a plan on candidates by expected value: each rep's price (LP dual of its capacity), for `score --prices`
+    prices: pd.Series | None = field(default=None, repr=False)
 
 
 def current_rep_index(ds: S.Dataset) -> np.ndarray:
@@ -326,14 +328,17 @@ def _plan_on_candidates(ds: S.Dataset, cand, cfg: AssignConfig) -> Plan:
     for band in bands:
         per_rep = per_rep.assign(**band_columns(band, x, cur))
     scale = sp.value_scale(arcs, left, A, R)
+    prices = None if potential is None else pd.Series(
+        sp.edge_prices(prob, arcs, sp.int_gains(arcs, prob, scale), x) / scale, index=ds.reps[S.REP_ID].to_numpy(str),
+        name="price").rename_axis(S.REP_ID)
     certificate = _rounding_certificate(sp.best_per_account(arcs, A), 2 * A / scale, scale) if sol.certified \
         else (False, ())
     flat = bool(len(arcs.value) == 0 or np.ptp(arcs.value) == 0)
-    prices, notes = _prices_on_candidates(prob, arcs, sol, potential)
+    band_prices, notes = _prices_on_candidates(prob, arcs, sol, potential)
     summary = _summary(cfg, prob, sol, time.perf_counter() - t0, assignment, per_rep, tiers, certificate, flat)
     summary = replace(summary, solver_notes=summary.solver_notes + notes, gap=sol.gap,
-                      bands=tuple(band_summary(b, x, cur, pr) for b, pr in zip(bands, prices)))
-    return Plan(assignment, per_rep, summary, sol, prob)
+                      bands=tuple(band_summary(b, x, cur, pr) for b, pr in zip(bands, band_prices)))
+    return Plan(assignment, per_rep, summary, sol, prob, prices)
 
 
 CANDIDATE_PRICE_MAX_ARCS = 5_000_000  # above, the accounts band is not priced (another flow as large as the plan's)

@@ -128,39 +128,49 @@ class Bound:
     open_accounts: int  # accounts the relaxed optimum places through a hub (on a left-out bound)
 
 
+PRICE_TIERS = 16  # hubs of the relaxed network: reps in this many groups by scoring price (see relaxed_bound)
+
+
 def relaxed_bound(prob: Problem, arcs: Arcs, gain: np.ndarray, net: np.ndarray | None, left: LeftOut,
-                  scale: float) -> Bound:
+                  scale: float, tiers: int = PRICE_TIERS) -> Bound:
     """The optimum of the relaxed network (see the module docstring); ``net``: the N_a to use (``left.net`` or a
-    deeper one)."""
+    deeper one).
+
+    Both bounds at once: pair (a, r) left out is worth at most ``min(U_a, N_a + pi_r)``. The reps are put in
+    ``tiers`` groups by price, and account a reaches group j's hub at ``min(U_a - lo_j, N_a)``, ``lo_j`` the
+    group's lowest price; the hub reaches rep r at ``pi_r``. The path is worth ``min(U_a - lo_j + pi_r, N_a +
+    pi_r)``, at least the bound since ``pi_r >= lo_j``; without the groups an account whose best left-out pair is
+    at a cheap rep would reach the dearest rep at ``N_a`` plus its whole price, far above ``U_a``."""
     A, R = prob.shape
-    src, sink, hub_net, hub_any = 0, A + R + 1, A + R + 2, A + R + 3
+    pi = left.prices if left.prices is not None else np.zeros(R)
+    J = max(1, min(tiers, R))
+    tier = np.empty(R, np.int64)
+    tier[np.argsort(pi, kind="stable")] = np.arange(R) * J // R
+    lo = np.full(J, np.inf)
+    np.minimum.at(lo, tier, pi)
+    has = np.flatnonzero(np.isfinite(left.any_rep))
+    n_a = np.full(len(has), np.inf) if net is None else np.where(np.isfinite(net[has]), net[has], np.inf)
+    to_hub = np.ceil(np.minimum(left.any_rep[has, None] - lo[None, :], n_a[:, None]) * scale).astype(np.int64) + 2
+    price_int = np.ceil(pi * scale).astype(np.int64)
+    src, sink, hub = 0, A + R + 1, A + R + 2 + np.arange(J)
     acc_node, rep_node = 1 + np.arange(A), 1 + A + np.arange(R)
-    any_int = np.ceil(np.where(np.isfinite(left.any_rep), left.any_rep, 0) * scale).astype(np.int64) + 2
-    use_net = np.zeros(A, bool) if net is None else np.isfinite(net)
-    on_any = np.flatnonzero(np.isfinite(left.any_rep) & ~use_net)
-    on_net = np.flatnonzero(use_net)
-    net_int = np.ceil(net[on_net] * scale).astype(np.int64) + 2 if len(on_net) else np.zeros(0, np.int64)
-    price_int = np.ceil(left.prices * scale).astype(np.int64) if left.prices is not None else np.zeros(R, np.int64)
-    values = [gain, net_int, any_int[on_any], price_int]
-    big = (max(int(np.abs(v).max()) for v in values if len(v)) * 2 + 1) * (A + 1)
+    big = (max(int(np.abs(v).max()) for v in (gain, to_hub, price_int) if v.size) * 2 + 1) * (A + 1)
     fewest, most = prob.count_bounds()
     ones = np.ones(A, np.int64)
     blocks = [
         (acc_node[arcs.acc], rep_node[arcs.rep], np.ones(len(gain), np.int64), -gain),
-        (acc_node[on_net], np.full(len(on_net), hub_net), np.ones(len(on_net), np.int64), -net_int),
-        (acc_node[on_any], np.full(len(on_any), hub_any), np.ones(len(on_any), np.int64), -any_int[on_any]),
-        (np.full(R, hub_net), rep_node, np.full(R, A, np.int64), -price_int),
-        (np.full(R, hub_any), rep_node, np.full(R, A, np.int64), np.zeros(R, np.int64)),
+        (np.repeat(acc_node[has], J), np.tile(hub, len(has)), np.ones(to_hub.size, np.int64), -to_hub.ravel()),
+        (hub[tier], rep_node, np.full(R, A, np.int64), -price_int),
         (np.full(A, src), acc_node, ones, np.zeros(A, np.int64)),
         (acc_node, np.full(A, sink), ones, np.full(A, 3 * big, np.int64)),
         *_floor_arcs(rep_node, np.full(R, sink), fewest, most, big if fewest.any() else 0),
     ]
     tails, heads, caps, costs = (np.concatenate(c) for c in zip(*blocks))
-    valued = len(gain) + len(on_net) + len(on_any) + 2 * R  # the arcs whose cost is minus a value
-    net_ = _Network(tails.astype(np.int32), heads.astype(np.int32), caps.astype(np.int64), costs.astype(np.int64),
-                    hub_any + 1, A, sink, slice(0, 0), slice(0, 0), slice(0, 0))
-    flows = _min_cost_flows(net_)
-    hubbed = int(flows[len(gain):len(gain) + len(on_net) + len(on_any)].sum())
+    valued = len(gain) + to_hub.size + R  # the arcs whose cost is minus a value
+    network = _Network(tails.astype(np.int32), heads.astype(np.int32), caps.astype(np.int64), costs.astype(np.int64),
+                       int(hub[-1]) + 1, A, sink, slice(0, 0), slice(0, 0), slice(0, 0))
+    flows = _min_cost_flows(network)
+    hubbed = int(flows[len(gain):len(gain) + to_hub.size].sum())
     return Bound(int(-(flows[:valued] * costs[:valued]).sum()), hubbed)
 
 
@@ -191,7 +201,8 @@ def solve_candidates(prob: Problem, arcs: Arcs, left: LeftOut, top_k: int | None
     else:
         note = (f"not certified over all pairs: {b.open_accounts:,} accounts' left-out pairs could be worth more "
                 f"than what they hold; at most {gap / scale:,.4g} ({rel:.3%}) below the optimum. "
-                f"{_deeper_k(prob, arcs, gain, left, scale, value, top_k)}")
+                f"{_deeper_k(prob, arcs, gain, left, scale, value, top_k)}. "
+                f"{RESCORE_WITH_PRICES if left.net is not None else ''}".rstrip())
     return Solution(x, SOLVER, value, not gap, (note,), rel, float(b.value))
 
 
@@ -225,6 +236,37 @@ def _deeper_k(prob: Problem, arcs: Arcs, gain: np.ndarray, left: LeftOut, scale:
     if deepest:
         return f"Fix: score with --top-k above {deepest} (the deepest rank the file keeps still leaves a gap), or without it"
     return f"Fix: score with a larger --top-k{f' than {top_k}' if top_k else ''} (the bound tightens as K grows), or without it"
+
+
+RESCORE_WITH_PRICES = ("Or score again with --prices set to this plan's rep prices (written beside it as "
+                       "<out>_prices.csv): ranked by the prices of a plan this close to the optimum, the candidates' "
+                       "bounds usually prove it.")
+
+
+def edge_prices(prob: Problem, arcs: Arcs, gain: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """(R,) LP dual prices of rep capacity (integer units) for ``x``, optimal on ``arcs``: ``rep_prices`` from the
+    arcs alone (difference constraints ``price_r <= price_s + gain(a, r) - gain(a, s)`` for an account a held by r
+    with a candidate s; the largest prices meeting them, by Bellman-Ford on the reps from those with room)."""
+    A, R = prob.shape
+    fewest, most = prob.count_bounds()
+    load = np.bincount(x[x >= 0], minlength=R)
+    held = x[arcs.acc]
+    ok = (held >= 0) & (held != arcs.rep)
+    w = (gain[arcs.find(arcs.acc[ok], held[ok], R)] - gain[ok]).astype(float)
+    s, r = arcs.rep[ok], held[ok]
+    first = np.lexsort((w, s * R + r))  # the lightest edge of each (s, r)
+    key = (s * R + r)[first]
+    lead = np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, bool)
+    s, r, w = s[first][lead], r[first][lead], w[first][lead]
+    unreached = 2.0 * R * float(gain.max() - gain.min()) + 1.0 if len(gain) else 1.0
+    d = np.where(load < most, 0.0, unreached)
+    for _ in range(R + 1):
+        new = d.copy()
+        np.minimum.at(new, r, d[s] + w)
+        if np.array_equal(new, d):
+            break
+        d = new
+    return np.where((fewest > 0) & (load <= fewest), d, np.maximum(d, 0.0))
 
 
 def shape_only(prob_fields: dict, A: int, R: int) -> Problem:

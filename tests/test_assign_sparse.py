@@ -1,0 +1,107 @@
+"""Plans on candidate pairs alone (``repfit.assign.sparse``): the flow on the candidates, its rep prices and the
+relaxed bound against the dense solvers, which see every pair."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from repfit.assign import Band, Problem, solve
+from repfit.assign import sparse as sp
+from repfit.assign.solvers import rep_prices
+from repfit.scores_io import Candidates
+
+
+def every_pair(P: np.ndarray) -> Candidates:
+    """A candidates file that lists every pair (nothing left out)."""
+    A, R = P.shape
+    a, r = np.divmod(np.arange(P.size), R)
+    return Candidates(a.astype(np.int32), r.astype(np.int32), P.ravel().astype(np.float32),
+                      np.full(A, np.nan, np.float32), (A, R))
+
+
+def instance(seed: int, A: int, R: int, fewest: bool, locked: bool):
+    rng = np.random.default_rng(seed)
+    P = rng.random((A, R)).astype(np.float32).astype(float)
+    potential = rng.lognormal(0, 1, A)
+    current = np.where(rng.random(A) < 0.8, rng.integers(0, R, A), -1)
+    lock = (rng.random(A) < 0.2) & (current >= 0) if locked else np.zeros(A, bool)
+    cap = np.full(R, int(np.ceil(1.3 * A / R)))
+    cap = np.maximum(cap, np.bincount(current[lock], minlength=R))
+    bands = (Band("accounts", np.ones(A), np.full(R, np.floor(0.6 * A / R)), np.full(R, np.inf), 0.4),) if fewest else ()
+    common = dict(capacity=cap, current=current, locked=lock, continuity=0.1, bands=bands)
+    return P, potential, common
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), A=st.integers(2, 30), R=st.integers(1, 6), fewest=st.booleans(),
+       locked=st.booleans())
+def test_on_every_pair_the_candidates_plan_is_the_flow_optimum_and_certified(seed, A, R, fewest, locked):
+    P, potential, common = instance(seed, A, R, fewest, locked)
+    dense = Problem(values=P * potential[:, None], **common)
+    best = solve(dense, "flow").assignment
+    prob = sp.shape_only(common, A, R)
+    c = every_pair(P)
+    arcs = sp.candidate_arcs(c, potential, prob)
+    sol = sp.solve_candidates(prob, arcs, sp.left_out_bounds(c, arcs, prob, potential))
+    v = dense.objective_values()
+    assert sol.certified and sol.gap == 0
+    assert v[np.arange(A), sol.assignment].sum() == pytest.approx(v[np.arange(A), best].sum(), rel=1e-9, abs=1e-9)
+    assert (sol.assignment[common["locked"]] == common["current"][common["locked"]]).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), A=st.integers(2, 30), R=st.integers(1, 6), fewest=st.booleans())
+def test_edge_prices_are_the_dense_rep_prices(seed, A, R, fewest):
+    """The prices from the arcs alone equal ``rep_prices`` on the (A, R) matrix of the same integer values."""
+    P, potential, common = instance(seed, A, R, fewest, locked=False)
+    prob = sp.shape_only(common, A, R)
+    arcs = sp.candidate_arcs(every_pair(P), potential, prob)
+    gain = sp.int_gains(arcs, prob, sp.value_scale(arcs, sp.LeftOut(np.full(A, -np.inf)), A, R))
+    x = sp.flow_on_candidates(prob, arcs)
+    V = np.zeros((A, R), np.int64)
+    V[arcs.acc, arcs.rep] = gain
+    np.testing.assert_array_equal(sp.edge_prices(prob, arcs, gain, x), rep_prices(prob, V, x, arcs.acc, arcs.rep))
+
+
+def test_find_names_each_pair_or_minus_one():
+    arcs = sp.Arcs(np.array([0, 0, 2]), np.array([1, 3, 0]), np.zeros(3), np.zeros(3))
+    assert arcs.find(np.array([0, 0, 1, 2, 2]), np.array([3, 2, 0, 0, -1]), 4).tolist() == [1, -1, -1, 2, -1]
+
+
+@pytest.mark.parametrize("options", [dict(), dict(balance=("none",)), dict(require_match=("region",), continuity=0.05),
+                                     dict(objective="p_win", balance=("accounts=10%",))])
+def test_a_plan_from_a_file_of_every_pair_equals_the_plan_from_the_matrix(small_org, options):
+    """``plan_assignment`` on candidates (the sparse flow) and on the (A, R) matrix (the dense solvers) reach the
+    same value under the same options, and the candidates' plan is proven over all pairs."""
+    from repfit.assign.plan import plan_assignment
+    from repfit.config import AssignConfig
+    from repfit.schema import load_dataset
+
+    ds = load_dataset(small_org)
+    A, R = len(ds.accounts), len(ds.reps)
+    P = np.random.default_rng(5).random((A, R)).astype(np.float32).astype(float)
+    cfg = AssignConfig(**options)
+    dense = plan_assignment(ds, P, cfg)
+    on_cands = plan_assignment(ds, None, cfg, candidates=every_pair(P))
+    assert on_cands.summary.solver == sp.SOLVER and on_cands.summary.certified_optimal
+    for key in ("expected_value_proposed", "expected_wins_proposed"):
+        assert getattr(on_cands.summary, key) == pytest.approx(getattr(dense.summary, key), rel=1e-9)
+    assert (on_cands.assignment.moved == dense.assignment.moved).sum() >= A - 2  # same plan up to ties
+    for b, c in zip(dense.summary.bands, on_cands.summary.bands):
+        assert b.reps_outside_after == c.reps_outside_after == 0
+        assert c.price == pytest.approx(b.price, rel=1e-6, abs=1e-6)
+
+
+def test_options_a_flow_cannot_hold_solve_on_the_matrix_and_say_the_plan_is_not_proven(small_org):
+    from repfit.assign.plan import plan_assignment
+    from repfit.config import AssignConfig
+    from repfit.schema import load_dataset
+
+    ds = load_dataset(small_org)
+    P = np.random.default_rng(6).random((len(ds.accounts), len(ds.reps)))
+    plan = plan_assignment(ds, None, AssignConfig(balance_tiers=True), candidates=every_pair(P))
+    assert plan.summary.solver != sp.SOLVER and not plan.summary.certified_optimal
+    assert any("tier balance" in n for n in plan.summary.solver_notes)
