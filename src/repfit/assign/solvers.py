@@ -451,7 +451,7 @@ def _widen(cand: np.ndarray, mask: np.ndarray, assignment: np.ndarray, fewest: n
 
     Why not every account of a short rep: under the default band (accounts=20%) a tenth of the reps fell short in
     the first graph of the price sample at 1,000 x 100,000, and their whole columns made the sample's graph 9x
-    larger and each of its ~18 flows 5x slower (17 s of the 63 s end to end, issue 14). The pairs added here only
+    larger and each of its ~18 flows 5x slower (17 s of a 28.6 s solve, issue 14). The pairs added here only
     make the graph feasible; the certificate still checks every allowed pair, so the optimum is the same.
     """
     miss = np.flatnonzero(assignment < 0)
