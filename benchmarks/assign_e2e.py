@@ -165,7 +165,7 @@ def assign_cmd(src: Path, org: Path, scores: Path, out: Path, uri: str, *flags: 
 def summary(out: Path) -> dict:
     s = json.loads(out.with_name(out.stem + "_summary.json").read_text())
     return {"value": s["expected_value_proposed"], "certified": s["certified_optimal"], "solver": s["solver"],
-            "notes": s["solver_notes"], "gap": s.get("gap")}
+            "notes": s["solver_notes"], "gap": s.get("gap"), "solve_seconds": s.get("solve_seconds")}
 
 
 def child_read(org: str, scores: str, read: str) -> None:
@@ -284,7 +284,11 @@ def main() -> None:
     ap.add_argument("--old-big", action="store_true", help="Also run the old path at the big size (~14 GiB).")
     ap.add_argument("--warm-size", default="400x40000", help="Size of the solver-only warm-start table.")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "assign_e2e.md"))
-    ap.add_argument("--part", choices=["all", "candidates", "read", "rerun"], default="all",
+    ap.add_argument("--baseline", default="e0aa24b", help="--part band: the commit measured beside this branch.")
+    ap.add_argument("--scratch", default=None, help="--part band: where outputs, the store and the baseline's "
+                    "source go (default: --work; the instances in --work are only read).")
+    ap.add_argument("--note", default="", help="--part band: a line added under the section's heading.")
+    ap.add_argument("--part", choices=["all", "candidates", "read", "rerun", "band"], default="all",
                     help="candidates: only (re)write the top-K files of existing instances in --work and run assign on "
                     "them (results to assign_e2e_candidates.md).")
     args = ap.parse_args()
@@ -292,6 +296,8 @@ def main() -> None:
         return candidates_part(args)
     if args.part == "rerun":
         return rerun_part(args)
+    if args.part == "band":
+        return band_part(args)
     if args.part == "read":
         work = Path(args.work)
         read_lines, bad_lines = read_and_bad(work, args.big, f"sqlite:///{work / 'mlflow.db'}", ROOT / "src")
@@ -464,6 +470,63 @@ def rerun_part(args) -> None:
     out = Path(args.out).with_name("assign_e2e_rerun.md")
     out.write_text("\n".join(lines) + "\n")
     print(out.read_text())
+
+
+def band_part(args) -> None:
+    """The default band (accounts=20%) against ``--balance none``, this branch against ``--baseline`` (a commit,
+    run from ``git archive``), interleaved, on the big instance in --work (read only): a dated section appended to
+    assign_e2e_rerun.md, old rows kept."""
+    work = Path(args.work)
+    scratch = Path(args.scratch or args.work)
+    scratch.mkdir(parents=True, exist_ok=True)
+    base_src = scratch / f"base_{args.baseline}" / "src"
+    if not base_src.is_dir():
+        base_src.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(f"git -C {ROOT} archive {args.baseline} src | tar -x -C {base_src.parent}", shell=True, check=True)
+    uri = f"sqlite:///{scratch / 'mlflow.db'}"
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(uri).search_experiments()  # migrate the store once, outside the timings
+    org, label = work / f"org_{args.big}", args.big
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = ["", f"## Default band vs `--balance none`, {label.replace('x', ' x ')}, this branch vs commit {args.baseline} "
+             f"({stamp})", "",
+             f"Command: `OMP_WAIT_POLICY=passive .venv/bin/python benchmarks/assign_e2e.py --part band --work DIR "
+             f"--scratch DIR2 --baseline {args.baseline}`; each row one child process under /usr/bin/time (wall, user + "
+             f"system CPU, peak RSS), {platform.python_version()}, {os.cpu_count()} cores, SHARED with other jobs (the "
+             "load average before each row is shown). `solve s` is the summary's solve_seconds (plan_assignment: "
+             "solve, tables, certificate note); the rest is start-up, reading the data and the scores, writing.",
+             *([args.note] if args.note else []), "",
+             "| run | code | exit | wall s | CPU s | solve s | peak GiB | load avg (1 min) before | plan value | certified | "
+             "solver notes |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    res = {}
+    for name, flags in (("default band accounts=20%", ()), ("--balance none", ("--balance", "none"))):
+        for code, src in ((args.baseline, base_src), ("this branch", ROOT / "src")):
+            load = os.getloadavg()[0]
+            out = scratch / f"band_{code.replace(' ', '_')}_{len(flags)}.csv"
+            r = timed(*assign_cmd(src, org, org / "scores.parquet", out, uri, *flags))
+            sm = summary(out) if r["code"] == 0 else {"value": float("nan"), "certified": "-", "notes": [r["err"][-200:]],
+                                                      "solve_seconds": float("nan")}
+            res[name, code] = {**r, **sm}
+            notes = "; ".join(n[:70] for n in sm["notes"] if not n.startswith("band prices not measured"))
+            lines.append(f"| {name} | {code} | {r['code']} | {r['wall']:.1f} | {r['cpu']:.1f} | "
+                         f"{sm['solve_seconds']:.1f} | {r['gib']:.2f} | {load:.1f} | {sm['value']:,.0f} | {sm['certified']} | "
+                         f"{notes} |")
+            print(lines[-1], flush=True)
+    lines += ["", "Ratios, baseline / this branch (same run):", ""]
+    for name in ("default band accounts=20%", "--balance none"):
+        b, n = res[name, args.baseline], res[name, "this branch"]
+        same = abs(b["value"] - n["value"]) <= 1e-9 * abs(n["value"])
+        lines.append(f"- {name}: wall {b['wall'] / n['wall']:.2f}, CPU {b['cpu'] / n['cpu']:.2f}, solve "
+                     f"{b['solve_seconds'] / n['solve_seconds']:.2f}, peak memory {b['gib'] / n['gib']:.2f}; same plan "
+                     f"value: {'yes' if same else 'NO'} ({n['value']:,.2f})")
+    n = res["default band accounts=20%", "this branch"]
+    ok = n["code"] == 0 and n["wall"] <= BAR["seconds"] and n["gib"] <= BAR["gib"]
+    lines.append(f"- the bar (<= {BAR['seconds']:.0f} s and <= {BAR['gib']:.0f} GiB) with the default band, this branch: "
+                 f"{'met' if ok else 'NOT met'} in this run ({n['wall']:.1f} s, {n['gib']:.2f} GiB).")
+    out = Path(args.out).with_name("assign_e2e_rerun.md")
+    out.write_text(out.read_text().rstrip("\n") + "\n" + "\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def candidates_part(args) -> None:
