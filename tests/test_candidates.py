@@ -91,8 +91,10 @@ def test_sample_prices_price_the_rep_everyone_wants_and_leave_the_others_free():
     a, r = np.divmod(np.arange(P.size), R)
     block = pd.DataFrame({"rep_id": [f"R{i}" for i in r], "account_id": [f"A{i}" for i in a], "p_win": P.ravel(),
                           "expected_value": P.ravel()})
-    prices = sample_prices([block], pd.Series([10, 10, 10, 20], index=["R0", "R1", "R2", "R3"]), A)
-    assert prices["R0"] == pytest.approx(0.6) and (prices[["R1", "R2", "R3"]] == 0).all()
+    cap = pd.Series([10, 10, 10, 20], index=["R0", "R1", "R2", "R3"])
+    for dense_max in (P.size, P.size - 1):  # exact duals of every sampled pair, or of the pairs each account kept
+        prices = sample_prices([block.iloc[:80], block.iloc[80:]], cap, A, dense_max=dense_max)
+        assert prices["R0"] == pytest.approx(0.6) and (prices[["R1", "R2", "R3"]] == 0).all()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -151,7 +153,6 @@ def test_with_exact_prices_the_relaxed_bound_certifies_what_top_k_by_value_alone
     assert priced is not None and priced.certified and (priced.assignment == np.arange(A)).all()
 
 
-@pytest.mark.slow
 def test_score_top_k_then_assign_proves_the_all_pairs_optimum_or_states_its_gap(trained):
     """`repfit score --top-k` writes each account's K best reps and its current rep with the left-out bound;
     `repfit assign` from it matches the all-pairs plan when it says certified, else its stated gap covers the
@@ -189,5 +190,30 @@ def test_score_top_k_then_assign_proves_the_all_pairs_optimum_or_states_its_gap(
             assert s["expected_value_proposed"] <= best * (1 + 1e-9)
             assert best - s["expected_value_proposed"] <= s["gap"] * best * 1.001 + 1e-6, s
     assert True in certified and False in certified  # both sides were checked
+    # the second pass: ranked by the plan's own rep prices, the claims hold the same way
+    prices = pd.read_csv(tmp / "a2_prices.csv", dtype={"rep_id": str})
+    assert sorted(prices.rep_id) == sorted(pd.read_csv(org / "reps.csv", dtype=str).rep_id)
+    res = run("score", "--data", org, "--tracking-uri", uri, "--out", tmp / "again.parquet", "--top-k", "2",
+              "--prices", tmp / "a2_prices.csv")
+    assert res.exit_code == 0, res.output
+    told = json.loads((tmp / "again.parquet.json").read_text())["prices"]
+    assert told == pytest.approx(dict(zip(prices.rep_id, prices.price)), rel=1e-12)
+    res = run("assign", "--data", org, "--tracking-uri", uri, "--scores", tmp / "again.parquet", "--out",
+              tmp / "again.csv", "--balance", "none")
+    if res.exit_code == 0:
+        s = json.loads((tmp / "again_summary.json").read_text())
+        assert s["expected_value_proposed"] <= best * (1 + 1e-9)
+        assert best - s["expected_value_proposed"] <= (0 if s["certified_optimal"] else s["gap"] * best * 1.001) + 1e-6
+    prices.iloc[1:].to_csv(tmp / "short.csv", index=False)
+    prices.astype({"price": object}).assign(price=["lots"] + prices.price.tolist()[1:]).to_csv(tmp / "word.csv",
+                                                                                                  index=False)
+    for name, says in (("short.csv", "have no price"), ("word.csv", "must be finite numbers; found 'lots'")):
+        bad = run("score", "--data", org, "--tracking-uri", uri, "--out", tmp / "bad.parquet", "--top-k", "2",
+                  "--prices", tmp / name)
+        assert bad.exit_code != 0 and name in bad.output and says in bad.output, bad.output
+        assert "Traceback" not in bad.output and not (tmp / "bad.parquet").exists()
+    alone = run("score", "--data", org, "--tracking-uri", uri, "--out", tmp / "bad.parquet", "--prices",
+                tmp / "a2_prices.csv")
+    assert alone.exit_code != 0 and "--top-k" in alone.output and not (tmp / "bad.parquet").exists()
     refused = run("suggest", "--data", org, "--tracking-uri", uri, "--scores", tmp / "top6.parquet", "--all")
     assert refused.exit_code == 2 and "holds each account's top reps only" in refused.output

@@ -154,7 +154,7 @@ def read_prices(path: Path, reps: pd.Index) -> pd.Series:
     bad = df.loc[~np.isfinite(price.to_numpy(float)), "price"]
     if len(bad):
         raise SchemaError(f"{path}: column 'price' must be finite numbers; found {listed(bad.astype(str).tolist()[:5])} "
-                          f"({len(bad):,} rows). {fix}", option="prices")
+                          f"({len(bad):,} row{'s' if len(bad) > 1 else ''}). {fix}", option="prices")
     prices = pd.Series(price.to_numpy(float), index=df[S.REP_ID].astype(str))
     absent = reps.difference(prices.index)
     if len(absent):
@@ -165,6 +165,7 @@ def read_prices(path: Path, reps: pd.Index) -> pd.Series:
 
 SAMPLE_K = 40  # each sampled account's best reps by value the sample plan may use: no (sample, reps) array ...
 SAMPLE_RANDOM = 20  # ... and about this many others at random, which chain every rep to the reps with room
+SAMPLE_DENSE_MAX_PAIRS = 50_000_000  # sampled pairs up to which the sample's duals are exact (~2 GiB of arrays)
 
 
 def sample_size(A: int, R: int) -> int:
@@ -172,39 +173,71 @@ def sample_size(A: int, R: int) -> int:
     return min(A, max(5 * R, A // 20))
 
 
-def sample_prices(blocks, capacity: pd.Series, n_accounts: int, seed: int = 0) -> pd.Series:
+def sample_prices(blocks, capacity: pd.Series, n_accounts: int, seed: int = 0,
+                  dense_max: int = SAMPLE_DENSE_MAX_PAIRS) -> pd.Series:
     """rep_id -> price (expected-value units): the LP duals of capacity of the best assignment of a sample of
     accounts, scored in full (``blocks``: frames of every rep for each sampled account), each rep's capacity
     scaled to the sample's share of all ``n_accounts`` (rounded at random, so the sample is as tight as the whole).
     A rep everyone ranks first is priced at what it adds beyond its capacity's worth; reps with room are free.
 
-    The sample plan is a flow on each sampled account's ``SAMPLE_K`` best pairs by value and ``SAMPLE_RANDOM``
-    others (kept block by block), so 50,000 sampled accounts x 10,000 reps never make a (sample, reps) array; its
-    duals are those of that flow. A full rep that no chain of those pairs links to a rep with room gets the
-    highest price told."""
-    from repfit.assign import sparse as sp
-    from repfit.assign.solvers import _flow_on_arcs
-
+    Up to ``dense_max`` sampled pairs, the duals are exact (a certified flow over all of them). Beyond (10,000
+    reps x 50,000 sampled accounts is 500M pairs), each account keeps its ``SAMPLE_K`` best pairs by value and
+    ``SAMPLE_RANDOM`` others, block by block, and the duals are those of the flow on them: noisier (at 1,000 x
+    100,000 the bound they give was ~20x looser), which the second pass (``score --prices``) makes up for. A full
+    rep that no chain of kept pairs links to a rep with room gets the highest price told."""
     reps = pd.Index(capacity.index.astype(str))
-    by_value = pd.Series(0.0, index=reps)
-    rng = np.random.default_rng(seed)
-    kept = pd.concat([b[b.index.isin(top_k(b, SAMPLE_K, prices=by_value).index)
-                        | (rng.random(len(b)) < SAMPLE_RANDOM / len(reps))] for b in blocks], ignore_index=True)
-    a, _ = pd.factorize(kept[S.ACCOUNT_ID], sort=False)
-    r = reps.get_indexer(kept[S.REP_ID].astype(str))
+    by_value, pick = pd.Series(0.0, index=reps), np.random.default_rng(seed + 1)
+
+    def thin(b: pd.DataFrame) -> pd.DataFrame:
+        return b[b.index.isin(top_k(b, SAMPLE_K, prices=by_value).index)
+                 | (pick.random(len(b)) < SAMPLE_RANDOM / len(reps))]
+
+    frames, rows, dense = [], 0, True
+    for b in blocks:
+        rows += len(b)
+        if dense and rows > dense_max:
+            dense, frames = False, [thin(f) for f in frames]
+        frames.append(b if dense else thin(b))
+    df = pd.concat(frames, ignore_index=True)
+    a, _ = pd.factorize(df[S.ACCOUNT_ID], sort=False)
+    r = reps.get_indexer(df[S.REP_ID].astype(str))
     n, R = int(a.max()) + 1, len(reps)
+    rng = np.random.default_rng(seed)
     share = capacity.to_numpy(float) * n / max(n_accounts, 1)
     cap = np.maximum(1, np.floor(share) + (rng.random(R) < share - np.floor(share))).astype(np.int64)
     if cap.sum() < n:  # less room than the whole has: no price can be told, rank by value
         return pd.Series(0.0, index=reps)
+    ev = df["expected_value"].to_numpy(float)
+    y = _exact_duals(a, r, ev, n, R, cap) if dense else _kept_duals(a, r, df[P_WIN].to_numpy(float), ev, n, R, cap)
+    return pd.Series(y, index=reps)
+
+
+def _exact_duals(a: np.ndarray, r: np.ndarray, ev: np.ndarray, n: int, R: int, cap: np.ndarray) -> np.ndarray:
+    """(R,) capacity duals (value units) of the sample over all its pairs: a certified pruned flow."""
+    from repfit.assign.problem import Problem
+    from repfit.assign.solvers import _certified_flow, _top_k
+
+    values = np.zeros((n, R))
+    values[a, r] = ev
+    p = Problem(values=values, capacity=cap, current=np.full(n, -1), locked=np.zeros(n, bool))
+    V, mask = p.int_values, p.mask()
+    got = _certified_flow(p, V, _top_k(V, mask, np.zeros(R), 15), mask, np.zeros(R, np.int64), 30, 2)
+    return np.zeros(R) if got is None else got[1] / p.scale
+
+
+def _kept_duals(a: np.ndarray, r: np.ndarray, p_win: np.ndarray, ev: np.ndarray, n: int, R: int,
+                cap: np.ndarray) -> np.ndarray:
+    """(R,) capacity duals (value units) of the flow on the kept pairs of the sample (no (sample, reps) array)."""
+    from repfit.assign import sparse as sp
+    from repfit.assign.solvers import _flow_on_arcs
+
     order = np.lexsort((r, a))
-    arcs = sp.Arcs(a[order].astype(np.int64), r[order].astype(np.int64), kept[P_WIN].to_numpy(float)[order],
-                   kept["expected_value"].to_numpy(float)[order])
+    arcs = sp.Arcs(a[order].astype(np.int64), r[order].astype(np.int64), p_win[order], ev[order])
     prob = sp.shape_only(dict(capacity=cap, current=np.full(n, -1), locked=np.zeros(n, bool)), n, R)
     scale = sp.value_scale(arcs, sp.LeftOut(np.full(n, -np.inf)), n, R)
     gain = sp.int_gains(arcs, prob, scale)
     x = _flow_on_arcs(prob, arcs.acc, arcs.rep, gain, floors=False)  # an account its pairs cannot hold: left out
     y = sp.edge_prices(prob, arcs, gain, x)
-    unreached = y > R * float(gain.max() - gain.min())  # no chain of sampled pairs to a rep with room: not told
+    unreached = y > R * float(gain.max() - gain.min())  # no chain of kept pairs to a rep with room: not told
     y[unreached] = y[~unreached].max() if (~unreached).any() else 0.0
-    return pd.Series(y / scale, index=reps)
+    return y / scale
