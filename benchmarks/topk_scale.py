@@ -8,8 +8,9 @@ Per size, in one run:
    streamed to Parquet by `repfit.scoring.write_scores`. The P(win) are structured (rep skill, a rep x segment
    effect, account difficulty, pair noise), not a model's: scoring speed is `score_speed.py`'s;
 3. `repfit assign --scores candidates.parquet --balance none` as a child process under /usr/bin/time;
-4. pass 2: the same candidates ranked by the plan's own rep prices (`repfit score --top-k K --prices
-   plan_prices.csv`), and `repfit assign` on them again (and with the default accounts band).
+4. pass 2: the same P(win) ranked by the pass-1 plan's own rep prices, keeping its reps (`repfit score --top-k K
+   --plan plan.csv`), and `repfit assign` on them again. Both passes without bands, and both with the default
+   accounts band (its own chain: the band changes the prices).
 
 Baseline, in the same run: at 1,000 x 100,000, `repfit assign` on every pair (`scores.parquet`) gives the optimum
 the candidates' plans are held against. The 10,000 x 1,000,000 row is measured, not projected; the projection of
@@ -97,10 +98,10 @@ def make_org(org: Path, w: World) -> None:
                   "amount": np.where(np.arange(deals) % 2, 1000.0, np.nan)}).to_csv(org / "opportunities.csv", index=False)
 
 
-def write_candidates(org: Path, w: World, k: int, out: Path, prices_file: Path | None) -> dict:
-    """The candidates file `repfit score --top-k k [--prices FILE]` would write for these P(win)."""
+def write_candidates(org: Path, w: World, k: int, out: Path, plan: Path | None) -> dict:
+    """The candidates file `repfit score --top-k k [--plan PLAN]` would write for these P(win)."""
     from repfit import schema as S
-    from repfit.candidates import read_prices, sample_prices, sample_size, top_k
+    from repfit.candidates import read_plan, sample_prices, sample_size, top_k
     from repfit.io import write_json
     from repfit.schema import load_dataset
     from repfit.scoring import data_fingerprint, write_scores
@@ -108,14 +109,15 @@ def write_candidates(org: Path, w: World, k: int, out: Path, prices_file: Path |
     t0 = time.perf_counter()
     ds = load_dataset(org)
     capacity = ds.reps.set_index(S.REP_ID)[S.CAPACITY]
-    if prices_file is None:
+    planned = None
+    if plan is None:
         sample = np.sort(np.random.default_rng(0).choice(w.A, size=sample_size(w.A, w.R), replace=False))
         prices = sample_prices(w.blocks(sample), capacity, w.A)
     else:
-        prices = read_prices(prices_file, pd.Index(ds.reps[S.REP_ID].astype(str)))
+        prices, planned = read_plan(plan, ds)
     t_prices = time.perf_counter() - t0
     owners = ds.accounts.set_index(S.ACCOUNT_ID)[S.CURRENT_REP_ID]
-    rows = write_scores((top_k(b, k, owners, prices) for b in w.blocks(np.arange(w.A))), out)
+    rows = write_scores((top_k(b, k, owners, prices, planned) for b in w.blocks(np.arange(w.A))), out)
     write_json({"model_uri": "synthetic: benchmarks/topk_scale.py (structured P(win))", "model_version": None,
                 "data_dir": str(org), "pairs": w.A * w.R, "rows": rows, "top_k": k,
                 "prices": {str(r): float(v) for r, v in prices.items()}, "fingerprint": data_fingerprint(ds)},
@@ -169,12 +171,12 @@ def run_size(work: Path, label: str, k: int, uri: str, baseline: bool, chains=tu
         for p in (1, 2):
             if p == 2:
                 cand = work / f"cand2_{chain}_{label}.parquet"
-                made = write_candidates(org, w, k, cand, out.with_name(out.stem + "_prices.csv"))
+                made = write_candidates(org, w, k, cand, out)
             out = work / f"plan{p}_{chain}_{label}.csv"
             r = timed(*assign_cmd(ROOT / "src", org, cand, out, uri, *flags))
             if r["code"] == 0:
                 r.update(summary(out))
-            what = f"pass {p}: " + ("sample prices" if p == 1 else "the pass-1 plan's prices (--prices)") + _band(chain)
+            what = f"pass {p}: " + ("sample prices" if p == 1 else "--plan: the pass-1 plan's prices and reps") + _band(chain)
             rows.append({"size": label, "what": what, "pairs": made["rows"], "write_s": made["seconds"] if p == 2 or
                          chain == chains[0] else None, "prices_s": made["prices_seconds"], "best": best.get(chain), **r})
             print(label, what, {x: rows[-1].get(x) for x in ("wall", "gib", "certified", "gap")}, flush=True)

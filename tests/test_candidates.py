@@ -64,7 +64,7 @@ def test_the_grid_path_keeps_what_the_row_sort_keeps(seed, n, R, k):
     p = np.round(rng.random(n * R), 1)
     key = p - np.tile(np.round(rng.random(R), 1), n)
     codes, reps = np.repeat(np.arange(n), R), np.tile(np.arange(R), n)
-    owner = rng.integers(-1, R, n)
+    owner = rng.integers(-1, R, (n, 2))  # the current rep and the planned one (-1: none)
     g, r = (f(codes, reps, p, key, owner, k, DEEPER_TIMES) for f in (_top_k_grid, _top_k_rows))
     assert np.array_equal(g[0], r[0]) and np.array_equal(g[1], r[1])
     for a, b in zip(g[2], r[2]):
@@ -190,30 +190,39 @@ def test_score_top_k_then_assign_proves_the_all_pairs_optimum_or_states_its_gap(
             assert s["expected_value_proposed"] <= best * (1 + 1e-9)
             assert best - s["expected_value_proposed"] <= s["gap"] * best * 1.001 + 1e-6, s
     assert True in certified and False in certified  # both sides were checked
-    # the second pass: ranked by the plan's own rep prices, the claims hold the same way
-    prices = pd.read_csv(tmp / "a2_prices.csv", dtype={"rep_id": str})
+    # the second pass: ranked by the plan's own rep prices and keeping its reps, never worse, claims as valid
+    first = json.loads((tmp / "a6_summary.json").read_text())["expected_value_proposed"]
+    prices = pd.read_csv(tmp / "a6_prices.csv", dtype={"rep_id": str})
     assert sorted(prices.rep_id) == sorted(pd.read_csv(org / "reps.csv", dtype=str).rep_id)
-    res = run("score", "--data", org, "--tracking-uri", uri, "--out", tmp / "again.parquet", "--top-k", "2",
-              "--prices", tmp / "a2_prices.csv")
+    res = run("score", "--data", org, "--tracking-uri", uri, "--out", tmp / "again.parquet", "--top-k", "6",
+              "--plan", tmp / "a6.csv")
     assert res.exit_code == 0, res.output
     told = json.loads((tmp / "again.parquet.json").read_text())["prices"]
     assert told == pytest.approx(dict(zip(prices.rep_id, prices.price)), rel=1e-12)
+    planned = pd.read_csv(tmp / "a6.csv", dtype=str)
+    kept = pd.read_parquet(tmp / "again.parquet")
+    assert set(zip(planned.account_id, planned.rep_id)) <= set(zip(kept.account_id.astype(str), kept.rep_id.astype(str)))
     res = run("assign", "--data", org, "--tracking-uri", uri, "--scores", tmp / "again.parquet", "--out",
               tmp / "again.csv", "--balance", "none")
-    if res.exit_code == 0:
-        s = json.loads((tmp / "again_summary.json").read_text())
-        assert s["expected_value_proposed"] <= best * (1 + 1e-9)
-        assert best - s["expected_value_proposed"] <= (0 if s["certified_optimal"] else s["gap"] * best * 1.001) + 1e-6
-    prices.iloc[1:].to_csv(tmp / "short.csv", index=False)
-    prices.astype({"price": object}).assign(price=["lots"] + prices.price.tolist()[1:]).to_csv(tmp / "word.csv",
+    assert res.exit_code == 0, res.output
+    s = json.loads((tmp / "again_summary.json").read_text())
+    assert first * (1 - 1e-9) <= s["expected_value_proposed"] <= best * (1 + 1e-9)
+    assert best - s["expected_value_proposed"] <= (0 if s["certified_optimal"] else s["gap"] * best * 1.001) + 1e-6
+    prices.iloc[1:].to_csv(tmp / "short_prices.csv", index=False)
+    prices.astype({"price": object}).assign(price=["lots"] + prices.price.tolist()[1:]).to_csv(tmp / "word_prices.csv",
                                                                                                   index=False)
-    for name, says in (("short.csv", "have no price"), ("word.csv", "must be finite numbers; found 'lots'")):
+    planned.assign(account_id=["A_nobody"] + planned.account_id.tolist()[1:]).to_csv(tmp / "who.csv", index=False)
+    for plan, says in (("short.csv", "have no price"), ("word.csv", "must be finite numbers; found 'lots'"),
+                       ("who.csv", "ids the data does not hold, e.g. 'A_nobody'")):
+        if plan != "who.csv":
+            planned.to_csv(tmp / plan, index=False)
+        else:
+            prices.to_csv(tmp / "who_prices.csv", index=False)
         bad = run("score", "--data", org, "--tracking-uri", uri, "--out", tmp / "bad.parquet", "--top-k", "2",
-                  "--prices", tmp / name)
-        assert bad.exit_code != 0 and name in bad.output and says in bad.output, bad.output
+                  "--plan", tmp / plan)
+        assert bad.exit_code != 0 and says in bad.output, bad.output
         assert "Traceback" not in bad.output and not (tmp / "bad.parquet").exists()
-    alone = run("score", "--data", org, "--tracking-uri", uri, "--out", tmp / "bad.parquet", "--prices",
-                tmp / "a2_prices.csv")
+    alone = run("score", "--data", org, "--tracking-uri", uri, "--out", tmp / "bad.parquet", "--plan", tmp / "a6.csv")
     assert alone.exit_code != 0 and "--top-k" in alone.output and not (tmp / "bad.parquet").exists()
     refused = run("suggest", "--data", org, "--tracking-uri", uri, "--scores", tmp / "top6.parquet", "--all")
     assert refused.exit_code == 2 and "holds each account's top reps only" in refused.output

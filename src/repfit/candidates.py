@@ -24,8 +24,10 @@ P_WIN = "p_win"
 DEEPER_TIMES = (2, 4)  # with prices, also what the bound would be at K' = 2K and 4K (for the K that closes a gap)
 
 
-def top_k(block: pd.DataFrame, k: int, current: pd.Series | None = None, prices: pd.Series | None = None) -> pd.DataFrame:
-    """The rows of ``block`` worth keeping: each account's ``k`` best reps, plus its current rep.
+def top_k(block: pd.DataFrame, k: int, current: pd.Series | None = None, prices: pd.Series | None = None,
+          planned: pd.Series | None = None) -> pd.DataFrame:
+    """The rows of ``block`` worth keeping: each account's ``k`` best reps, plus its current rep (and its rep in
+    ``planned``).
 
     Best by P(win); with ``prices``, by expected value minus the rep's price (``sample_prices``), so that the
     candidates of a popular rep do not crowd every account's list: what the solver needs are the pairs it could
@@ -39,6 +41,7 @@ def top_k(block: pd.DataFrame, k: int, current: pd.Series | None = None, prices:
     current : account_id -> its current rep_id (missing or NA: none), e.g. the accounts table's
         ``current_rep_id`` indexed by ``account_id``.
     prices : rep_id -> price in expected-value units (missing: 0), or None to rank by P(win).
+    planned : account_id -> its rep in an earlier plan (``read_plan``), kept too: that plan stays feasible.
 
     Returns
     -------
@@ -55,8 +58,8 @@ def top_k(block: pd.DataFrame, k: int, current: pd.Series | None = None, prices:
     rep_codes, reps = pd.factorize(block[S.REP_ID], sort=False)
     p = block[P_WIN].to_numpy(float)
     key = p if prices is None else block["expected_value"].to_numpy(float) - block[S.REP_ID].map(prices).astype(float).fillna(0.0).to_numpy()
-    owner = np.full(len(accs), -1) if current is None else \
-        pd.Index(reps).get_indexer(pd.Series(current).reindex(accs).to_numpy(object))  # (accounts,) rep code, -1 none
+    owner = np.stack([np.full(len(accs), -1) if m is None else pd.Index(reps).get_indexer(
+        pd.Series(m).reindex(accs).to_numpy(object)) for m in (current, planned)], axis=1)  # rep codes, -1: none
     n, R = len(accs), len(reps)
     grid = len(p) == n * R and np.array_equal(codes, np.repeat(np.arange(n), R)) \
         and np.array_equal(rep_codes, np.tile(np.arange(R), n))
@@ -85,11 +88,10 @@ def _top_k_grid(codes, rep_codes, p, key, owner, k, deeper_times):
     n = int(codes.max()) + 1 if len(codes) else 0
     R = len(p) // max(n, 1)
     K, P = key.reshape(n, R), p.reshape(n, R)
-    has = np.flatnonzero(owner >= 0)
-
     def kept(m: int) -> np.ndarray:
         top = _best_of_each_row(K, m)
-        top[has, owner[has]] = True
+        for o in owner.T:
+            top[np.flatnonzero(o >= 0), o[o >= 0]] = True
         return top
 
     keep = kept(k)
@@ -120,7 +122,7 @@ def _top_k_rows(codes, rep_codes, p, key, owner, k, deeper_times):
     c = codes[order]
     start = np.r_[0, np.flatnonzero(c[1:] != c[:-1]) + 1]
     rank = np.arange(len(c)) - np.repeat(start, np.diff(np.r_[start, len(c)]))
-    is_owner = rep_codes[order] == owner[c]
+    is_owner = (rep_codes[order][:, None] == owner[c]).any(axis=1)
     keep = (rank < k) | is_owner
     bounds = [_largest(p[order], ~keep, n, c)]
     if deeper_times:
@@ -130,9 +132,39 @@ def _top_k_rows(codes, rep_codes, p, key, owner, k, deeper_times):
     return order[keep], c[keep], bounds
 
 
+def read_plan(path: Path, ds: S.Dataset) -> tuple[pd.Series, pd.Series]:
+    """(rep_id -> price, account_id -> planned rep_id) from a plan ``repfit assign`` wrote from candidates: the plan
+    CSV at ``path`` and its ``<stem>_prices.csv``, for ``repfit score --top-k K --plan``.
+
+    Raises
+    ------
+    SchemaError
+        Naming the file, the column or the ids at fault, and the fix.
+    """
+    from repfit.io import unescape_ids
+
+    reps, accs = pd.Index(ds.reps[S.REP_ID].astype(str)), pd.Index(ds.accounts[S.ACCOUNT_ID].astype(str))
+    prices = read_prices(path.with_name(path.stem + "_prices.csv"), reps)
+    fix = "Fix: pass the plan CSV `repfit assign` wrote from a top-K scores file of this data set."
+    try:
+        df = pd.read_csv(path, usecols=[S.ACCOUNT_ID, S.REP_ID], dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise SchemaError(f"{path}: plan file not found. {fix}", option="plan") from None
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise SchemaError(f"{path}: not a plan with columns {S.ACCOUNT_ID}, {S.REP_ID} ({exc}). {fix}",
+                          option="plan") from None
+    a, r = unescape_ids(df[S.ACCOUNT_ID], accs), unescape_ids(df[S.REP_ID], reps)
+    for name, ids, known in ((S.ACCOUNT_ID, a, accs), (S.REP_ID, r, reps)):
+        unknown = pd.Index(ids).difference(known)
+        if len(unknown):
+            raise SchemaError(f"{path}: column '{name}' names {len(unknown):,} ids the data does not hold, e.g. "
+                              f"{listed(unknown[:5].tolist())}. {fix}", option="plan")
+    return prices, pd.Series(np.asarray(r, object), index=np.asarray(a, object))
+
+
 def read_prices(path: Path, reps: pd.Index) -> pd.Series:
     """rep_id -> price from a CSV with columns rep_id, price (``repfit assign``'s ``<out>_prices.csv``), for
-    ``repfit score --top-k K --prices``; every rep of ``reps`` must have a finite price.
+    ``repfit score --top-k K --plan``; every rep of ``reps`` must have a finite price.
 
     Raises
     ------
@@ -183,7 +215,7 @@ def sample_prices(blocks, capacity: pd.Series, n_accounts: int, seed: int = 0,
     Up to ``dense_max`` sampled pairs, the duals are exact (a certified flow over all of them). Beyond (10,000
     reps x 50,000 sampled accounts is 500M pairs), each account keeps its ``SAMPLE_K`` best pairs by value and
     ``SAMPLE_RANDOM`` others, block by block, and the duals are those of the flow on them: noisier (at 1,000 x
-    100,000 the bound they give was ~20x looser), which the second pass (``score --prices``) makes up for. A full
+    100,000 the bound they give was ~20x looser), which the second pass (``score --plan``) makes up for. A full
     rep that no chain of kept pairs links to a rep with room gets the highest price told."""
     reps = pd.Index(capacity.index.astype(str))
     by_value, pick = pd.Series(0.0, index=reps), np.random.default_rng(seed + 1)

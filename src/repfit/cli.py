@@ -287,11 +287,12 @@ def _engines():
               help="Write each account's K best reps (by expected value minus rep prices from a 5% sample of "
               "accounts) plus its current rep, and bounds on what it left out, instead of every pair; `repfit "
               "assign` proves its plan from those bounds or states the gap.")
-@click.option("--prices", "prices_file", default=None, type=click.Path(dir_okay=False, path_type=Path),
-              help="With --top-k: rank by these rep prices (the <out>_prices.csv `repfit assign` writes from a top-K "
-                   "plan) instead of a sample's; a second pass that usually lets assign prove its plan optimal.")
+@click.option("--plan", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="With --top-k: a plan `repfit assign` made from candidates (its rep prices are read from "
+                   "PLAN_prices.csv beside it). Ranks by those prices instead of a sample's and keeps each account's "
+                   "rep in that plan: a second pass that usually lets assign prove its plan optimal.")
 @_tracking_option
-def score(data_dir, mapping, model_uri, out, block_pairs, engine, dask, top_k, prices_file, tracking_uri) -> None:
+def score(data_dir, mapping, model_uri, out, block_pairs, engine, dask, top_k, plan, tracking_uri) -> None:
     """Score the win probability of every rep x account pair, streamed in blocks.
 
     Writes rep_id, account_id, p_win, expected_value (= p_win x potential), cold (the rep has no closed deal
@@ -305,13 +306,13 @@ def score(data_dir, mapping, model_uri, out, block_pairs, engine, dask, top_k, p
       repfit score --data demo/org --dask local:2 --out demo/scores_parts.parquet
       repfit score --data demo/org --top-k 20 --out demo/candidates.parquet
       repfit assign --data demo/org --scores demo/candidates.parquet --out demo/plan.csv
-      repfit score --data demo/org --top-k 20 --prices demo/plan_prices.csv --out demo/candidates2.parquet
+      repfit score --data demo/org --top-k 20 --plan demo/plan.csv --out demo/candidates2.parquet
     """
     from repfit.jobs import score_job
 
     data, store = _sources(data_dir, mapping, tracking_uri)
     res = score_job(data=data, store=store, out=out, model_uri=model_uri, block_pairs=block_pairs, engine=engine,
-                    dask=dask, progress=TerminalProgress(), top_k=top_k, prices_file=prices_file)
+                    dask=dask, progress=TerminalProgress(), top_k=top_k, plan=plan)
     if res.note:
         click.echo(res.note, err=True)
     where = f"{res.out} ({res.parts} parts from {res.workers} Dask workers)" if res.parts is not None else f"{res.out}"

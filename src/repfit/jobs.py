@@ -143,14 +143,14 @@ def score_job(*, data: DataSource, store: Store, out: Path, model_uri: str | Non
               block_pairs: int = BLOCK_PAIRS, engine: str = "auto", dask: str | None = None,
               transform: Callable[[pd.DataFrame], pd.DataFrame] | None = None, cache_dir: Path | None = None,
               progress: Progress = NO_PROGRESS, top_k: int | None = None,
-              prices_file: Path | None = None) -> ScoreOutcome:
+              plan: Path | None = None) -> ScoreOutcome:
     """Score every rep x account pair of the data with a model, streamed to ``out``; log an MLflow run.
 
     ``engine``: how the trees are evaluated (``repfit.compiled``: auto, compiled, lightgbm). ``dask``: score on a
     Dask cluster (``local:N`` or a scheduler address) into a directory of Parquet parts at ``out``
     (``repfit.distributed``). ``transform``: a function applied to every scored block before it is written (on the
-    workers with Dask), e.g. a per-account top-k filter. ``prices_file``: with ``top_k``, rank by these rep prices
-    (``repfit assign``'s ``<out>_prices.csv``) instead of a sample's."""
+    workers with Dask), e.g. a per-account top-k filter. ``plan``: with ``top_k``, rank by that plan's rep prices
+    (the ``<stem>_prices.csv`` beside it) instead of a sample's, and keep each account's rep in it."""
     from repfit.io import refuse_input, write_json
     from repfit.scoring import ScoreGrid, data_fingerprint, refresh_history
 
@@ -166,13 +166,13 @@ def score_job(*, data: DataSource, store: Store, out: Path, model_uri: str | Non
     grid = ScoreGrid.of(scorer, ds)
     t0 = time.perf_counter()
     parts = workers = prices = None
-    if prices_file is not None and top_k is None:
-        raise RepfitError("--prices ranks the candidates of --top-k. Fix: give --top-k too, or drop --prices.",
-                          option="prices")
+    if plan is not None and top_k is None:
+        raise RepfitError("--plan ranks the candidates of --top-k. Fix: give --top-k too, or drop --plan.",
+                          option="plan")
     if top_k is not None:  # a per-block filter, on the workers too with Dask
         if transform is not None:
             raise ValueError("top_k and transform are exclusive")
-        transform, prices = _top_k_transform(scorer, ds, top_k, block_pairs, prices_file)
+        transform, prices = _top_k_transform(scorer, ds, top_k, block_pairs, plan)
     with progress.bar(grid.pairs) as bar:
         if dask is None:
             pairs, rows, used, note = _score_local(scorer, grid, out, block_pairs, engine, cache_dir, transform, bar)
@@ -222,25 +222,26 @@ def _score_local(scorer, grid, out: Path, block_pairs: int, engine: str, cache_d
     return pairs, rows, trees.name, trees.note
 
 
-def _top_k_transform(scorer, ds: Dataset, k: int, block_pairs: int, prices_file: Path | None = None):
+def _top_k_transform(scorer, ds: Dataset, k: int, block_pairs: int, plan: Path | None = None):
     """The per-block top-``k`` filter (``repfit.candidates.top_k``; picklable, for Dask workers), ranked by expected
-    value minus rep prices: from ``prices_file`` (a plan's ``<out>_prices.csv``), else from a sample of accounts
-    scored first; and those prices (rep_id -> expected-value units)."""
+    value minus rep prices: from ``plan`` (a plan from candidates, whose reps are kept too), else from a sample of
+    accounts scored first; and those prices (rep_id -> expected-value units)."""
     from dataclasses import replace
     from functools import partial
 
-    from repfit.candidates import read_prices, sample_prices, sample_size, top_k
+    from repfit.candidates import read_plan, sample_prices, sample_size, top_k
     from repfit.scoring import score_blocks
 
     A, R = len(ds.accounts), len(ds.reps)
-    if prices_file is not None:
-        prices = read_prices(Path(prices_file), pd.Index(ds.reps["rep_id"].astype(str)))
+    planned = None
+    if plan is not None:
+        prices, planned = read_plan(Path(plan), ds)
     else:
         rows = np.sort(np.random.default_rng(0).choice(A, size=sample_size(A, R), replace=False))
         sample = replace(ds, accounts=ds.accounts.iloc[rows])
         prices = sample_prices(score_blocks(scorer, sample, block_pairs), ds.reps.set_index("rep_id")["capacity"], A)
     owners = ds.accounts.set_index("account_id")["current_rep_id"]
-    return partial(top_k, k=k, current=owners, prices=prices), prices
+    return partial(top_k, k=k, current=owners, prices=prices, planned=planned), prices
 
 
 # --- P(win) of every pair, and the suggestion context ------------------------------------------------
@@ -353,7 +354,7 @@ def assign_job(*, data: DataSource, store: Store, pairs: PairSource, options: As
         "reps": write_table(plan.reps, out.with_name(out.stem + "_reps.csv")),
         "summary": write_json(plan.summary.to_dict(), out.with_name(out.stem + "_summary.json")),
     }
-    if plan.prices is not None:  # for `repfit score --top-k K --prices`: candidates ranked as this optimum ranks them
+    if plan.prices is not None:  # for `repfit score --top-k K --plan`: candidates ranked as this optimum ranks them
         paths["prices"] = write_table(plan.prices.reset_index(), out.with_name(out.stem + "_prices.csv"))
     sm = plan.summary
     run_id = tracker.log_job(

@@ -110,7 +110,7 @@ class Plan:
     summary: PlanSummary
     solution: Solution = field(repr=False)
     problem: Problem = field(repr=False)  # as built from the data and options (for further solves on it)
-    # a plan on candidates by expected value: each rep's price (LP dual of its capacity), for `score --prices`
+    # a plan on candidates by expected value: each rep's price (LP dual of its capacity), for `score --plan`
     prices: pd.Series | None = field(default=None, repr=False)
 
 
@@ -231,10 +231,9 @@ def plan_assignment(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig, candida
     InfeasibleAssignment
         Before solving, when the constraints cannot all hold (the shortfall and the fix).
     """
-    if candidates is not None:
-        blockers = candidate_blockers(ds, cfg)
-        if not blockers:
-            return _plan_on_candidates(ds, candidates, cfg)
+    if candidates is not None and not (blockers := candidate_blockers(ds, cfg)):
+        return _plan_on_candidates(ds, candidates, cfg)
+    if candidates is not None:  # constraints the flow on candidates cannot hold: every pair in memory
         p_win = _dense_candidates(ds, candidates, blockers)
     prob, match = build_problem(ds, p_win, cfg, candidates)
     t0 = time.perf_counter()
@@ -258,13 +257,9 @@ def plan_assignment(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig, candida
         raise SolverError(f"the {sol.solver} solver returned {prob.moves(x):,} moves, over the budget of "
                           f"{prob.max_moves:,}. Fix: report this; solve with --solver milp meanwhile.", option="solver")
     seconds = time.perf_counter() - t0
-    tiers = sorted(ds.accounts[S.TIER].astype(str).unique())
-    rows, cur = np.arange(len(sol.assignment)), prob.current
-    assignment = _assignment_table(ds, sol.assignment, cur, p_win[rows, sol.assignment],
-                                   np.where(cur >= 0, p_win[rows, np.maximum(cur, 0)], np.nan))
-    per_rep = _per_rep_table(ds, sol.assignment, prob.current, assignment, tiers)
-    for band in prob.bands:
-        per_rep = per_rep.assign(**band_columns(band, sol.assignment, prob.current))
+    rows, cur = np.arange(len(x)), prob.current
+    assignment, per_rep, tiers = _tables(ds, x, cur, p_win[rows, x],
+                                         np.where(cur >= 0, p_win[rows, np.maximum(cur, 0)], np.nan), prob.bands)
     summary = _summary(cfg, prob, sol, seconds, assignment, per_rep, tiers)
     families = 0 if solving is prob else int(len(set(family_codes(ds).tolist()) - {-1}))
     summary = replace(summary, constraints=replace(summary.constraints, families=families))
@@ -322,11 +317,8 @@ def _plan_on_candidates(ds: S.Dataset, cand, cfg: AssignConfig) -> Plan:
     left = sp.left_out_bounds(cand, arcs, prob, potential)
     sol = sp.solve_candidates(prob, arcs, left, cand.top_k)
     x, cur, rows = sol.assignment, prob.current, np.arange(A)
-    assignment = _assignment_table(ds, x, cur, sp.p_win_at(arcs, rows, x, R), sp.p_win_at(arcs, rows, cur, R))
-    tiers = sorted(accs[S.TIER].astype(str).unique())
-    per_rep = _per_rep_table(ds, x, cur, assignment, tiers)
-    for band in bands:
-        per_rep = per_rep.assign(**band_columns(band, x, cur))
+    assignment, per_rep, tiers = _tables(ds, x, cur, sp.p_win_at(arcs, rows, x, R), sp.p_win_at(arcs, rows, cur, R),
+                                         bands)
     scale = sp.value_scale(arcs, left, A, R)
     prices = None if potential is None else pd.Series(
         sp.edge_prices(prob, arcs, sp.int_gains(arcs, prob, scale), x) / scale, index=ds.reps[S.REP_ID].to_numpy(str),
@@ -527,6 +519,17 @@ def _assignment_table(ds: S.Dataset, x: np.ndarray, cur: np.ndarray, p_new: np.n
         "p_win": p_new, "expected_value": p_new * potential, "previous_p_win": p_cur,
         "previous_expected_value": p_cur * potential, "moved": (cur >= 0) & (x != cur), S.TIER: accs[S.TIER].to_numpy(str),
     })
+
+
+def _tables(ds: S.Dataset, x: np.ndarray, cur: np.ndarray, p_new: np.ndarray, p_cur: np.ndarray,
+            bands: tuple[Band, ...]) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """The assignment table, the per-rep table (with each band's columns) and the tiers they count."""
+    tiers = sorted(ds.accounts[S.TIER].astype(str).unique())
+    assignment = _assignment_table(ds, x, cur, p_new, p_cur)
+    per_rep = _per_rep_table(ds, x, cur, assignment, tiers)
+    for band in bands:
+        per_rep = per_rep.assign(**band_columns(band, x, cur))
+    return assignment, per_rep, tiers
 
 
 def _per_rep_table(ds: S.Dataset, x: np.ndarray, cur: np.ndarray, assignment: pd.DataFrame,

@@ -238,9 +238,9 @@ def _deeper_k(prob: Problem, arcs: Arcs, gain: np.ndarray, left: LeftOut, scale:
     return f"Fix: score with a larger --top-k{f' than {top_k}' if top_k else ''} (the bound tightens as K grows), or without it"
 
 
-RESCORE_WITH_PRICES = ("Or score again with --prices set to this plan's rep prices (written beside it as "
-                       "<out>_prices.csv): ranked by the prices of a plan this close to the optimum, the candidates' "
-                       "bounds usually prove it.")
+RESCORE_WITH_PRICES = ("Or score again with --top-k and --plan set to this plan (its rep prices are written beside "
+                       "it as <out>_prices.csv): ranked by the prices of a plan this close to the optimum, the "
+                       "candidates' bounds usually prove it.")
 
 
 def edge_prices(prob: Problem, arcs: Arcs, gain: np.ndarray, x: np.ndarray) -> np.ndarray:
