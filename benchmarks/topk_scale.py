@@ -9,8 +9,8 @@ Per size, in one run:
    effect, account difficulty, pair noise), not a model's: scoring speed is `score_speed.py`'s;
 3. `repfit assign --scores candidates.parquet --balance none` as a child process under /usr/bin/time;
 4. pass 2: the same P(win) ranked by the pass-1 plan's own rep prices, keeping its reps (`repfit score --top-k K
-   --plan plan.csv`), and `repfit assign` on them again. Both passes without bands, and both with the default
-   accounts band (its own chain: the band changes the prices).
+   --plan plan.csv`), and `repfit assign` on them again. Both passes without bands, and with the default
+   accounts band (its own chain: the band changes the prices) three passes.
 
 Baseline, in the same run: at 1,000 x 100,000, `repfit assign` on every pair (`scores.parquet`) gives the optimum
 the candidates' plans are held against. The 10,000 x 1,000,000 row is measured, not projected; the projection of
@@ -146,6 +146,7 @@ def open_accounts(notes: list[str]) -> str:
 
 
 CHAINS = {"none": ("--balance", "none"), "band": ()}  # --balance none, and the default band accounts=20%
+PASSES = {"none": 2, "band": 3}  # the band's floors make the first plan's prices far off: one pass more
 
 
 def run_size(work: Path, label: str, k: int, uri: str, baseline: bool, chains=tuple(CHAINS)) -> list[dict]:
@@ -168,16 +169,17 @@ def run_size(work: Path, label: str, k: int, uri: str, baseline: bool, chains=tu
     made_first = write_candidates(org, w, k, first, None)
     for chain in chains:
         flags, cand, made = CHAINS[chain], first, made_first
-        for p in (1, 2):
-            if p == 2:
-                cand = work / f"cand2_{chain}_{label}.parquet"
+        for p in range(1, PASSES[chain] + 1):
+            if p > 1:
+                cand = work / f"cand{p}_{chain}_{label}.parquet"
                 made = write_candidates(org, w, k, cand, out)
             out = work / f"plan{p}_{chain}_{label}.csv"
             r = timed(*assign_cmd(ROOT / "src", org, cand, out, uri, *flags))
             if r["code"] == 0:
                 r.update(summary(out))
-            what = f"pass {p}: " + ("sample prices" if p == 1 else "--plan: the pass-1 plan's prices and reps") + _band(chain)
-            rows.append({"size": label, "what": what, "pairs": made["rows"], "write_s": made["seconds"] if p == 2 or
+            what = f"pass {p}: " + ("sample prices" if p == 1 else f"--plan: the pass-{p - 1} plan's prices and reps") \
+                + _band(chain)
+            rows.append({"size": label, "what": what, "pairs": made["rows"], "write_s": made["seconds"] if p > 1 or
                          chain == chains[0] else None, "prices_s": made["prices_seconds"], "best": best.get(chain), **r})
             print(label, what, {x: rows[-1].get(x) for x in ("wall", "gib", "certified", "gap")}, flush=True)
             if r["code"] != 0:

@@ -30,15 +30,20 @@ def candidates_of(P: np.ndarray, k: int, current: np.ndarray, potential=None, pr
     acc = kept.account_id.str[1:].astype(int).to_numpy()
     left = np.full(A, np.nan, np.float32)
     left[acc] = kept[LEFT_OUT].to_numpy(np.float32)
-    net = deeper = None
+    net = deeper = tiered = None
     if prices is not None:
+        from repfit.assign.sparse import PRICE_TIERS
+
+        tiered = np.full((A, PRICE_TIERS), -np.inf)
+        for j in range(PRICE_TIERS):  # on each account's first row only, as the reader takes them: the max
+            np.fmax.at(tiered[:, j], acc, kept[f"{NET_LEFT_OUT}_tier{j}"].to_numpy(float))
         net, deeper = np.full(A, -np.inf), {}
         net[acc] = kept[NET_LEFT_OUT].fillna(-np.inf).to_numpy(float)
         for m in DEEPER_TIMES:
             deeper[m * k] = np.full(A, -np.inf)
             deeper[m * k][acc] = kept[f"{NET_LEFT_OUT}_{m * k}"].fillna(-np.inf).to_numpy(float)
     return Candidates(acc.astype(np.int32), kept.rep_id.str[1:].astype(int).to_numpy(np.int32),
-                      kept.p_win.to_numpy(np.float32), left, (A, R), k, net, prices, deeper)
+                      kept.p_win.to_numpy(np.float32), left, (A, R), k, net, prices, deeper, tiered)
 
 
 def test_top_k_keeps_the_best_and_the_current_rep_and_bounds_the_rest():
@@ -65,7 +70,8 @@ def test_the_grid_path_keeps_what_the_row_sort_keeps(seed, n, R, k):
     key = p - np.tile(np.round(rng.random(R), 1), n)
     codes, reps = np.repeat(np.arange(n), R), np.tile(np.arange(R), n)
     owner = rng.integers(-1, R, (n, 2))  # the current rep and the planned one (-1: none)
-    g, r = (f(codes, reps, p, key, owner, k, DEEPER_TIMES) for f in (_top_k_grid, _top_k_rows))
+    tier = (np.tile(rng.integers(0, 3, R), n), 3)  # each rep's price tier, on every row
+    g, r = (f(codes, reps, p, key, owner, k, DEEPER_TIMES, tier) for f in (_top_k_grid, _top_k_rows))
     assert np.array_equal(g[0], r[0]) and np.array_equal(g[1], r[1])
     for a, b in zip(g[2], r[2]):
         np.testing.assert_array_equal(a, b)

@@ -50,7 +50,9 @@ def top_k(block: pd.DataFrame, k: int, current: pd.Series | None = None, prices:
     ``ev_net_left_out``: the largest expected value minus price among them (a tighter bound when the plan's
     prices come out near these), and ``ev_net_left_out_<K'>`` for K' in ``DEEPER_TIMES`` x k: what it would be
     had each account kept its K' best (NaN: nothing left out), from which ``repfit assign`` tells the K that would
-    close a gap.
+    close a gap; and ``ev_net_left_out_tier<j>``, on each account's first row only: the largest among the reps of
+    price tier j (``repfit.assign.sparse.price_tiers``), so that a rep priced far below the others (a band's
+    floor) does not loosen the bound on the dear ones.
     """
     if k < 1:
         raise ValueError(f"k must be at least 1 (got {k})")
@@ -63,13 +65,22 @@ def top_k(block: pd.DataFrame, k: int, current: pd.Series | None = None, prices:
     n, R = len(accs), len(reps)
     grid = len(p) == n * R and np.array_equal(codes, np.repeat(np.arange(n), R)) \
         and np.array_equal(rep_codes, np.tile(np.arange(R), n))
+    tier = None
+    if prices is not None:
+        from repfit.assign.sparse import PRICE_TIERS, price_tiers
+
+        tier = (price_tiers(prices.to_numpy(float), block[S.REP_ID].map(prices).astype(float).fillna(0.0).to_numpy()),
+                PRICE_TIERS)
     rows, kept_acc, bounds = (_top_k_grid if grid else _top_k_rows)(codes, rep_codes, p, key, owner, k,
-                                                                 () if prices is None else DEEPER_TIMES)
+                                                                 () if prices is None else DEEPER_TIMES, tier)
     out = block.iloc[rows].assign(**{LEFT_OUT: bounds[0][kept_acc]})
     if prices is None:
         return out
+    deep, tiered = bounds[2:2 + len(DEEPER_TIMES)], bounds[2 + len(DEEPER_TIMES):]
+    first = np.r_[True, kept_acc[1:] != kept_acc[:-1]] if len(kept_acc) else np.zeros(0, bool)
     return out.assign(**{NET_LEFT_OUT: bounds[1][kept_acc]},
-                      **{f"{NET_LEFT_OUT}_{m * k}": b[kept_acc] for m, b in zip(DEEPER_TIMES, bounds[2:])})
+                      **{f"{NET_LEFT_OUT}_{m * k}": b[kept_acc] for m, b in zip(DEEPER_TIMES, deep)},
+                      **{f"{NET_LEFT_OUT}_tier{j}": np.where(first, b[kept_acc], np.nan) for j, b in enumerate(tiered)})
 
 
 def _largest(values: np.ndarray, where: np.ndarray, n: int, codes: np.ndarray | None = None) -> np.ndarray:
@@ -82,7 +93,7 @@ def _largest(values: np.ndarray, where: np.ndarray, n: int, codes: np.ndarray | 
     return np.where(np.isfinite(out), out, np.nan)
 
 
-def _top_k_grid(codes, rep_codes, p, key, owner, k, deeper_times):
+def _top_k_grid(codes, rep_codes, p, key, owner, k, deeper_times, tier=None):
     """``top_k`` on a block holding every rep of each account in the same order (as ``score_blocks`` yields them):
     (accounts, reps) arrays and a partition per account, no sort of the whole block."""
     n = int(codes.max()) + 1 if len(codes) else 0
@@ -101,6 +112,8 @@ def _top_k_grid(codes, rep_codes, p, key, owner, k, deeper_times):
     bounds = [_largest(P, ~keep, n)]
     if deeper_times:
         bounds += [_largest(K, ~keep, n)] + [_largest(K, ~kept(m * k), n) for m in deeper_times]
+    if tier is not None:  # (the tier of each row, how many tiers)
+        bounds += [_largest(K, ~keep & (tier[0][:R] == j)[None, :], n) for j in range(tier[1])]
     return ai * R + ci, ai, bounds
 
 
@@ -115,7 +128,7 @@ def _best_of_each_row(K: np.ndarray, m: int) -> np.ndarray:
     return above | (tied & (np.cumsum(tied, axis=1) <= need))
 
 
-def _top_k_rows(codes, rep_codes, p, key, owner, k, deeper_times):
+def _top_k_rows(codes, rep_codes, p, key, owner, k, deeper_times, tier=None):
     """``top_k`` on a block of rows in any order: one sort by account, then value."""
     n = int(codes.max()) + 1 if len(codes) else 0
     order = np.lexsort((np.arange(len(p)), -key, codes))  # by account, best first, ties in row order
@@ -129,6 +142,9 @@ def _top_k_rows(codes, rep_codes, p, key, owner, k, deeper_times):
         ranked = key[order]
         bounds += [_largest(ranked, ~keep, n, c)] + [_largest(ranked, ~((rank < m * k) | is_owner), n, c)
                                                       for m in deeper_times]
+    if tier is not None:
+        t = tier[0][order]
+        bounds += [_largest(key[order], ~keep & (t == j), n, c) for j in range(tier[1])]
     return order[keep], c[keep], bounds
 
 

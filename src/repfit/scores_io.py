@@ -30,6 +30,8 @@ LEFT_OUT = "p_win_left_out"  # candidates files: the largest P(win) of the accou
 NET_LEFT_OUT = "ev_net_left_out"
 # ... and what it would be had the file kept each account's best K' reps: ev_net_left_out_<K'> (NaN: none left out)
 DEEPER = re.compile(NET_LEFT_OUT + r"_(\d+)")
+# ... and per price tier j of the reps (``repfit.assign.sparse.price_tiers``), on each account's first row only
+TIERED = re.compile(NET_LEFT_OUT + r"_tier(\d+)")
 BATCH_ROWS = 1 << 20  # rows per batch; below 2**24, so a row's position is exact in float32 (see _Dense.add)
 RESCORE = "Fix: score this same data set again (repfit score)."
 
@@ -50,6 +52,7 @@ class Candidates:
     prices : (R,) the rep prices the file was ranked with (expected-value units), or None.
     deeper : K' -> (A,) float64, what ``left_out_net`` would be had the file kept each account's best K' reps
         (the file's ``ev_net_left_out_<K'>`` columns: for the K that would close a gap), or None.
+    tiered : (A, J) float64, ``left_out_net`` among the reps of each price tier (-inf: none left out there), or None.
     """
 
     acc: np.ndarray
@@ -61,6 +64,7 @@ class Candidates:
     left_out_net: np.ndarray | None = None
     prices: np.ndarray | None = None
     deeper: dict[int, np.ndarray] | None = None
+    tiered: np.ndarray | None = None
 
     def mask(self) -> np.ndarray:
         """(A, R) bool: the listed pairs."""
@@ -114,6 +118,7 @@ class _Batch:
     unknown: dict[str, list[str]]  # column -> unknown ids seen in this batch (distinct)
     net: np.ndarray | None = None  # (n,) float64 or None
     deeper: dict[int, np.ndarray] | None = None  # K' -> (n,) float64 (``DEEPER`` columns)
+    tiered: dict[int, np.ndarray] | None = None  # j -> (n,) float64 (``TIERED`` columns)
 
 
 def _unreadable(path: Path, exc: Exception) -> SchemaError:
@@ -157,7 +162,7 @@ def _columns(path: Path) -> list[str]:
 def _batches(path: Path, reps: pd.Index, accs: pd.Index, top: bool) -> Iterator[_Batch]:
     cols = [S.REP_ID, S.ACCOUNT_ID, P_WIN] + ([LEFT_OUT] if top else [])
     if top and NET_LEFT_OUT in _columns(path):
-        cols += [NET_LEFT_OUT] + [c for c in _columns(path) if DEEPER.fullmatch(c)]
+        cols += [NET_LEFT_OUT] + [c for c in _columns(path) if DEEPER.fullmatch(c) or TIERED.fullmatch(c)]
     reader = _parquet_batches if _is_parquet(path) else _csv_batches
     it = reader(path, cols, reps, accs)
     while True:
@@ -187,9 +192,9 @@ def _parquet_batches(path: Path, cols: list[str], reps: pd.Index, accs: pd.Index
         p, raw = _numbers(rb.column(P_WIN))
         left = _numbers(rb.column(LEFT_OUT))[0] if LEFT_OUT in cols else None
         net = rb.column(NET_LEFT_OUT).to_numpy(zero_copy_only=False).astype(float) if NET_LEFT_OUT in cols else None
-        deeper = {int(DEEPER.fullmatch(c)[1]): rb.column(c).to_numpy(zero_copy_only=False).astype(float)
-                  for c in cols if DEEPER.fullmatch(c)}
-        yield _Batch(acc, rep, p, raw, left, unknown, net, deeper or None)
+        extra = {c: rb.column(c).to_numpy(zero_copy_only=False).astype(float) for c in cols
+                 if DEEPER.fullmatch(c) or TIERED.fullmatch(c)}
+        yield _Batch(acc, rep, p, raw, left, unknown, net, *_extra(extra))
 
 
 def _indices(col, known: pd.Index, name: str, unknown: dict) -> np.ndarray:
@@ -242,9 +247,16 @@ def _csv_batches(path: Path, cols: list[str], reps: pd.Index, accs: pd.Index) ->
         p = pd.to_numeric(df[P_WIN], errors="coerce").to_numpy(np.float32)
         left = pd.to_numeric(df[LEFT_OUT], errors="coerce").to_numpy(np.float32) if LEFT_OUT in cols else None
         net = pd.to_numeric(df[NET_LEFT_OUT], errors="coerce").to_numpy(float) if NET_LEFT_OUT in cols else None
-        deeper = {int(DEEPER.fullmatch(c)[1]): pd.to_numeric(df[c], errors="coerce").to_numpy(float)
-                  for c in cols if DEEPER.fullmatch(c)}
-        yield _Batch(idx[S.ACCOUNT_ID], idx[S.REP_ID], p, df[P_WIN], left, unknown, net, deeper or None)
+        extra = {c: pd.to_numeric(df[c], errors="coerce").to_numpy(float) for c in cols
+                 if DEEPER.fullmatch(c) or TIERED.fullmatch(c)}
+        yield _Batch(idx[S.ACCOUNT_ID], idx[S.REP_ID], p, df[P_WIN], left, unknown, net, *_extra(extra))
+
+
+def _extra(columns: dict[str, np.ndarray]) -> tuple[dict | None, dict | None]:
+    """The ``DEEPER`` and the ``TIERED`` columns of a batch, each by its number (None: none)."""
+    deeper = {int(DEEPER.fullmatch(c)[1]): v for c, v in columns.items() if DEEPER.fullmatch(c)}
+    tiered = {int(TIERED.fullmatch(c)[1]): v for c, v in columns.items() if TIERED.fullmatch(c)}
+    return deeper or None, tiered or None
 
 
 # --- checking and filling -----------------------------------------------------------------------------
@@ -353,6 +365,7 @@ class _Sparse(_Sink):
         self.left = np.full(self.A, -np.inf, np.float32)
         self.net: np.ndarray | None = None
         self.deeper: dict[int, np.ndarray] = {}
+        self.tiered: dict[int, np.ndarray] = {}
 
     def keep(self, b: _Batch, known: np.ndarray) -> None:
         lo = b.left_out
@@ -371,12 +384,13 @@ class _Sparse(_Sink):
             if self.net is None:
                 self.net = np.full(self.A, -np.inf)
             np.maximum.at(self.net, a, np.where(np.isnan(b.net[known]), -np.inf, b.net[known]))
-        for k, v in (b.deeper or {}).items():
-            if np.isinf(v).any():
-                raise SchemaError(f"{self.path}: column '{NET_LEFT_OUT}_{k}' must be numbers or empty; found "
-                                  f"{v[np.isinf(v)][:5].tolist()}. {RESCORE}", option="scores")
-            np.maximum.at(self.deeper.setdefault(k, np.full(self.A, -np.inf)), a,
-                          np.where(np.isnan(v[known]), -np.inf, v[known]))
+        for into, name, cols in ((self.deeper, "_", b.deeper), (self.tiered, "_tier", b.tiered)):
+            for k, v in (cols or {}).items():
+                if np.isinf(v).any():
+                    raise SchemaError(f"{self.path}: column '{NET_LEFT_OUT}{name}{k}' must be numbers or empty; found "
+                                      f"{v[np.isinf(v)][:5].tolist()}. {RESCORE}", option="scores")
+                np.maximum.at(into.setdefault(k, np.full(self.A, -np.inf)), a,
+                              np.where(np.isnan(v[known]), -np.inf, v[known]))
 
     def finish(self) -> Candidates:
         if self.parts:
@@ -398,4 +412,11 @@ class _Sparse(_Sink):
         left[count >= self.R] = np.nan  # every pair listed: nothing left out
         if self.net is not None:
             self.net[count >= self.R] = -np.inf
-        return Candidates(acc, rep, p, left, (self.A, self.R), left_out_net=self.net, deeper=self.deeper or None)
+        tiered = np.stack([self.tiered[j] for j in sorted(self.tiered)], axis=1) if self.tiered else None
+        if tiered is not None and sorted(self.tiered) != list(range(tiered.shape[1])):
+            raise SchemaError(f"{self.path}: the '{NET_LEFT_OUT}_tier<j>' columns must be numbered 0 to "
+                              f"{tiered.shape[1] - 1} (found {listed(sorted(self.tiered))}). {RESCORE}", option="scores")
+        if tiered is not None:
+            tiered[count >= self.R] = -np.inf
+        return Candidates(acc, rep, p, left, (self.A, self.R), left_out_net=self.net, deeper=self.deeper or None,
+                          tiered=tiered)

@@ -42,6 +42,7 @@ class LeftOut:
     net: np.ndarray | None = None  # (A,)
     prices: np.ndarray | None = None  # (R,)
     deeper: dict[int, np.ndarray] | None = None  # K' -> (A,) ``net`` had the file kept K' reps (estimates of K)
+    tiered: np.ndarray | None = None  # (A, J) ``net`` among the reps of each price tier (``price_tiers``)
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,9 @@ def left_out_bounds(cand: Candidates, arcs: Arcs, prob: Problem, potential: np.n
         return np.where(listed_cur & np.isfinite(any_rep) & np.isfinite(n), n + slack, -np.inf)
 
     deeper = {k: net_of(n) for k, n in (cand.deeper or {}).items()}
-    return LeftOut(any_rep, net_of(cand.left_out_net), np.asarray(cand.prices, float), deeper)
+    tiered = None if cand.tiered is None else np.where(
+        np.isfinite(cand.tiered), cand.tiered + slack[:, None], -np.inf)
+    return LeftOut(any_rep, net_of(cand.left_out_net), np.asarray(cand.prices, float), deeper, tiered)
 
 
 def value_scale(arcs: Arcs, left: LeftOut, A: int, R: int) -> float:
@@ -128,7 +131,14 @@ class Bound:
     open_accounts: int  # accounts the relaxed optimum places through a hub (on a left-out bound)
 
 
-PRICE_TIERS = 16  # hubs of the relaxed network: reps in this many groups by scoring price (see relaxed_bound)
+PRICE_TIERS = 8  # hubs of the relaxed network: reps in this many groups by scoring price (see relaxed_bound)
+
+
+def price_tiers(prices: np.ndarray, of: np.ndarray, tiers: int = PRICE_TIERS) -> np.ndarray:
+    """The price tier (0 .. tiers - 1) of each price in ``of``, cut at the quantiles of all reps' ``prices``: the
+    same on the scoring side (``top_k``) and here, whatever the order of the reps."""
+    edges = np.quantile(prices, np.arange(1, tiers) / tiers) if len(prices) else np.zeros(tiers - 1)
+    return np.searchsorted(edges, of, side="right")
 
 
 def relaxed_bound(prob: Problem, arcs: Arcs, gain: np.ndarray, net: np.ndarray | None, left: LeftOut,
@@ -143,14 +153,18 @@ def relaxed_bound(prob: Problem, arcs: Arcs, gain: np.ndarray, net: np.ndarray |
     at a cheap rep would reach the dearest rep at ``N_a`` plus its whole price, far above ``U_a``."""
     A, R = prob.shape
     pi = left.prices if left.prices is not None else np.zeros(R)
-    J = max(1, min(tiers, R))
-    tier = np.empty(R, np.int64)
-    tier[np.argsort(pi, kind="stable")] = np.arange(R) * J // R
+    J = tiers if left.tiered is None else left.tiered.shape[1]
+    tier = price_tiers(pi, pi, J)
     lo = np.full(J, np.inf)
     np.minimum.at(lo, tier, pi)
     has = np.flatnonzero(np.isfinite(left.any_rep))
-    n_a = np.full(len(has), np.inf) if net is None else np.where(np.isfinite(net[has]), net[has], np.inf)
-    to_hub = np.ceil(np.minimum(left.any_rep[has, None] - lo[None, :], n_a[:, None]) * scale).astype(np.int64) + 2
+    n_a = np.full((len(has), 1), np.inf) if net is None else np.where(np.isfinite(net[has]), net[has], np.inf)[:, None]
+    if left.tiered is not None and net is left.net:  # the file's bound per tier: -inf where it left none out
+        n_a = np.minimum(n_a, left.tiered[has])
+    bound = np.minimum(left.any_rep[has, None] - np.where(np.isfinite(lo), lo, 0.0)[None, :], n_a)
+    a_hub, j_hub = np.nonzero(np.isfinite(bound) & np.isfinite(lo)[None, :])  # no arc to a tier it left nothing in
+    to_hub = np.ceil(bound[a_hub, j_hub] * scale).astype(np.int64) + 2
+    a_hub = has[a_hub]
     price_int = np.ceil(pi * scale).astype(np.int64)
     src, sink, hub = 0, A + R + 1, A + R + 2 + np.arange(J)
     acc_node, rep_node = 1 + np.arange(A), 1 + A + np.arange(R)
@@ -159,7 +173,7 @@ def relaxed_bound(prob: Problem, arcs: Arcs, gain: np.ndarray, net: np.ndarray |
     ones = np.ones(A, np.int64)
     blocks = [
         (acc_node[arcs.acc], rep_node[arcs.rep], np.ones(len(gain), np.int64), -gain),
-        (np.repeat(acc_node[has], J), np.tile(hub, len(has)), np.ones(to_hub.size, np.int64), -to_hub.ravel()),
+        (acc_node[a_hub], hub[j_hub], np.ones(to_hub.size, np.int64), -to_hub),
         (hub[tier], rep_node, np.full(R, A, np.int64), -price_int),
         (np.full(A, src), acc_node, ones, np.zeros(A, np.int64)),
         (acc_node, np.full(A, sink), ones, np.full(A, 3 * big, np.int64)),
