@@ -105,3 +105,60 @@ def test_options_a_flow_cannot_hold_solve_on_the_matrix_and_say_the_plan_is_not_
     plan = plan_assignment(ds, None, AssignConfig(balance_tiers=True), candidates=every_pair(P))
     assert plan.summary.solver != sp.SOLVER and not plan.summary.certified_optimal
     assert any("tier balance" in n for n in plan.summary.solver_notes)
+
+
+def test_accounts_owned_across_the_required_match_keep_their_previous_p_win(small_org):
+    """Review 16: an account owned today by a rep the required match forbids (the reason to plan with
+    ``--require-match``) had previous_p_win NaN on candidates (its current pair is in the file, but not among the
+    pairs it may take), so the plan's value today was understated and its uplift overstated against the dense plan."""
+    from dataclasses import replace
+
+    from repfit.assign.plan import plan_assignment
+    from repfit.config import AssignConfig
+    from repfit.schema import load_dataset
+
+    ds = load_dataset(small_org)
+    accs, reps = ds.accounts, ds.reps
+    moved = accs.index[~accs.locked.to_numpy(bool)][:5]
+    elsewhere = {g: reps.rep_id[reps.region != g].iloc[0] for g in reps.region.unique()}
+    accs = accs.copy()
+    accs.loc[moved, "current_rep_id"] = [elsewhere[g] for g in accs.loc[moved, "region"]]
+    ds = replace(ds, accounts=accs)
+    A, R = len(accs), len(reps)
+    P = np.random.default_rng(5).random((A, R)).astype(np.float32).astype(float)
+    cfg = AssignConfig(require_match=("region",))
+    dense, on_cands = plan_assignment(ds, P, cfg), plan_assignment(ds, None, cfg, candidates=every_pair(P))
+    assert on_cands.summary.solver == sp.SOLVER
+    cur = np.array([reps.rep_id.tolist().index(r) for r in accs.loc[moved, "current_rep_id"]])
+    np.testing.assert_allclose(on_cands.assignment.previous_p_win.to_numpy()[moved], P[moved, cur], rtol=1e-7)
+    for name in ("assignment", "reps"):
+        a, b = getattr(dense, name), getattr(on_cands, name)
+        assert list(a.columns) == list(b.columns)
+        for col in a.columns:
+            if a[col].dtype.kind == "f":
+                np.testing.assert_allclose(b[col].to_numpy(), a[col].to_numpy(), rtol=1e-9, err_msg=col)
+    for key in ("expected_value_current", "uplift", "expected_wins_current"):
+        assert getattr(on_cands.summary, key) == pytest.approx(getattr(dense.summary, key), rel=1e-9), key
+
+
+@pytest.mark.parametrize("options, says", [
+    (dict(require_match=("no_such_column",)), "no column 'no_such_column'"),
+    (dict(continuity=-0.5), "continuity bonus must be"),
+    (dict(objective="p-win"), "objective 'p-win' is not one of"),
+    (dict(time_limit=0.0), "time limit must be"),
+])
+def test_a_plan_on_candidates_checks_its_options_as_the_dense_plan_does(small_org, options, says):
+    """Review 16: the plan on candidates skipped ``build_problem``'s checks: a required-match attribute the tables
+    lack was a KeyError traceback through ``repfit assign``; a negative continuity (which the left-out bound's
+    continuity factor assumes away), an unknown objective or a zero time limit passed silently."""
+    from repfit.assign.plan import plan_assignment
+    from repfit.config import AssignConfig
+    from repfit.errors import ConfigError
+    from repfit.schema import load_dataset
+
+    ds = load_dataset(small_org)
+    P = np.random.default_rng(5).random((len(ds.accounts), len(ds.reps)))
+    with pytest.raises(ConfigError, match=says):
+        plan_assignment(ds, P, AssignConfig(**options))
+    with pytest.raises(ConfigError, match=says):
+        plan_assignment(ds, None, AssignConfig(**options), candidates=every_pair(P))
