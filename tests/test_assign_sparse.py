@@ -162,3 +162,31 @@ def test_a_plan_on_candidates_checks_its_options_as_the_dense_plan_does(small_or
         plan_assignment(ds, P, AssignConfig(**options))
     with pytest.raises(ConfigError, match=says):
         plan_assignment(ds, None, AssignConfig(**options), candidates=every_pair(P))
+
+
+def test_scoring_prices_far_above_the_values_neither_overflow_nor_break_the_bound():
+    """Review 16: the relaxed network's hub arcs carry the scoring prices, but ``value_scale`` counted them only
+    when some account had a finite net bound. Accounts whose current pair the required match forbids have none
+    (only the P(win) bound holds for them): with prices 1e6 x the values, the scaled prices overflowed int64
+    (OverflowError through ``repfit assign``)."""
+    A, R = 4, 3
+    P = np.array([[0.9, 0.5, 0.2], [0.3, 0.6, 0.8], [0.7, 0.1, 0.4], [0.2, 0.5, 0.9]])
+    region_acc, region_rep = np.zeros(A, int), np.array([0, 1, 0])
+    current = np.full(A, 1)  # every account is owned today across the match
+    common = dict(capacity=np.full(R, A), current=current, locked=np.zeros(A, bool))
+    kept = [(a, r) for a in range(A) for r in sorted(range(R), key=lambda r: -P[a, r])[:1]] + [(a, 1) for a in range(A)]
+    kept = sorted(set(kept))
+    acc, rep = (np.array(c, np.int32) for c in zip(*kept))
+    listed = np.zeros((A, R), bool)
+    listed[acc, rep] = True
+    prices = np.array([1e6, -2e6, 3e6])
+    left_out = np.where(listed, -np.inf, P).max(axis=1)
+    net = np.where(listed, -np.inf, P - prices).max(axis=1)
+    c = Candidates(acc, rep, P[acc, rep].astype(np.float32), left_out.astype(np.float32), (A, R), 1, net, prices)
+    prob = sp.shape_only(common, A, R)
+    arcs = sp.candidate_arcs(c, np.ones(A), prob, lambda a, r: region_acc[a] == region_rep[r])
+    sol = sp.solve_candidates(prob, arcs, sp.left_out_bounds(c, arcs, prob, np.ones(A)), 1)
+    allowed = region_acc[:, None] == region_rep[None, :]
+    best = solve(Problem(values=P, allowed=allowed, **common), "flow").assignment
+    assert sol.assignment.tolist() == best.tolist() == [0, 2, 0, 2]
+    assert sol.certified  # the pairs left out (rep 2 of accounts 0 and 2) are worth less than what they hold

@@ -107,10 +107,11 @@ def value_scale(arcs: Arcs, left: LeftOut, A: int, R: int) -> float:
     vmax = float(np.abs(arcs.value).max()) if len(arcs.value) else 0.0
     finite = left.any_rep[np.isfinite(left.any_rep)]
     vmax = max(vmax, float(finite.max()) if len(finite) else 0.0)
-    if left.net is not None:
-        n = left.net[np.isfinite(left.net)]
-        if len(n):
-            vmax = max(vmax, float(np.abs(n).max()) + float(np.abs(left.prices).max()))
+    if left.prices is not None and len(finite):  # every hub arc carries a price (review 16: counted only when
+        # some account had a finite net bound; without one, prices 1e6 x the values overflowed int64)
+        pmax = float(np.abs(left.prices).max()) if len(left.prices) else 0.0
+        n = left.net[np.isfinite(left.net)] if left.net is not None else np.zeros(0)
+        vmax = max(vmax, float(np.abs(finite).max()) + pmax, (float(np.abs(n).max()) if len(n) else 0.0) + pmax)
     nodes = A + R + 4
     return min(INT_LIMIT / (nodes + 1), FLOAT_EXACT) / (9.0 * (A + 1)) / vmax if vmax > 0 else 1.0
 
