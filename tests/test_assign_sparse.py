@@ -4,8 +4,9 @@ relaxed bound against the dense solvers, which see every pair."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from repfit.assign import Band, Problem, solve
@@ -190,3 +191,74 @@ def test_scoring_prices_far_above_the_values_neither_overflow_nor_break_the_boun
     best = solve(Problem(values=P, allowed=allowed, **common), "flow").assignment
     assert sol.assignment.tolist() == best.tolist() == [0, 2, 0, 2]
     assert sol.certified  # the pairs left out (rep 2 of accounts 0 and 2) are worth less than what they hold
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), A=st.integers(2, 20), R=st.integers(1, 6), k=st.integers(1, 3),
+       ties=st.booleans(), potential=st.sampled_from(["one", "lognormal", "1e-3..1e9", "half zero"]),
+       prices=st.sampled_from([None, "exponential", "signed", "1e6", "negative"]),
+       continuity=st.sampled_from([0.0, 0.1, 2.0]), locks=st.booleans(), band=st.sampled_from([None, "floor", "ceiling"]),
+       match=st.booleans(), current_listed=st.booleans())
+def test_a_certified_plan_on_candidates_is_the_all_pairs_optimum_in_its_own_integer_units(
+        seed, A, R, k, ties, potential, prices, continuity, locks, band, match, current_listed):
+    """Review 16, adversarially: the candidates ``top_k`` keeps (from float64 P(win), read back as float32), any
+    scoring prices (wildly wrong, negative, 1e6 x the values), ties, zero and 1e-3..1e9 potentials, continuity, locks,
+    count floors and ceilings, the required match, and current pairs the file left out. Certified: the plan's integer
+    value is the optimum over every allowed pair of the same integer values (rint(value x scale) + 1 on current pairs,
+    solved by the flow on all of them); else that optimum is within the relaxed bound."""
+    from repfit.assign.solvers import _flow_on_arcs
+    from repfit.candidates import top_k
+    from repfit.errors import InfeasibleAssignment
+    from repfit.scores_io import LEFT_OUT, NET_LEFT_OUT
+
+    rng = np.random.default_rng(seed)
+    P64 = np.round(rng.random((A, R)), 1) if ties else rng.random((A, R))
+    pot = {"one": np.ones(A), "lognormal": rng.lognormal(0, 1, A), "1e-3..1e9": 10 ** rng.uniform(-3, 9, A),
+           "half zero": np.where(rng.random(A) < 0.5, 0.0, rng.random(A))}[potential]
+    pi = {None: None, "exponential": rng.exponential(0.3, R) * pot.mean(), "signed": rng.normal(0, 5, R) * pot.mean(),
+          "1e6": rng.normal(0, 1e6, R) * max(pot.max(), 1.0), "negative": -rng.exponential(3, R) * pot.mean()}[prices]
+    current = np.where(rng.random(A) < 0.7, rng.integers(0, R, A), -1)
+    locked = (rng.random(A) < 0.2) & (current >= 0) if locks else np.zeros(A, bool)
+    cap = np.maximum(np.full(R, int(np.ceil(rng.uniform(1.0, 1.6) * A / R))), np.bincount(current[locked], minlength=R))
+    bands = {None: (), "floor": (Band("accounts", np.ones(A), np.full(R, np.floor(0.5 * A / R)), np.full(R, np.inf), 0.5),),
+             "ceiling": (Band("accounts", np.ones(A), np.full(R, -np.inf), np.full(R, np.ceil(1.1 * A / R)), 0.1),)}[band]
+    common = dict(capacity=cap, current=current, locked=locked, continuity=continuity, bands=bands)
+    region_acc, region_rep = rng.integers(0, 2, A), rng.integers(0, 2, R)
+    allowed = region_acc[:, None] == region_rep[None, :] if match else None
+
+    a, r = np.divmod(np.arange(P64.size), R)  # what `repfit score --top-k` keeps, as `repfit assign` reads it back
+    block = pd.DataFrame({"rep_id": [f"R{i}" for i in r], "account_id": [f"A{i}" for i in a], "p_win": P64.ravel(),
+                          "expected_value": P64.ravel() * pot[a]})
+    owner = np.where(locked | current_listed, current, -1)
+    kept = top_k(block, k, pd.Series([f"R{c}" if c >= 0 else None for c in owner], index=[f"A{i}" for i in range(A)]),
+                 None if pi is None else pd.Series(pi, index=[f"R{i}" for i in range(R)]))
+    acc, rep = kept.account_id.str[1:].astype(int).to_numpy(), kept.rep_id.str[1:].astype(int).to_numpy()
+    left = np.full(A, -np.inf)
+    np.fmax.at(left, acc, kept[LEFT_OUT].to_numpy(float))
+    net = None
+    if pi is not None:
+        net = np.full(A, -np.inf)
+        np.fmax.at(net, acc, kept[NET_LEFT_OUT].to_numpy(float))
+    c = Candidates(acc.astype(np.int32), rep.astype(np.int32), kept.p_win.to_numpy(np.float32),
+                   np.where(np.isfinite(left), left, np.nan).astype(np.float32), (A, R), k, net, pi)
+
+    prob = sp.shape_only(common, A, R)
+    try:
+        sp.check_counts(prob)
+        arcs = sp.candidate_arcs(c, pot, prob, (lambda x, y: allowed[x, y]) if match else None)
+        sp.unmatched_accounts(arcs, prob)
+        left_out = sp.left_out_bounds(c, arcs, prob, pot)
+        sol = sp.solve_candidates(prob, arcs, left_out, k)
+    except InfeasibleAssignment:
+        event("refused on the candidates")
+        return  # nothing claimed
+    event("certified" if sol.certified else "gap")
+    scale = sp.value_scale(arcs, left_out, A, R)
+    everything = Problem(values=P64.astype(np.float32).astype(float) * pot[:, None], allowed=allowed, **common)
+    V = np.rint(everything.objective_values() * scale).astype(np.int64)
+    has = np.flatnonzero(current >= 0)
+    V[has, current[has]] += 1
+    ai, ri = np.nonzero(everything.mask())
+    best = int(V[np.arange(A), _flow_on_arcs(everything, ai, ri, V[ai, ri])].sum())
+    assert sol.int_objective <= best
+    assert sol.int_objective == best if sol.certified else best <= sol.bound
