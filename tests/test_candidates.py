@@ -226,3 +226,26 @@ def test_score_top_k_then_assign_proves_the_all_pairs_optimum_or_states_its_gap(
     assert alone.exit_code != 0 and "--top-k" in alone.output and not (tmp / "bad.parquet").exists()
     refused = run("suggest", "--data", org, "--tracking-uri", uri, "--scores", tmp / "top6.parquet", "--all")
     assert refused.exit_code == 2 and "holds each account's top reps only" in refused.output
+
+
+def test_read_plan_refuses_a_repeated_account_and_names_a_missing_plan_first(small_org, tmp_path):
+    """Review 16: a plan naming an account twice (two plans concatenated) passed ``read_plan`` and then crashed the
+    top-K filter mid-scoring (pandas' "cannot reindex on an axis with duplicate labels", a traceback through
+    ``repfit score --plan``); and a missing plan was reported as a missing prices file."""
+    from repfit.candidates import read_plan
+    from repfit.errors import SchemaError
+    from repfit.schema import load_dataset
+
+    ds = load_dataset(small_org)
+    accs, reps = ds.accounts.account_id.astype(str), ds.reps.rep_id.astype(str)
+    plan = pd.DataFrame({"account_id": accs, "rep_id": reps.iloc[np.arange(len(accs)) % len(reps)].to_numpy()})
+    pd.DataFrame({"rep_id": reps, "price": 0.5}).to_csv(tmp_path / "plan_prices.csv", index=False)
+    plan.to_csv(tmp_path / "plan.csv", index=False)
+    prices, planned = read_plan(tmp_path / "plan.csv", ds)
+    assert planned.to_dict() == dict(zip(plan.account_id, plan.rep_id)) and (prices == 0.5).all()
+    with pytest.raises(SchemaError, match=r"nope\.csv: plan file not found"):
+        read_plan(tmp_path / "nope.csv", ds)
+    twice = pd.concat([plan, plan.iloc[[3]].assign(rep_id=reps.iloc[0])])
+    twice.to_csv(tmp_path / "plan.csv", index=False)
+    with pytest.raises(SchemaError, match=rf"plan\.csv: column 'account_id' repeats 1 id.*'{accs.iloc[3]}'.*Fix"):
+        read_plan(tmp_path / "plan.csv", ds)
