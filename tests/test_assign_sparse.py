@@ -262,3 +262,36 @@ def test_a_certified_plan_on_candidates_is_the_all_pairs_optimum_in_its_own_inte
     best = int(V[np.arange(A), _flow_on_arcs(everything, ai, ri, V[ai, ri])].sum())
     assert sol.int_objective <= best
     assert sol.int_objective == best if sol.certified else best <= sol.bound
+
+
+@pytest.mark.parametrize("change, says", [("orphan", "no rep has region 'Atlantis'"),
+                                          ("locked", "are owned by reps that the required match forbids"),
+                                          ("crowded", "has 150 accounts but its reps' capacity is")])
+def test_a_required_match_that_cannot_hold_says_why_on_candidates_as_on_every_pair(small_org, change, says):
+    """Review 16: on candidates, a required match that no K could satisfy (an account region no rep has, a locked
+    account owned across the match, a region whose reps lack the capacity) was blamed on the candidates ("score
+    with a larger --top-k"); the dense plan names the region, the account, or the capacity and the real fix."""
+    from dataclasses import replace
+
+    from repfit.assign.plan import plan_assignment
+    from repfit.config import AssignConfig
+    from repfit.errors import InfeasibleAssignment
+    from repfit.schema import load_dataset
+
+    ds = load_dataset(small_org)
+    accs, reps = ds.accounts.copy(), ds.reps.copy()
+    if change == "orphan":
+        accs.loc[accs.index[7], "region"] = "Atlantis"
+    elif change == "locked":
+        lk = accs.index[accs.locked.to_numpy(bool)][0]
+        accs.loc[lk, "region"] = next(g for g in reps.region.unique()
+                                      if g != reps.set_index("rep_id").region[accs.loc[lk, "current_rep_id"]])
+    else:
+        accs["region"] = reps.region.iloc[0]
+    ds = replace(ds, accounts=accs, reps=reps)
+    P = np.random.default_rng(5).random((len(accs), len(reps)))
+    cfg = AssignConfig(require_match=("region",), balance=("none",))
+    with pytest.raises(InfeasibleAssignment, match=says):
+        plan_assignment(ds, P, cfg)
+    with pytest.raises(InfeasibleAssignment, match=says):
+        plan_assignment(ds, None, cfg, candidates=every_pair(P))

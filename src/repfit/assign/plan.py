@@ -13,7 +13,7 @@ import pandas as pd
 from repfit import schema as S
 from repfit.assign.bands import build_bands, metric_weights, parse_balance
 from repfit.assign.families import collapse
-from repfit.assign.problem import Band, Problem, check_feasible
+from repfit.assign.problem import Band, Problem, check_feasible, check_match_values
 from repfit.assign.solvers import Solution, solve
 from repfit.config import OBJECTIVES, AssignConfig
 from repfit.errors import ConfigError, InfeasibleAssignment, SolverError
@@ -325,6 +325,8 @@ def _plan_on_candidates(ds: S.Dataset, cand, cfg: AssignConfig) -> Plan:
                               continuity=cfg.continuity, rep_names=ds.reps[S.REP_ID].to_numpy(str),
                               account_names=accs[S.ACCOUNT_ID].to_numpy(str), bands=bands), A, R)
     sp.check_counts(prob)
+    check_match_values(prob, {a: (ds.reps[a].astype(str).to_numpy(), accs[a].astype(str).to_numpy())
+                              for a in cfg.require_match})  # a match no K satisfies is not the candidates' fault
     potential = accs[S.POTENTIAL].to_numpy(float) if cfg.objective == "expected_value" else None
     arcs = sp.candidate_arcs(cand, potential, prob, sp.require_match_filter(ds, cfg.require_match))
     sp.unmatched_accounts(arcs, prob)
