@@ -249,3 +249,17 @@ def test_read_plan_refuses_a_repeated_account_and_names_a_missing_plan_first(sma
     twice.to_csv(tmp_path / "plan.csv", index=False)
     with pytest.raises(SchemaError, match=rf"plan\.csv: column 'account_id' repeats 1 id.*'{accs.iloc[3]}'.*Fix"):
         read_plan(tmp_path / "plan.csv", ds)
+
+
+def test_read_prices_reads_back_rep_ids_that_assign_escaped_as_formulas(tmp_path):
+    """Review 16: `repfit assign` writes <out>_prices.csv through ``write_table``, which quotes ids that start like a
+    spreadsheet formula ('-R1'); ``read_plan`` undid that for the plan, ``read_prices`` did not, and refused the
+    file assign had just written ("reps of the data have no price, e.g. '-R1'")."""
+    from repfit.candidates import read_prices
+    from repfit.io import write_table
+
+    reps = pd.Index(["R0", "-R1", "=R2", "+R3"])
+    write_table(pd.DataFrame({"rep_id": reps, "price": [0.0, 1.5, -2.0, 3.25]}), tmp_path / "p_prices.csv")
+    assert "'-R1" in (tmp_path / "p_prices.csv").read_text()  # escaped on the way out
+    got = read_prices(tmp_path / "p_prices.csv", reps)
+    assert got.index.tolist() == reps.tolist() and got.tolist() == [0.0, 1.5, -2.0, 3.25]

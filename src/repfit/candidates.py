@@ -193,7 +193,10 @@ def read_prices(path: Path, reps: pd.Index) -> pd.Series:
     if len(bad):
         raise SchemaError(f"{path}: column 'price' must be finite numbers; found {listed(bad.astype(str).tolist()[:5])} "
                           f"({len(bad):,} row{'s' if len(bad) > 1 else ''}). {fix}", option="prices")
-    prices = pd.Series(price.to_numpy(float), index=df[S.REP_ID].astype(str))
+    from repfit.io import unescape_ids
+
+    # ids quoted as formulas on the way out (write_table), as read_plan undoes for the plan (review 16)
+    prices = pd.Series(price.to_numpy(float), index=unescape_ids(df[S.REP_ID], reps).to_numpy(object))
     absent = reps.difference(prices.index)
     if len(absent):
         raise SchemaError(f"{path}: {len(absent):,} reps of the data have no price, e.g. {listed(absent[:5].tolist())}. "
