@@ -263,3 +263,32 @@ def test_read_prices_reads_back_rep_ids_that_assign_escaped_as_formulas(tmp_path
     assert "'-R1" in (tmp_path / "p_prices.csv").read_text()  # escaped on the way out
     got = read_prices(tmp_path / "p_prices.csv", reps)
     assert got.index.tolist() == reps.tolist() and got.tolist() == [0.0, 1.5, -2.0, 3.25]
+
+
+def test_assign_from_candidates_through_the_cli_leaves_no_stale_prices_and_no_traceback(small_org, tracking_uri,
+                                                                                         tmp_path):
+    """Review 16, through `repfit assign` on a top-K file: a plan by P(win) has no rep prices, so a <out>_prices.csv
+    left by an earlier plan by expected value at the same --out must go (`score --plan` would pair the new plan
+    with the old plan's prices); and a --require-match column the tables lack is a message, not a KeyError."""
+    from conftest import run
+    from repfit.schema import load_dataset
+
+    ds = load_dataset(small_org)
+    A, R = len(ds.accounts), len(ds.reps)
+    P = np.random.default_rng(4).random((A, R))
+    a, r = np.divmod(np.arange(P.size), R)
+    block = pd.DataFrame({"rep_id": ds.reps.rep_id.to_numpy(str)[r], "account_id": ds.accounts.account_id.to_numpy(str)[a],
+                          "p_win": P.ravel(), "expected_value": P.ravel() * ds.accounts.potential.to_numpy(float)[a],
+                          "cold": False})
+    top_k(block, 4, ds.accounts.set_index("account_id")["current_rep_id"]).to_csv(tmp_path / "top.csv", index=False)
+    args = ("assign", "--data", small_org, "--tracking-uri", tracking_uri, "--scores", tmp_path / "top.csv", "--out",
+            tmp_path / "plan.csv")
+    res = run(*args)
+    assert res.exit_code == 0, res.output
+    prices = pd.read_csv(tmp_path / "plan_prices.csv", dtype={"rep_id": str})
+    assert sorted(prices.rep_id) == sorted(ds.reps.rep_id.astype(str)) and np.isfinite(prices.price).all()
+    res = run(*args, "--objective", "p_win")
+    assert res.exit_code == 0, res.output
+    assert "plan_prices.csv" not in res.output and not (tmp_path / "plan_prices.csv").exists()
+    bad = run(*args, "--require-match", "no_such_column")
+    assert bad.exit_code != 0 and "no column 'no_such_column'" in bad.output and "Traceback" not in bad.output
