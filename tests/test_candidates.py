@@ -3,6 +3,8 @@ whenever it claims optimality, and its gap is valid otherwise."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -292,3 +294,19 @@ def test_assign_from_candidates_through_the_cli_leaves_no_stale_prices_and_no_tr
     assert "plan_prices.csv" not in res.output and not (tmp_path / "plan_prices.csv").exists()
     bad = run(*args, "--require-match", "no_such_column")
     assert bad.exit_code != 0 and "no column 'no_such_column'" in bad.output and "Traceback" not in bad.output
+
+
+def test_the_deeper_k_advice_counts_accounts_a_deeper_k_would_list_whole():
+    """Review 16: ``ev_net_left_out_<K'>`` is empty where K' reps leave nothing out, but the estimate of the K that
+    closes a gap read that as "no net bound" and kept the account's P(win) bound: with 8 reps and K = 2 it advised
+    "score with --top-k above 8", though --top-k 8 lists every pair."""
+    rng = np.random.default_rng(6)
+    A = R = 8
+    P = (1 / (1 + np.exp(-(rng.normal(0, 2, R)[None] + rng.normal(0, 0.5, (A, R)))))).astype(np.float32).astype(float)
+    prices = rng.exponential(0.05, R)
+    common = dict(capacity=np.full(R, 2), current=np.full(A, -1), locked=np.zeros(A, bool))
+    sol = plan_on(candidates_of(P, 2, np.full(A, -1), np.ones(A), prices), np.ones(A), common)
+    assert sol is not None and not sol.certified
+    assert re.search(r"Fix: score with --top-k [48] \(estimated", sol.notes[0]), sol.notes[0]
+    whole = plan_on(candidates_of(P, 8, np.full(A, -1), np.ones(A), prices), np.ones(A), common)
+    assert whole.certified  # what that advice leads to

@@ -18,7 +18,7 @@ closer the scoring prices, the tighter it is, and the deeper K, the lower the ``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -42,6 +42,7 @@ class LeftOut:
     net: np.ndarray | None = None  # (A,)
     prices: np.ndarray | None = None  # (R,)
     deeper: dict[int, np.ndarray] | None = None  # K' -> (A,) ``net`` had the file kept K' reps (estimates of K)
+    whole_at: dict[int, np.ndarray] | None = None  # K' -> (A,) bool: K' reps would leave nothing out of the account
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,8 @@ def left_out_bounds(cand: Candidates, arcs: Arcs, prob: Problem, potential: np.n
         return np.where(listed_cur & np.isfinite(any_rep) & np.isfinite(n), n + slack, -np.inf)
 
     deeper = {k: net_of(n) for k, n in (cand.deeper or {}).items()}
-    return LeftOut(any_rep, net_of(cand.left_out_net), np.asarray(cand.prices, float), deeper)
+    whole_at = {k: ~np.isfinite(n) for k, n in (cand.deeper or {}).items()}  # the file's empty: nothing left out
+    return LeftOut(any_rep, net_of(cand.left_out_net), np.asarray(cand.prices, float), deeper, whole_at)
 
 
 def value_scale(arcs: Arcs, left: LeftOut, A: int, R: int) -> float:
@@ -230,7 +232,9 @@ def _deeper_k(prob: Problem, arcs: Arcs, gain: np.ndarray, left: LeftOut, scale:
     """The fix, with the smallest deeper K the file's ranks say would close the gap (an estimate: it assumes the
     pairs between would not change the plan)."""
     for k in sorted(left.deeper or {}):
-        if relaxed_bound(prob, arcs, gain, left.deeper[k], left, scale).value <= value:
+        at_k = left if left.whole_at is None else replace(  # an account K' lists whole has no hub (review 16)
+            left, any_rep=np.where(left.whole_at[k], -np.inf, left.any_rep))
+        if relaxed_bound(prob, arcs, gain, left.deeper[k], at_k, scale).value <= value:
             return (f"Fix: score with --top-k {k} (estimated from the ranks the file keeps: every account's "
                     f"left-out bound would then fall within what it holds in this plan)")
     deepest = max(left.deeper) if left.deeper else None
