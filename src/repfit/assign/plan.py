@@ -243,8 +243,6 @@ def plan_assignment(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig, candida
     InfeasibleAssignment
         Before solving, when the constraints cannot all hold (the shortfall and the fix).
     """
-    check_options(ds, cfg)  # before candidate_blockers, which builds the bands (review 16: a plan on candidates
-    # skipped these, and a required-match attribute the tables lack was a KeyError traceback)
     if candidates is not None and not (blockers := candidate_blockers(ds, cfg)):
         return _plan_on_candidates(ds, candidates, cfg)
     if candidates is not None:  # constraints the flow on candidates cannot hold: every pair in memory
@@ -316,6 +314,7 @@ def _plan_on_candidates(ds: S.Dataset, cand, cfg: AssignConfig) -> Plan:
     reps) array, so 10,000 reps x 1,000,000 accounts fit in memory."""
     from repfit.assign import sparse as sp
 
+    check_options(ds, cfg)  # as build_problem does (review 16: a missing --require-match column was a KeyError)
     t0 = time.perf_counter()
     A, R = cand.shape
     capacity, _ = _capacity(ds, cfg)
