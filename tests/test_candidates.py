@@ -3,6 +3,8 @@ whenever it claims optimality, and its gap is valid otherwise."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -232,3 +234,85 @@ def test_score_top_k_then_assign_proves_the_all_pairs_optimum_or_states_its_gap(
     assert alone.exit_code != 0 and "--top-k" in alone.output and not (tmp / "bad.parquet").exists()
     refused = run("suggest", "--data", org, "--tracking-uri", uri, "--scores", tmp / "top6.parquet", "--all")
     assert refused.exit_code == 2 and "holds each account's top reps only" in refused.output
+
+
+def test_read_plan_refuses_a_repeated_account_and_names_a_missing_plan_first(small_org, tmp_path):
+    """Review 16: a plan naming an account twice (two plans concatenated) passed ``read_plan`` and then crashed the
+    top-K filter mid-scoring (pandas' "cannot reindex on an axis with duplicate labels", a traceback through
+    ``repfit score --plan``); and a missing plan was reported as a missing prices file."""
+    from repfit.candidates import read_plan
+    from repfit.errors import SchemaError
+    from repfit.schema import load_dataset
+
+    ds = load_dataset(small_org)
+    accs, reps = ds.accounts.account_id.astype(str), ds.reps.rep_id.astype(str)
+    plan = pd.DataFrame({"account_id": accs, "rep_id": reps.iloc[np.arange(len(accs)) % len(reps)].to_numpy()})
+    pd.DataFrame({"rep_id": reps, "price": 0.5}).to_csv(tmp_path / "plan_prices.csv", index=False)
+    plan.to_csv(tmp_path / "plan.csv", index=False)
+    prices, planned = read_plan(tmp_path / "plan.csv", ds)
+    assert planned.to_dict() == dict(zip(plan.account_id, plan.rep_id)) and (prices == 0.5).all()
+    with pytest.raises(SchemaError, match=r"nope\.csv: plan file not found"):
+        read_plan(tmp_path / "nope.csv", ds)
+    twice = pd.concat([plan, plan.iloc[[3]].assign(rep_id=reps.iloc[0])])
+    twice.to_csv(tmp_path / "plan.csv", index=False)
+    with pytest.raises(SchemaError, match=rf"plan\.csv: column 'account_id' repeats 1 id.*'{accs.iloc[3]}'.*Fix"):
+        read_plan(tmp_path / "plan.csv", ds)
+
+
+def test_read_prices_reads_back_rep_ids_that_assign_escaped_as_formulas(tmp_path):
+    """Review 16: `repfit assign` writes <out>_prices.csv through ``write_table``, which quotes ids that start like a
+    spreadsheet formula ('-R1'); ``read_plan`` undid that for the plan, ``read_prices`` did not, and refused the
+    file assign had just written ("reps of the data have no price, e.g. '-R1'")."""
+    from repfit.candidates import read_prices
+    from repfit.io import write_table
+
+    reps = pd.Index(["R0", "-R1", "=R2", "+R3"])
+    write_table(pd.DataFrame({"rep_id": reps, "price": [0.0, 1.5, -2.0, 3.25]}), tmp_path / "p_prices.csv")
+    assert "'-R1" in (tmp_path / "p_prices.csv").read_text()  # escaped on the way out
+    got = read_prices(tmp_path / "p_prices.csv", reps)
+    assert got.index.tolist() == reps.tolist() and got.tolist() == [0.0, 1.5, -2.0, 3.25]
+
+
+def test_assign_from_candidates_through_the_cli_leaves_no_stale_prices_and_no_traceback(small_org, tracking_uri,
+                                                                                         tmp_path):
+    """Review 16, through `repfit assign` on a top-K file: a plan by P(win) has no rep prices, so a <out>_prices.csv
+    left by an earlier plan by expected value at the same --out must go (`score --plan` would pair the new plan
+    with the old plan's prices); and a --require-match column the tables lack is a message, not a KeyError."""
+    from conftest import run
+    from repfit.schema import load_dataset
+
+    ds = load_dataset(small_org)
+    A, R = len(ds.accounts), len(ds.reps)
+    P = np.random.default_rng(4).random((A, R))
+    a, r = np.divmod(np.arange(P.size), R)
+    block = pd.DataFrame({"rep_id": ds.reps.rep_id.to_numpy(str)[r], "account_id": ds.accounts.account_id.to_numpy(str)[a],
+                          "p_win": P.ravel(), "expected_value": P.ravel() * ds.accounts.potential.to_numpy(float)[a],
+                          "cold": False})
+    top_k(block, 4, ds.accounts.set_index("account_id")["current_rep_id"]).to_csv(tmp_path / "top.csv", index=False)
+    args = ("assign", "--data", small_org, "--tracking-uri", tracking_uri, "--scores", tmp_path / "top.csv", "--out",
+            tmp_path / "plan.csv")
+    res = run(*args)
+    assert res.exit_code == 0, res.output
+    prices = pd.read_csv(tmp_path / "plan_prices.csv", dtype={"rep_id": str})
+    assert sorted(prices.rep_id) == sorted(ds.reps.rep_id.astype(str)) and np.isfinite(prices.price).all()
+    res = run(*args, "--objective", "p_win")
+    assert res.exit_code == 0, res.output
+    assert "plan_prices.csv" not in res.output and not (tmp_path / "plan_prices.csv").exists()
+    bad = run(*args, "--require-match", "no_such_column")
+    assert bad.exit_code != 0 and "no column 'no_such_column'" in bad.output and "Traceback" not in bad.output
+
+
+def test_the_deeper_k_advice_counts_accounts_a_deeper_k_would_list_whole():
+    """Review 16: ``ev_net_left_out_<K'>`` is empty where K' reps leave nothing out, but the estimate of the K that
+    closes a gap read that as "no net bound" and kept the account's P(win) bound: with 8 reps and K = 2 it advised
+    "score with --top-k above 8", though --top-k 8 lists every pair."""
+    rng = np.random.default_rng(6)
+    A = R = 8
+    P = (1 / (1 + np.exp(-(rng.normal(0, 2, R)[None] + rng.normal(0, 0.5, (A, R)))))).astype(np.float32).astype(float)
+    prices = rng.exponential(0.05, R)
+    common = dict(capacity=np.full(R, 2), current=np.full(A, -1), locked=np.zeros(A, bool))
+    sol = plan_on(candidates_of(P, 2, np.full(A, -1), np.ones(A), prices), np.ones(A), common)
+    assert sol is not None and not sol.certified
+    assert re.search(r"Fix: score with --top-k [48] \(estimated", sol.notes[0]), sol.notes[0]
+    whole = plan_on(candidates_of(P, 8, np.full(A, -1), np.ones(A), prices), np.ones(A), common)
+    assert whole.certified  # what that advice leads to

@@ -101,3 +101,18 @@ def test_ids_written_as_numbers_match_the_data_s_string_ids(tmp_path, small_batc
                          accounts=pd.DataFrame({"account_id": [str(i) for i in range(A)]}))
     df.to_parquet(tmp_path / "s.parquet", index=False)
     np.testing.assert_array_equal(read_scores(tmp_path / "s.parquet", ds), P.astype(np.float32))
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_a_candidates_file_that_lists_some_pairs_but_bounds_none_is_refused(tmp_path, small_batches, suffix):
+    """Review 16: an empty ``p_win_left_out`` means "every rep of this account is listed"; on an account that lists
+    only some, the file contradicts itself, and `repfit assign` read it as nothing left out and claimed the plan
+    certified optimal over all pairs ("every pair of every account is a candidate") while it was not."""
+    df = frame(np.random.default_rng(0).random((A, R))).groupby("account_id").head(2).assign(p_win_left_out=0.5)
+    df.loc[df.account_id.isin(["A3", "A7"]), "p_win_left_out"] = np.nan
+    path = write(df, tmp_path / f"c{suffix}")
+    with pytest.raises(SchemaError, match=rf"c\{suffix}: column 'p_win_left_out' is empty for 2 accounts that list "
+                                          r"2 of the 7 reps or fewer, e.g. 'A3', 'A7'.*Fix: score"):
+        read_scores(path, data(), candidates_ok=True)
+    whole = frame(np.full((A, R), 0.5)).assign(p_win_left_out=np.nan)  # every rep listed: nothing left out
+    assert np.isnan(read_scores(write(whole, tmp_path / f"w{suffix}"), data(), candidates_ok=True).left_out).all()

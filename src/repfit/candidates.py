@@ -160,8 +160,10 @@ def read_plan(path: Path, ds: S.Dataset) -> tuple[pd.Series, pd.Series]:
     from repfit.io import unescape_ids
 
     reps, accs = pd.Index(ds.reps[S.REP_ID].astype(str)), pd.Index(ds.accounts[S.ACCOUNT_ID].astype(str))
-    prices = read_prices(path.with_name(path.stem + "_prices.csv"), reps)
     fix = "Fix: pass the plan CSV `repfit assign` wrote from a top-K scores file of this data set."
+    if not path.is_file():  # before its prices: the file the user named is the one to report (review 16)
+        raise SchemaError(f"{path}: plan file not found. {fix}", option="plan")
+    prices = read_prices(path.with_name(path.stem + "_prices.csv"), reps)
     try:
         df = pd.read_csv(path, usecols=[S.ACCOUNT_ID, S.REP_ID], dtype=str, keep_default_na=False)
     except FileNotFoundError:
@@ -175,6 +177,10 @@ def read_plan(path: Path, ds: S.Dataset) -> tuple[pd.Series, pd.Series]:
         if len(unknown):
             raise SchemaError(f"{path}: column '{name}' names {len(unknown):,} ids the data does not hold, e.g. "
                               f"{listed(unknown[:5].tolist())}. {fix}", option="plan")
+    twice = pd.Index(a)[pd.Index(a).duplicated()].unique()
+    if len(twice):  # top_k looks each account's planned rep up by id (review 16: a pandas traceback mid-scoring)
+        raise SchemaError(f"{path}: column '{S.ACCOUNT_ID}' repeats {len(twice):,} id{'s' if len(twice) > 1 else ''}, "
+                          f"e.g. {listed(twice[:5].tolist())}: a plan gives each account one rep. {fix}", option="plan")
     return prices, pd.Series(np.asarray(r, object), index=np.asarray(a, object))
 
 
@@ -203,7 +209,10 @@ def read_prices(path: Path, reps: pd.Index) -> pd.Series:
     if len(bad):
         raise SchemaError(f"{path}: column 'price' must be finite numbers; found {listed(bad.astype(str).tolist()[:5])} "
                           f"({len(bad):,} row{'s' if len(bad) > 1 else ''}). {fix}", option="prices")
-    prices = pd.Series(price.to_numpy(float), index=df[S.REP_ID].astype(str))
+    from repfit.io import unescape_ids
+
+    # ids quoted as formulas on the way out (write_table), as read_plan undoes for the plan (review 16)
+    prices = pd.Series(price.to_numpy(float), index=unescape_ids(df[S.REP_ID], reps).to_numpy(object))
     absent = reps.difference(prices.index)
     if len(absent):
         raise SchemaError(f"{path}: {len(absent):,} reps of the data have no price, e.g. {listed(absent[:5].tolist())}. "

@@ -354,8 +354,11 @@ def assign_job(*, data: DataSource, store: Store, pairs: PairSource, options: As
         "reps": write_table(plan.reps, out.with_name(out.stem + "_reps.csv")),
         "summary": write_json(plan.summary.to_dict(), out.with_name(out.stem + "_summary.json")),
     }
+    priced = out.with_name(out.stem + "_prices.csv")
     if plan.prices is not None:  # for `repfit score --top-k K --plan`: candidates ranked as this optimum ranks them
-        paths["prices"] = write_table(plan.prices.reset_index(), out.with_name(out.stem + "_prices.csv"))
+        paths["prices"] = write_table(plan.prices.reset_index(), priced)
+    else:  # an earlier plan's prices at this --out are not this plan's: `score --plan` must not pair them (review 16)
+        priced.unlink(missing_ok=True)
     sm = plan.summary
     run_id = tracker.log_job(
         "assign", params={**options.as_params(), "solver": sm.solver, "data_dir": str(data.path)},

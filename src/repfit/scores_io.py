@@ -407,6 +407,13 @@ class _Sparse(_Sink):
         none = np.flatnonzero(count == 0)
         if len(none):
             problems.append(f"{len(none):,} accounts of the data have no pair, e.g. {listed(self.accs[none[:5]].tolist())}")
+        # empty means every rep is listed; on an account listing fewer, the left-out pairs would be taken as none and
+        # a plan certified over all pairs that it never saw (review 16)
+        unbounded = np.flatnonzero((count > 0) & (count < self.R) & ~np.isfinite(self.left))
+        if len(unbounded):
+            problems.append(f"column '{LEFT_OUT}' is empty for {len(unbounded):,} accounts that list "
+                            f"{int(count[unbounded].max()):,} of the {self.R:,} reps or fewer, e.g. "
+                            f"{listed(self.accs[unbounded[:5]].tolist())} (empty: every rep listed)")
         self.refuse(problems)
         left = np.where(np.isfinite(self.left), self.left, np.nan).astype(np.float32)
         left[count >= self.R] = np.nan  # every pair listed: nothing left out

@@ -13,7 +13,7 @@ import pandas as pd
 from repfit import schema as S
 from repfit.assign.bands import build_bands, metric_weights, parse_balance
 from repfit.assign.families import collapse
-from repfit.assign.problem import Band, Problem, check_feasible
+from repfit.assign.problem import Band, Problem, check_feasible, check_match_values
 from repfit.assign.solvers import Solution, solve
 from repfit.config import OBJECTIVES, AssignConfig
 from repfit.errors import ConfigError, InfeasibleAssignment, SolverError
@@ -119,6 +119,31 @@ def current_rep_index(ds: S.Dataset) -> np.ndarray:
     return pd.Index(ds.reps[S.REP_ID]).get_indexer(ds.accounts[S.CURRENT_REP_ID].fillna("\0"))
 
 
+def check_options(ds: S.Dataset, cfg: AssignConfig) -> None:
+    """The options' own checks, before any problem is built (on every pair or on candidates alone).
+
+    Raises
+    ------
+    ConfigError
+        A bad objective, time limit or continuity bonus, or a ``require_match`` attribute a table lacks.
+    """
+    if cfg.objective not in OBJECTIVES:
+        raise ConfigError(f"objective {cfg.objective!r} is not one of {', '.join(OBJECTIVES)}.", option="objective")
+    if cfg.time_limit is not None and not (math.isfinite(cfg.time_limit) and cfg.time_limit > 0):
+        raise ConfigError(f"the time limit must be a number of seconds above 0 (got {cfg.time_limit}). Fix: e.g. 240, "
+                          "or leave it out for each solver's default.", option="time_limit")
+    if not (math.isfinite(cfg.continuity) and cfg.continuity >= 0):  # nan passes a plain "< 0" test
+        raise ConfigError(f"the continuity bonus must be a finite number, 0 or more (got {cfg.continuity}). "
+                          "Fix: e.g. 0.05 for a 5% bonus on keeping the current rep.", option="continuity")
+    for attr in cfg.require_match:
+        for table, df in (("reps", ds.reps), ("accounts", ds.accounts)):
+            if attr not in df.columns:
+                raise ConfigError(
+                    f"{ds.paths[table]} has no column '{attr}' (found: {', '.join(c for c in df.columns)}). "
+                    "Fix: name an attribute both tables carry.", option="require_match"
+                )
+
+
 def build_problem(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig, candidates=None) -> tuple[Problem, dict]:
     """The assignment problem of ``ds`` under ``cfg``, before any feasibility check.
 
@@ -139,26 +164,13 @@ def build_problem(ds: S.Dataset, p_win: np.ndarray, cfg: AssignConfig, candidate
     ConfigError
         A bad objective or continuity bonus, or a ``require_match`` attribute a table lacks.
     """
-    if cfg.objective not in OBJECTIVES:
-        raise ConfigError(f"objective {cfg.objective!r} is not one of {', '.join(OBJECTIVES)}.", option="objective")
-    if cfg.time_limit is not None and not (math.isfinite(cfg.time_limit) and cfg.time_limit > 0):
-        raise ConfigError(f"the time limit must be a number of seconds above 0 (got {cfg.time_limit}). Fix: e.g. 240, "
-                          "or leave it out for each solver's default.", option="time_limit")
-    if not (math.isfinite(cfg.continuity) and cfg.continuity >= 0):  # nan passes a plain "< 0" test
-        raise ConfigError(f"the continuity bonus must be a finite number, 0 or more (got {cfg.continuity}). "
-                          "Fix: e.g. 0.05 for a 5% bonus on keeping the current rep.", option="continuity")
+    check_options(ds, cfg)
     reps, accs = ds.reps, ds.accounts
     potential = accs[S.POTENTIAL].to_numpy(float)
     values = p_win * (potential[:, None] if cfg.objective == "expected_value" else 1.0)
     current = current_rep_index(ds)
     allowed, match = None, {}
     for attr in cfg.require_match:
-        for table, df in (("reps", reps), ("accounts", accs)):
-            if attr not in df.columns:
-                raise ConfigError(
-                    f"{ds.paths[table]} has no column '{attr}' (found: {', '.join(c for c in df.columns)}). "
-                    "Fix: name an attribute both tables carry.", option="require_match"
-                )
         rv, av = reps[attr].astype(str).to_numpy(), accs[attr].astype(str).to_numpy()
         ok = av[:, None] == rv[None, :]
         allowed = ok if allowed is None else allowed & ok
@@ -302,6 +314,7 @@ def _plan_on_candidates(ds: S.Dataset, cand, cfg: AssignConfig) -> Plan:
     reps) array, so 10,000 reps x 1,000,000 accounts fit in memory."""
     from repfit.assign import sparse as sp
 
+    check_options(ds, cfg)  # as build_problem does (review 16: a missing --require-match column was a KeyError)
     t0 = time.perf_counter()
     A, R = cand.shape
     capacity, _ = _capacity(ds, cfg)
@@ -311,13 +324,15 @@ def _plan_on_candidates(ds: S.Dataset, cand, cfg: AssignConfig) -> Plan:
                               continuity=cfg.continuity, rep_names=ds.reps[S.REP_ID].to_numpy(str),
                               account_names=accs[S.ACCOUNT_ID].to_numpy(str), bands=bands), A, R)
     sp.check_counts(prob)
+    check_match_values(prob, {a: (ds.reps[a].astype(str).to_numpy(), accs[a].astype(str).to_numpy())
+                              for a in cfg.require_match})  # a match no K satisfies is not the candidates' fault
     potential = accs[S.POTENTIAL].to_numpy(float) if cfg.objective == "expected_value" else None
     arcs = sp.candidate_arcs(cand, potential, prob, sp.require_match_filter(ds, cfg.require_match))
     sp.unmatched_accounts(arcs, prob)
     left = sp.left_out_bounds(cand, arcs, prob, potential)
     sol = sp.solve_candidates(prob, arcs, left, cand.top_k)
     x, cur, rows = sol.assignment, prob.current, np.arange(A)
-    assignment, per_rep, tiers = _tables(ds, x, cur, sp.p_win_at(arcs, rows, x, R), sp.p_win_at(arcs, rows, cur, R),
+    assignment, per_rep, tiers = _tables(ds, x, cur, sp.p_win_at(arcs, rows, x, R), sp.current_p_win(cand, arcs, cur),
                                          bands)
     scale = sp.value_scale(arcs, left, A, R)
     prices = None if potential is None else pd.Series(

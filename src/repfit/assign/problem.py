@@ -335,6 +335,29 @@ def _check_locked_capacity(p: Problem) -> None:
 
 
 def _check_require_match(p: Problem, match_column: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    check_match_values(p, match_column)
+    lk = np.flatnonzero(p.locked)
+    bad = lk[~p.allowed[lk, p.current[lk]]]
+    if len(bad):
+        _locked_across(p, bad)
+    empty = np.flatnonzero(~p.allowed.any(axis=1))
+    if len(empty):
+        raise InfeasibleAssignment(f"{len(empty)} account(s) have no allowed rep under the required match.",
+                                   option="require_match")
+
+
+def _locked_across(p: Problem, bad: np.ndarray) -> None:
+    names = [str(p.account_names[a]) if p.account_names is not None else str(a) for a in bad]
+    raise InfeasibleAssignment(
+        f"locked accounts {listed(names)} are owned by reps that the required match forbids. Fix: unlock them "
+        "or correct the attribute.", option="require_match"
+    )
+
+
+def check_match_values(p: Problem, match_column: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """The required match's checks from the attribute values alone (no (accounts, reps) array, so a plan on
+    candidates runs them too): a value no rep has, a value whose reps lack the capacity, a locked account owned
+    across the match."""
     cap = p.capacity.astype(np.int64)
     for attr, (rep_vals, acc_vals) in match_column.items():
         have = set(rep_vals[~_isna(rep_vals)])
@@ -353,18 +376,12 @@ def _check_require_match(p: Problem, match_column: dict[str, tuple[np.ndarray, n
                     f"{attr} {v!r} has {need:,} accounts but its reps' capacity is {can:,}: "
                     f"raise their capacity by {need - can:,} or add reps with {attr} {v!r}.", option="require_match"
                 )
-    lk = np.flatnonzero(p.locked)
-    bad = lk[~p.allowed[lk, p.current[lk]]]
-    if len(bad):
-        names = [str(p.account_names[a]) if p.account_names is not None else str(a) for a in bad]
-        raise InfeasibleAssignment(
-            f"locked accounts {listed(names)} are owned by reps that the required match forbids. Fix: unlock them "
-            "or correct the attribute.", option="require_match"
-        )
-    empty = np.flatnonzero(~p.allowed.any(axis=1))
-    if len(empty):
-        raise InfeasibleAssignment(f"{len(empty)} account(s) have no allowed rep under the required match.",
-                                   option="require_match")
+    lk = np.flatnonzero(p.locked & (p.current >= 0))
+    across = np.zeros(len(lk), bool)
+    for rep_vals, acc_vals in match_column.values():
+        across |= acc_vals[lk] != rep_vals[p.current[lk]]
+    if across.any():
+        _locked_across(p, lk[across])
 
 
 def _check_tier_balance(p: Problem) -> None:

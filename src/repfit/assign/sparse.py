@@ -18,7 +18,7 @@ closer the scoring prices, the tighter it is, and the deeper K, the lower the ``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -42,6 +42,7 @@ class LeftOut:
     net: np.ndarray | None = None  # (A,)
     prices: np.ndarray | None = None  # (R,)
     deeper: dict[int, np.ndarray] | None = None  # K' -> (A,) ``net`` had the file kept K' reps (estimates of K)
+    whole_at: dict[int, np.ndarray] | None = None  # K' -> (A,) bool: K' reps would leave nothing out of the account
     tiered: np.ndarray | None = None  # (A, J) ``net`` among the reps of each price tier (``price_tiers``)
 
 
@@ -100,9 +101,10 @@ def left_out_bounds(cand: Candidates, arcs: Arcs, prob: Problem, potential: np.n
         return np.where(listed_cur & np.isfinite(any_rep) & np.isfinite(n), n + slack, -np.inf)
 
     deeper = {k: net_of(n) for k, n in (cand.deeper or {}).items()}
+    whole_at = {k: ~np.isfinite(n) for k, n in (cand.deeper or {}).items()}  # the file's empty: nothing left out
     tiered = None if cand.tiered is None else np.where(
         np.isfinite(cand.tiered), cand.tiered + slack[:, None], -np.inf)
-    return LeftOut(any_rep, net_of(cand.left_out_net), np.asarray(cand.prices, float), deeper, tiered)
+    return LeftOut(any_rep, net_of(cand.left_out_net), np.asarray(cand.prices, float), deeper, whole_at, tiered)
 
 
 def value_scale(arcs: Arcs, left: LeftOut, A: int, R: int) -> float:
@@ -110,10 +112,12 @@ def value_scale(arcs: Arcs, left: LeftOut, A: int, R: int) -> float:
     vmax = float(np.abs(arcs.value).max()) if len(arcs.value) else 0.0
     finite = left.any_rep[np.isfinite(left.any_rep)]
     vmax = max(vmax, float(finite.max()) if len(finite) else 0.0)
-    if left.net is not None:
-        n = left.net[np.isfinite(left.net)]
-        if len(n):
-            vmax = max(vmax, float(np.abs(n).max()) + float(np.abs(left.prices).max()))
+    if left.prices is not None and len(finite):  # every hub arc carries a price (review 16: counted only when
+        # some account had a finite net bound; without one, prices 1e6 x the values overflowed int64)
+        pmax = float(np.abs(left.prices).max()) if len(left.prices) else 0.0
+        n = left.net[np.isfinite(left.net)] if left.net is not None else np.zeros(0)
+        # a hub path: min(U_a - lo_j, N_a) (lo_j a tier's lowest price, as low as -pmax) and then a price
+        vmax = max(vmax, float(np.abs(finite).max()) + 2 * pmax, (float(np.abs(n).max()) if len(n) else 0.0) + pmax)
     nodes = A + R + 4
     return min(INT_LIMIT / (nodes + 1), FLOAT_EXACT) / (9.0 * (A + 1)) / vmax if vmax > 0 else 1.0
 
@@ -243,7 +247,9 @@ def _deeper_k(prob: Problem, arcs: Arcs, gain: np.ndarray, left: LeftOut, scale:
     """The fix, with the smallest deeper K the file's ranks say would close the gap (an estimate: it assumes the
     pairs between would not change the plan)."""
     for k in sorted(left.deeper or {}):
-        if relaxed_bound(prob, arcs, gain, left.deeper[k], left, scale).value <= value:
+        at_k = left if left.whole_at is None else replace(  # an account K' lists whole has no hub (review 16)
+            left, any_rep=np.where(left.whole_at[k], -np.inf, left.any_rep))
+        if relaxed_bound(prob, arcs, gain, left.deeper[k], at_k, scale).value <= value:
             return (f"Fix: score with --top-k {k} (estimated from the ranks the file keeps: every account's "
                     f"left-out bound would then fall within what it holds in this plan)")
     deepest = max(left.deeper) if left.deeper else None
@@ -312,6 +318,23 @@ def p_win_at(arcs: Arcs, a: np.ndarray, r: np.ndarray, R: int) -> np.ndarray:
     """P(win) of pairs (a, r) among the arcs, NaN where a pair is not one."""
     pos = arcs.find(a, r, R)
     return np.where(pos >= 0, arcs.p_win[np.maximum(pos, 0)], np.nan)
+
+
+def current_p_win(cand: Candidates, arcs: Arcs, current: np.ndarray) -> np.ndarray:
+    """(A,) P(win) of each account's current pair as the file lists it (NaN: no current rep, or not listed). From
+    the file, not the arcs: a current pair the required match forbids is not an arc, yet it is what the account
+    is worth today (review 16: its previous_p_win was NaN, the value today understated)."""
+    A, R = cand.shape
+    p = p_win_at(arcs, np.arange(A), current, R)
+    look = np.flatnonzero(np.isnan(p) & (current >= 0))
+    if not len(look):
+        return p
+    keys = cand.acc.astype(np.int64) * R + cand.rep
+    order = np.arange(len(keys)) if (keys[1:] >= keys[:-1]).all() else np.argsort(keys, kind="stable")  # read: sorted
+    listed = Arcs(cand.acc[order].astype(np.int64), cand.rep[order].astype(np.int64),
+                  cand.p_win[order].astype(float), np.zeros(len(order)))
+    p[look] = p_win_at(listed, look, current[look], R)
+    return p
 
 
 def require_match_filter(ds: S.Dataset, attrs) -> "callable | None":
