@@ -290,7 +290,7 @@ def _engines():
 @click.option("--plan", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="With --top-k: a plan `repfit assign` made from candidates (its rep prices are read from "
                    "PLAN_prices.csv beside it). Ranks by those prices instead of a sample's and keeps each account's "
-                   "rep in that plan: a second pass that usually lets assign prove its plan optimal.")
+                   "rep in that plan: a second pass that often lets assign prove its plan optimal.")
 @_tracking_option
 def score(data_dir, mapping, model_uri, out, block_pairs, engine, dask, top_k, plan, tracking_uri) -> None:
     """Score the win probability of every rep x account pair, streamed in blocks.

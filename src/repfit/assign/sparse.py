@@ -270,7 +270,7 @@ NEGLIGIBLE = (f"The gap is below {NEGLIGIBLE_GAP:.2%}: a larger --top-k would re
 
 RESCORE_WITH_PRICES = ("Or score again with --top-k and --plan set to this plan (its rep prices are written beside "
                        "it as <out>_prices.csv): ranked by the prices of a plan this close to the optimum, the "
-                       "candidates' bounds usually prove it.")
+                       "candidates' bounds often prove it (less so under balance bands).")
 
 
 def edge_prices(prob: Problem, arcs: Arcs, gain: np.ndarray, x: np.ndarray) -> np.ndarray:
