@@ -6,14 +6,15 @@ min-cost flow on those pairs (capacity, accounts bands, locks, the required matc
 left-out pairs could add is bounded by a second flow, the *relaxed* problem: each account may also take a
 virtual pair worth its left-out bound, through a hub.
 
-Why the relaxed optimum bounds the optimum over all pairs: the file bounds each account's left-out pairs
-two ways, by P(win) (``p_win_left_out``: worth at most ``U_a`` at any rep) and, when ranked net of the
-scoring-time rep prices ``pi`` (``ev_net_left_out``), by ``N_a``: pair (a, r) is worth at most ``N_a + pi_r``.
-Account a -> hub (``N_a``) -> rep r (``pi_r``) is such a pair at its bound, for every rep; so is a -> the second
-hub (``U_a``) -> r (0). Any assignment over all pairs is a flow of the relaxed network worth at least as much,
-so the relaxed optimum is an upper bound. The plan is certified optimal over all pairs when it reaches it; the
-difference is otherwise a valid gap. With exact prices ``pi`` (the optimum's duals) the bound is met: the
-closer the scoring prices, the tighter it is, and the deeper K, the lower the ``N_a``.
+Why the relaxed optimum bounds the optimum over all pairs: the file bounds each account's left-out pairs by
+P(win) (``p_win_left_out``: worth at most ``U_a`` at any rep) and, ranked net of the scoring-time rep prices
+``pi`` (``ev_net_left_out`` and, per tier j of prices, ``ev_net_left_out_tier<j>``), by ``N_aj``: pair (a, r), r in
+tier j, is worth at most ``N_aj + pi_r``. Account a -> hub j at ``min(U_a - lo_j, N_aj)`` (``lo_j`` the tier's
+lowest price) -> rep r of tier j at ``pi_r`` is a path worth at least that pair's bound, for every rep. Any
+assignment over all pairs is then a flow of the relaxed network worth at least as much, so the relaxed optimum is
+an upper bound. The plan is certified optimal over all pairs when it reaches it; the difference is otherwise a
+valid gap. With exact prices ``pi`` (the optimum's duals) the bound is met: the closer the scoring prices, the
+tighter it is (``repfit score --top-k K --plan``: the prices of a first plan), and the deeper K, the lower N.
 """
 
 from __future__ import annotations
