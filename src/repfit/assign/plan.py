@@ -332,7 +332,7 @@ def _plan_on_candidates(ds: S.Dataset, cand, cfg: AssignConfig) -> Plan:
     left = sp.left_out_bounds(cand, arcs, prob, potential)
     sol = sp.solve_candidates(prob, arcs, left, cand.top_k)
     x, cur, rows = sol.assignment, prob.current, np.arange(A)
-    assignment, per_rep, tiers = _tables(ds, x, cur, sp.p_win_at(arcs, rows, x, R), sp.current_p_win(cand, arcs, cur),
+    assignment, per_rep, tiers = _tables(ds, x, cur, sp.p_win_at(arcs, rows, x, R), sp.current_p_win(cand, cur),
                                          bands)
     scale = sp.value_scale(arcs, left, A, R)
     prices = None if potential is None else pd.Series(

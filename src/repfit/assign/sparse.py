@@ -331,21 +331,16 @@ def p_win_at(arcs: Arcs, a: np.ndarray, r: np.ndarray, R: int) -> np.ndarray:
     return np.where(pos >= 0, arcs.p_win[np.maximum(pos, 0)], np.nan)
 
 
-def current_p_win(cand: Candidates, arcs: Arcs, current: np.ndarray) -> np.ndarray:
+def current_p_win(cand: Candidates, current: np.ndarray) -> np.ndarray:
     """(A,) P(win) of each account's current pair as the file lists it (NaN: no current rep, or not listed). From
     the file, not the arcs: a current pair the required match forbids is not an arc, yet it is what the account
     is worth today (review 16: its previous_p_win was NaN, the value today understated)."""
     A, R = cand.shape
-    p = p_win_at(arcs, np.arange(A), current, R)
-    look = np.flatnonzero(np.isnan(p) & (current >= 0))
-    if not len(look):
-        return p
     keys = cand.acc.astype(np.int64) * R + cand.rep
     order = np.arange(len(keys)) if (keys[1:] >= keys[:-1]).all() else np.argsort(keys, kind="stable")  # read: sorted
     listed = Arcs(cand.acc[order].astype(np.int64), cand.rep[order].astype(np.int64),
                   cand.p_win[order].astype(float), np.zeros(len(order)))
-    p[look] = p_win_at(listed, look, current[look], R)
-    return p
+    return p_win_at(listed, np.arange(A), current, R)
 
 
 def require_match_filter(ds: S.Dataset, attrs) -> "callable | None":
